@@ -1,0 +1,82 @@
+//! Per-operation metadata: HTTP method, URI template, labels, the shapes in
+//! and out, and the errors the operation may answer with.
+
+mod generated;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ErrorCode;
+use crate::schema::{Shape, Shaped};
+
+pub use generated::*;
+
+/// What the model says of one operation.
+#[derive(Debug)]
+pub struct OperationSpec {
+    /// `CreateExportJob`.
+    pub name: &'static str,
+    /// `POST`.
+    pub method: &'static str,
+    /// The URI template, `/v2/email/export-jobs/{JobId}`.
+    pub uri: &'static str,
+    /// The labels of `uri`, in order.
+    pub labels: &'static [&'static str],
+    pub input: &'static Shape,
+    pub output: &'static Shape,
+    /// The modeled errors, in the model's order.
+    pub errors: &'static [ErrorCode],
+    /// The HTTP status of a success.
+    pub success_status: u16,
+}
+
+impl OperationSpec {
+    /// The request path with `labels` filled in, each percent-encoded as one
+    /// path segment (every byte but RFC 3986's unreserved ones).
+    ///
+    /// A label missing from `labels` is left as its template text.
+    pub fn path(&self, labels: &[(&str, &str)]) -> String {
+        let mut path = self.uri.to_owned();
+        for (name, value) in labels {
+            path = path.replace(&format!("{{{name}}}"), &encode_label(value));
+        }
+        path
+    }
+}
+
+/// One operation as a type, binding its input and output types.
+pub trait Operation {
+    type Input: Shaped + Serialize + DeserializeOwned;
+    type Output: Shaped + Serialize + DeserializeOwned;
+
+    /// The operation's metadata.
+    fn spec() -> &'static OperationSpec;
+
+    /// The input's members bound to URI labels, as (label, value).
+    fn labels(input: &Self::Input) -> Vec<(&'static str, &str)>;
+}
+
+fn encode_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_encoded_as_one_segment() {
+        let path = GET_EXPORT_JOB.path(&[("JobId", "a b/c~")]);
+        assert_eq!(path, "/v2/email/export-jobs/a%20b%2Fc~");
+        let path = GET_MESSAGE_INSIGHTS.path(&[("MessageId", "0100-é")]);
+        assert_eq!(path, "/v2/email/insights/0100-%C3%A9/");
+    }
+}

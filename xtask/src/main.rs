@@ -1,0 +1,60 @@
+//! `cargo xtask`: the project's own tasks, as Rust, so they run wherever
+//! cargo does. It depends on none of the crates it generates.
+
+mod codegen;
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  model --from FILE   trim AWS's full SES v2 model (botocore's service-2.json)
+                      into crates/model/aws-model/
+  codegen [--check]   generate crates/model's code from the vendored model;
+                      --check fails if the committed code differs
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["model", "--from", file] => model::trim(Path::new(file)),
+        ["codegen"] => codegen::run(false),
+        ["codegen", "--check"] => codegen::run(true),
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown arguments {args:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root, whatever directory the task was started from.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where the vendored, trimmed model lives.
+fn model_dir() -> PathBuf {
+    root().join("crates/model/aws-model")
+}
+
+const MODEL_FILE: &str = "sesv2-2019-09-27.export-jobs.json";
+
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
+}
