@@ -1,4 +1,24 @@
-//! The ses-export domain: what an export job is and does, over SES event
-//! data, independent of how requests arrive. Knows nothing of HTTP.
+//! The ses-export domain: SES event records and what is built from them
+//! (insight records, VDM metrics), the stores that keep them, and the
+//! queries that exports and read APIs run. Knows nothing of HTTP.
+//!
+//! The flow: [`event::EventReader`] turns JSON lines (plain, gzip, or SNS
+//! wrapped) into [`event::SesEvent`]s; an [`store::EventStore`] keeps them
+//! per [`AccountId`], maintaining one [`insight::InsightRecord`] per message
+//! and recipient and daily metric rollups; [`query`] reads them back for
+//! message-insight exports and metrics.
 
+pub mod account;
+pub mod clock;
+pub mod event;
+pub mod filter;
+pub mod generate;
+pub mod ingest;
+pub mod insight;
+pub mod metrics;
+pub mod query;
+mod rng;
+pub mod store;
+
+pub use account::AccountId;
 pub use ses_export_model as model;

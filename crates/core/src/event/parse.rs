@@ -1,0 +1,297 @@
+//! One record (a JSON object) to one [`SesEvent`], with a reason a person
+//! can act on when the record is not one.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{BounceDetail, ComplaintDetail, EventKind, Mail, NamedRecipient, SesEvent};
+use crate::clock::parse_iso8601;
+use ses_export_model::types::BounceType;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecord {
+    event_type: Option<String>,
+    notification_type: Option<String>,
+    mail: Option<RawMail>,
+    send: Option<RawDetail>,
+    delivery: Option<RawDetail>,
+    bounce: Option<RawDetail>,
+    complaint: Option<RawDetail>,
+    reject: Option<RawDetail>,
+    open: Option<RawDetail>,
+    click: Option<RawDetail>,
+    failure: Option<RawDetail>,
+    delivery_delay: Option<RawDetail>,
+    subscription: Option<RawDetail>,
+    /// An SNS notification carries the record as text in `Message`.
+    #[serde(rename = "Message")]
+    sns_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMail {
+    timestamp: Option<String>,
+    message_id: Option<String>,
+    source: Option<String>,
+    source_arn: Option<String>,
+    #[serde(default)]
+    destination: Vec<String>,
+    common_headers: Option<RawCommonHeaders>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawCommonHeaders {
+    #[serde(default)]
+    from: Vec<String>,
+    subject: Option<String>,
+}
+
+/// The parts of any event object that matter here; the rest only feeds the
+/// event's identity.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawDetail {
+    timestamp: Option<String>,
+    recipients: Option<Vec<String>>,
+    bounced_recipients: Option<Vec<RawRecipient>>,
+    complained_recipients: Option<Vec<RawRecipient>>,
+    delayed_recipients: Option<Vec<RawRecipient>>,
+    bounce_type: Option<String>,
+    bounce_sub_type: Option<String>,
+    complaint_sub_type: Option<String>,
+    complaint_feedback_type: Option<String>,
+    feedback_id: Option<String>,
+    link: Option<String>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    reason: Option<String>,
+    error_message: Option<String>,
+    template_name: Option<String>,
+    delay_type: Option<String>,
+    contact_list: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecipient {
+    email_address: Option<String>,
+    diagnostic_code: Option<String>,
+}
+
+/// Parses one record: an SES event-publishing record, an SES notification
+/// (`notificationType`), or an SNS notification wrapping either.
+pub fn parse_record(text: &str) -> Result<SesEvent, String> {
+    let raw = raw_record(text)?;
+    if raw.event_type.is_none()
+        && raw.notification_type.is_none()
+        && let Some(inner) = &raw.sns_message
+    {
+        let raw = raw_record(inner).map_err(|e| format!("SNS notification whose Message is {e}"))?;
+        return event(raw);
+    }
+    event(raw)
+}
+
+fn raw_record(text: &str) -> Result<RawRecord, String> {
+    if !text.trim_start().starts_with('{') {
+        return Err("not a JSON object".to_owned());
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            format!("not an SES event record: {e}")
+        } else {
+            format!("not valid JSON: {e}")
+        }
+    })
+}
+
+fn event(raw: RawRecord) -> Result<SesEvent, String> {
+    let type_name = raw
+        .event_type
+        .as_deref()
+        .or(raw.notification_type.as_deref())
+        .ok_or("not an SES event record: no eventType")?;
+    let kind = EventKind::from_ses_name(type_name).ok_or_else(|| format!("unknown eventType {type_name:?}"))?;
+    let raw_mail = raw.mail.ok_or("no mail object")?;
+    let mail = mail(raw_mail)?;
+
+    let detail = match kind {
+        EventKind::Send => raw.send,
+        EventKind::Delivery => raw.delivery,
+        EventKind::Bounce => raw.bounce,
+        EventKind::Complaint => raw.complaint,
+        EventKind::Reject => raw.reject,
+        EventKind::Open => raw.open,
+        EventKind::Click => raw.click,
+        EventKind::RenderingFailure => raw.failure,
+        EventKind::DeliveryDelay => raw.delivery_delay,
+        EventKind::Subscription => raw.subscription,
+    };
+    let object = match kind {
+        EventKind::RenderingFailure => "failure",
+        EventKind::DeliveryDelay => "deliveryDelay",
+        _ => "",
+    };
+    let detail = match (detail, kind) {
+        (Some(detail), _) => detail,
+        // SES sends `"send": {}`, but a record without it is still a Send.
+        (None, EventKind::Send | EventKind::Reject | EventKind::RenderingFailure) => RawDetail::default(),
+        (None, _) => {
+            let object = if object.is_empty() {
+                lower_first(kind.ses_name())
+            } else {
+                object.to_owned()
+            };
+            return Err(format!("{} event without its {object} object", kind.ses_name()));
+        }
+    };
+
+    let timestamp = match &detail.timestamp {
+        Some(text) => {
+            parse_iso8601(text).ok_or_else(|| format!("{} timestamp {text:?} is not ISO 8601", kind.ses_name()))?
+        }
+        None => mail.timestamp,
+    };
+    let named = |list: &Option<Vec<RawRecipient>>, field: &str| -> Result<Vec<NamedRecipient>, String> {
+        list.iter()
+            .flatten()
+            .map(|r| {
+                Ok(NamedRecipient {
+                    address: r
+                        .email_address
+                        .clone()
+                        .ok_or_else(|| format!("a {field} entry without emailAddress"))?,
+                    diagnostic_code: r.diagnostic_code.clone(),
+                })
+            })
+            .collect()
+    };
+    let recipients = match kind {
+        EventKind::Delivery => detail
+            .recipients
+            .iter()
+            .flatten()
+            .map(|a| NamedRecipient {
+                address: a.clone(),
+                diagnostic_code: None,
+            })
+            .collect(),
+        EventKind::Bounce => named(&detail.bounced_recipients, "bouncedRecipients")?,
+        EventKind::Complaint => named(&detail.complained_recipients, "complainedRecipients")?,
+        EventKind::DeliveryDelay => named(&detail.delayed_recipients, "delayedRecipients")?,
+        _ => Vec::new(),
+    };
+    if recipients.is_empty() && mail.destination.is_empty() {
+        return Err("the event names no recipient and mail.destination is empty".to_owned());
+    }
+
+    let bounce = match kind {
+        EventKind::Bounce => Some(BounceDetail {
+            bounce_type: match detail.bounce_type.as_deref() {
+                Some("Permanent") => BounceType::Permanent,
+                Some("Transient") => BounceType::Transient,
+                Some("Undetermined") | None => BounceType::Undetermined,
+                Some(other) => {
+                    return Err(format!(
+                        "bounce.bounceType {other:?} is not Permanent, Transient or Undetermined"
+                    ));
+                }
+            },
+            bounce_sub_type: detail.bounce_sub_type.clone(),
+        }),
+        _ => None,
+    };
+    let complaint = match kind {
+        EventKind::Complaint => Some(ComplaintDetail {
+            complaint_sub_type: detail.complaint_sub_type.clone(),
+            complaint_feedback_type: detail.complaint_feedback_type.clone(),
+        }),
+        _ => None,
+    };
+
+    let id = event_id(kind, timestamp, &mail, &recipients, &detail);
+    Ok(SesEvent {
+        id,
+        kind,
+        timestamp,
+        mail,
+        recipients,
+        bounce,
+        complaint,
+    })
+}
+
+fn mail(raw: RawMail) -> Result<Mail, String> {
+    let message_id = raw.message_id.filter(|m| !m.is_empty()).ok_or("no mail.messageId")?;
+    let text = raw.timestamp.ok_or("no mail.timestamp")?;
+    let timestamp = parse_iso8601(&text).ok_or_else(|| format!("mail.timestamp {text:?} is not ISO 8601"))?;
+    let (from, subject) = match raw.common_headers {
+        Some(headers) => (headers.from.into_iter().next(), headers.subject),
+        None => (None, None),
+    };
+    Ok(Mail {
+        message_id,
+        timestamp,
+        source: raw.source,
+        source_arn: raw.source_arn,
+        from,
+        subject,
+        destination: raw.destination,
+        tags: raw.tags.into_iter().collect(),
+    })
+}
+
+/// The identity of an event: its message, type, time, recipients and every
+/// detail that tells two events of one type apart (a click's link, an
+/// open's user agent, a bounce's feedback id). The wrapper it came in, the
+/// field order and the whitespace do not count.
+fn event_id(
+    kind: EventKind,
+    timestamp: i64,
+    mail: &Mail,
+    recipients: &[NamedRecipient],
+    detail: &RawDetail,
+) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(mail.message_id.as_bytes());
+    field(&[kind.code()]);
+    field(&timestamp.to_le_bytes());
+    for r in recipients {
+        field(r.address.as_bytes());
+    }
+    for text in [
+        &detail.feedback_id,
+        &detail.link,
+        &detail.ip_address,
+        &detail.user_agent,
+        &detail.reason,
+        &detail.error_message,
+        &detail.template_name,
+        &detail.delay_type,
+        &detail.contact_list,
+        &detail.bounce_type,
+        &detail.complaint_feedback_type,
+    ] {
+        field(text.as_deref().unwrap_or("\u{0}").as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}

@@ -1,0 +1,228 @@
+//! Message-insight filters: `Include` and `Exclude` as SPEC §5 defines
+//! them. Text filters match exactly, by prefix (`abc*`), suffix (`*abc`) or
+//! substring (`*abc*`), case-sensitively; `\*` and `\\` stand for a literal
+//! `*` and `\`.
+
+use std::fmt;
+
+use ses_export_model::types::{DeliveryEventType, EngagementEventType, MessageInsightsFilters};
+
+use crate::insight::InsightRecord;
+
+/// One text filter value, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextPattern {
+    /// `*`: any value that is present.
+    Any,
+    Exact(String),
+    /// `abc*`
+    Prefix(String),
+    /// `*abc`
+    Suffix(String),
+    /// `*abc*`
+    Contains(String),
+}
+
+/// Why a text filter value cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternError {
+    /// An unescaped `*` that is not the first or last character.
+    InnerWildcard,
+    /// A `\` before anything but `*` or `\`, or at the end.
+    BadEscape,
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PatternError::InnerWildcard => {
+                "Member must use * only as the first or last character (write \\* for a literal *)"
+            }
+            PatternError::BadEscape => "Member must use \\ only before * or \\",
+        })
+    }
+}
+
+impl TextPattern {
+    /// Parses a filter value.
+    pub fn parse(text: &str) -> Result<TextPattern, PatternError> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut literal = String::with_capacity(text.len());
+        let (mut leading, mut trailing) = (false, false);
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '\\' => match chars.get(i + 1) {
+                    Some(c @ ('*' | '\\')) => {
+                        literal.push(*c);
+                        i += 2;
+                        continue;
+                    }
+                    _ => return Err(PatternError::BadEscape),
+                },
+                '*' if i == 0 => leading = true,
+                '*' if i == chars.len() - 1 => trailing = true,
+                '*' => return Err(PatternError::InnerWildcard),
+                c => literal.push(c),
+            }
+            i += 1;
+        }
+        Ok(match (leading, trailing) {
+            (true, _) if chars.len() == 1 => TextPattern::Any,
+            (true, true) if literal.is_empty() => TextPattern::Any,
+            (false, false) => TextPattern::Exact(literal),
+            (false, true) => TextPattern::Prefix(literal),
+            (true, false) => TextPattern::Suffix(literal),
+            (true, true) => TextPattern::Contains(literal),
+        })
+    }
+
+    /// Whether a present value matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            TextPattern::Any => true,
+            TextPattern::Exact(s) => value == s,
+            TextPattern::Prefix(s) => value.starts_with(s.as_str()),
+            TextPattern::Suffix(s) => value.ends_with(s.as_str()),
+            TextPattern::Contains(s) => value.contains(s.as_str()),
+        }
+    }
+}
+
+/// A parsed `Include` or `Exclude`. An empty list is no filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsightFilter {
+    pub from_email_address: Vec<TextPattern>,
+    pub destination: Vec<TextPattern>,
+    pub subject: Vec<TextPattern>,
+    pub isp: Vec<String>,
+    pub tenant_name: Vec<String>,
+    pub last_delivery_event: Vec<DeliveryEventType>,
+    pub last_engagement_event: Vec<EngagementEventType>,
+}
+
+/// A filter value that could not be parsed: its path under the filters
+/// object (`subject.1.member`), as validation messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub path: String,
+    pub error: PatternError,
+}
+
+impl InsightFilter {
+    /// Parses the model's filters; every bad value is reported.
+    pub fn parse(filters: &MessageInsightsFilters) -> Result<InsightFilter, Vec<FilterError>> {
+        let mut errors = Vec::new();
+        let mut text = |name: &str, values: &Option<Vec<String>>| -> Vec<TextPattern> {
+            let mut out = Vec::new();
+            for (i, value) in values.iter().flatten().enumerate() {
+                match TextPattern::parse(value) {
+                    Ok(p) => out.push(p),
+                    Err(error) => errors.push(FilterError {
+                        path: format!("{name}.{}.member", i + 1),
+                        error,
+                    }),
+                }
+            }
+            out
+        };
+        let filter = InsightFilter {
+            from_email_address: text("fromEmailAddress", &filters.from_email_address),
+            destination: text("destination", &filters.destination),
+            subject: text("subject", &filters.subject),
+            isp: filters.isp.clone().unwrap_or_default(),
+            tenant_name: filters.tenant_name.clone().unwrap_or_default(),
+            last_delivery_event: filters.last_delivery_event.clone().unwrap_or_default(),
+            last_engagement_event: filters.last_engagement_event.clone().unwrap_or_default(),
+        };
+        if errors.is_empty() { Ok(filter) } else { Err(errors) }
+    }
+
+    /// Each non-empty filter's verdict on `record`: a record without the
+    /// field never matches a filter on it.
+    fn verdicts<'a>(&'a self, record: &'a InsightRecord) -> impl Iterator<Item = bool> + 'a {
+        fn text(patterns: &[TextPattern], value: Option<&str>) -> Option<bool> {
+            (!patterns.is_empty()).then(|| value.is_some_and(|v| patterns.iter().any(|p| p.matches(v))))
+        }
+        fn exact<T: PartialEq>(values: &[T], value: Option<&T>) -> Option<bool> {
+            (!values.is_empty()).then(|| value.is_some_and(|v| values.contains(v)))
+        }
+        [
+            text(&self.from_email_address, record.from_email_address.as_deref()),
+            text(&self.destination, Some(&record.destination)),
+            text(&self.subject, record.subject.as_deref()),
+            exact(&self.isp, Some(&record.isp)),
+            exact(&self.tenant_name, record.tenant_name.as_ref()),
+            exact(&self.last_delivery_event, record.last_delivery_event().as_ref()),
+            exact(&self.last_engagement_event, record.last_engagement_event().as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// As an `Include`: every non-empty filter matches (AND); within one,
+    /// any value (OR).
+    pub fn includes(&self, record: &InsightRecord) -> bool {
+        self.verdicts(record).all(|v| v)
+    }
+
+    /// As an `Exclude`: any non-empty filter matches.
+    pub fn excludes(&self, record: &InsightRecord) -> bool {
+        self.verdicts(record).any(|v| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_with_their_escapes() {
+        use TextPattern::*;
+        let cases: &[(&str, Result<TextPattern, PatternError>)] = &[
+            ("abc", Ok(Exact("abc".into()))),
+            ("abc*", Ok(Prefix("abc".into()))),
+            ("*abc", Ok(Suffix("abc".into()))),
+            ("*abc*", Ok(Contains("abc".into()))),
+            ("*", Ok(Any)),
+            ("**", Ok(Any)),
+            ("", Ok(Exact(String::new()))),
+            (r"a\*b", Ok(Exact("a*b".into()))),
+            (r"\*", Ok(Exact("*".into()))),
+            (r"\**", Ok(Prefix("*".into()))),
+            (r"*\*", Ok(Suffix("*".into()))),
+            (r"a\\b", Ok(Exact(r"a\b".into()))),
+            (r"a\\*", Ok(Prefix(r"a\".into()))),
+            ("a*b", Err(PatternError::InnerWildcard)),
+            ("**a*", Err(PatternError::InnerWildcard)),
+            (r"a\b", Err(PatternError::BadEscape)),
+            (r"a\", Err(PatternError::BadEscape)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&TextPattern::parse(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_case_sensitively() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("abc", "abc", true),
+            ("abc", "ABC", false),
+            ("abc", "abcd", false),
+            ("news@*", "news@example.com", true),
+            ("news@*", "News@example.com", false),
+            ("*@example.com", "a@example.com", true),
+            ("*@example.com", "a@example.co", false),
+            ("*sale*", "Big sale today", true),
+            ("*sale*", "Big Sale today", false),
+            ("*", "", true),
+            (r"50\* off", "50* off", true),
+            (r"50\* off", "50 off", false),
+            (r"\\path", r"\path", true),
+        ];
+        for (pattern, value, expected) in cases {
+            let p = TextPattern::parse(pattern).expect(pattern);
+            assert_eq!(p.matches(value), *expected, "{pattern:?} on {value:?}");
+        }
+    }
+}

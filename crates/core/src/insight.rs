@@ -1,0 +1,332 @@
+//! Insight records: one per message and recipient, with the fields SPEC §5
+//! derives from the events (ISP, identity, configuration set, tenant, the
+//! last delivery and engagement events).
+
+use std::fmt;
+
+use ses_export_model::types::{BounceType, DeliveryEventType, EngagementEventType};
+
+use crate::clock::Millis;
+use crate::event::{EventKind, Mail};
+use crate::metrics::DimensionValues;
+
+/// The ISP of `recipient`: the `ses:recipient-isp` tag if the message has
+/// one, else by the recipient's domain (whole, case-insensitive), else
+/// `UNKNOWN_ISP`.
+pub fn isp_for(mail: &Mail, recipient: &str) -> String {
+    if let Some(tag) = mail.tag("ses:recipient-isp") {
+        return tag.to_owned();
+    }
+    isp_by_domain(domain_of(recipient).unwrap_or("")).to_owned()
+}
+
+/// The documented domain table; `UNKNOWN_ISP` for any other domain.
+pub fn isp_by_domain(domain: &str) -> &'static str {
+    const TABLE: &[(&str, &str)] = &[
+        ("gmail.com", "Gmail"),
+        ("googlemail.com", "Gmail"),
+        ("yahoo.com", "Yahoo"),
+        ("ymail.com", "Yahoo"),
+        ("rocketmail.com", "Yahoo"),
+        ("outlook.com", "Hotmail"),
+        ("hotmail.com", "Hotmail"),
+        ("live.com", "Hotmail"),
+        ("msn.com", "Hotmail"),
+        ("aol.com", "AOL"),
+        ("icloud.com", "Apple"),
+        ("me.com", "Apple"),
+        ("mac.com", "Apple"),
+        ("comcast.net", "Comcast"),
+        ("orange.fr", "Orange"),
+        ("wanadoo.fr", "Orange"),
+        ("gmx.de", "GMX"),
+        ("gmx.net", "GMX"),
+        ("web.de", "WEB.DE"),
+        ("yandex.ru", "Yandex"),
+        ("mail.ru", "Mail.Ru"),
+        ("qq.com", "QQ"),
+    ];
+    TABLE
+        .iter()
+        .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+        .map_or("UNKNOWN_ISP", |(_, isp)| isp)
+}
+
+/// The domain of an address, `Name <a@b.com>` forms included.
+fn domain_of(address: &str) -> Option<&str> {
+    let address = match (address.rfind('<'), address.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &address[open + 1..close],
+        _ => address,
+    };
+    address.rsplit_once('@').map(|(_, domain)| domain.trim())
+}
+
+/// The sending identity: the one in `mail.sourceArn`
+/// (`arn:aws:ses:...:identity/example.com`), else the domain of
+/// `mail.source`.
+pub fn email_identity(mail: &Mail) -> Option<String> {
+    if let Some(arn) = &mail.source_arn
+        && let Some((_, identity)) = arn.split_once(":identity/")
+        && !identity.is_empty()
+    {
+        return Some(identity.to_owned());
+    }
+    mail.source.as_deref().and_then(domain_of).map(str::to_owned)
+}
+
+/// Which kinds of event a record has seen, as bits. Ingestion only ever
+/// adds bits, so the order events arrive in cannot change the result.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct EventFlags(pub u16);
+
+impl EventFlags {
+    pub const SEND: EventFlags = EventFlags(1 << 0);
+    pub const DELIVERY: EventFlags = EventFlags(1 << 1);
+    pub const PERMANENT_BOUNCE: EventFlags = EventFlags(1 << 2);
+    pub const TRANSIENT_BOUNCE: EventFlags = EventFlags(1 << 3);
+    pub const UNDETERMINED_BOUNCE: EventFlags = EventFlags(1 << 4);
+    pub const COMPLAINT: EventFlags = EventFlags(1 << 5);
+    pub const OPEN: EventFlags = EventFlags(1 << 6);
+    pub const CLICK: EventFlags = EventFlags(1 << 7);
+    pub const DELIVERY_DELAY: EventFlags = EventFlags(1 << 8);
+    pub const REJECT: EventFlags = EventFlags(1 << 9);
+    pub const RENDERING_FAILURE: EventFlags = EventFlags(1 << 10);
+    pub const SUBSCRIPTION: EventFlags = EventFlags(1 << 11);
+
+    /// Events that show a message was sent even when its Send record is lost.
+    const SENT: EventFlags = EventFlags(
+        Self::SEND.0
+            | Self::DELIVERY.0
+            | Self::PERMANENT_BOUNCE.0
+            | Self::TRANSIENT_BOUNCE.0
+            | Self::UNDETERMINED_BOUNCE.0
+            | Self::COMPLAINT.0
+            | Self::OPEN.0
+            | Self::CLICK.0
+            | Self::DELIVERY_DELAY.0,
+    );
+
+    /// The bit for one event.
+    pub fn of(kind: EventKind, bounce_type: Option<&BounceType>) -> EventFlags {
+        match kind {
+            EventKind::Send => Self::SEND,
+            EventKind::Delivery => Self::DELIVERY,
+            EventKind::Bounce => match bounce_type {
+                Some(BounceType::Permanent) => Self::PERMANENT_BOUNCE,
+                Some(BounceType::Transient) => Self::TRANSIENT_BOUNCE,
+                _ => Self::UNDETERMINED_BOUNCE,
+            },
+            EventKind::Complaint => Self::COMPLAINT,
+            EventKind::Open => Self::OPEN,
+            EventKind::Click => Self::CLICK,
+            EventKind::DeliveryDelay => Self::DELIVERY_DELAY,
+            EventKind::Reject => Self::REJECT,
+            EventKind::RenderingFailure => Self::RENDERING_FAILURE,
+            EventKind::Subscription => Self::SUBSCRIPTION,
+        }
+    }
+
+    pub fn contains(self, other: EventFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn union(self, other: EventFlags) -> EventFlags {
+        EventFlags(self.0 | other.0)
+    }
+
+    /// Whether the message counts as sent: a Send, or any event that only
+    /// follows a send.
+    pub fn sent(self) -> bool {
+        self.0 & Self::SENT.0 != 0
+    }
+
+    /// The highest of SEND < BOUNCE < DELIVERY < COMPLAINT seen; a bounce
+    /// reported by its type (permanent over transient over undetermined
+    /// when several were seen, so arrival order never matters).
+    pub fn last_delivery_event(self) -> Option<DeliveryEventType> {
+        let order = [
+            (Self::COMPLAINT, DeliveryEventType::Complaint),
+            (Self::DELIVERY, DeliveryEventType::Delivery),
+            (Self::PERMANENT_BOUNCE, DeliveryEventType::PermanentBounce),
+            (Self::TRANSIENT_BOUNCE, DeliveryEventType::TransientBounce),
+            (Self::UNDETERMINED_BOUNCE, DeliveryEventType::UndeterminedBounce),
+        ];
+        order
+            .into_iter()
+            .find(|(flag, _)| self.contains(*flag))
+            .map(|(_, event)| event)
+            .or_else(|| self.sent().then_some(DeliveryEventType::Send))
+    }
+
+    /// The highest of OPEN < CLICK seen.
+    pub fn last_engagement_event(self) -> Option<EngagementEventType> {
+        if self.contains(Self::CLICK) {
+            Some(EngagementEventType::Click)
+        } else if self.contains(Self::OPEN) {
+            Some(EngagementEventType::Open)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for EventFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventFlags({:#06x})", self.0)
+    }
+}
+
+/// One message and recipient, as exports and filters see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsightRecord {
+    pub message_id: String,
+    /// `mail.timestamp`.
+    pub send_timestamp: Millis,
+    pub destination: String,
+    pub from_email_address: Option<String>,
+    pub subject: Option<String>,
+    pub isp: String,
+    pub email_identity: Option<String>,
+    pub configuration_set: Option<String>,
+    pub tenant_name: Option<String>,
+    /// How many recipients the message had (`mail.destination`); metrics
+    /// count single-recipient messages only.
+    pub recipient_count: u32,
+    /// The events seen for this message and recipient.
+    pub flags: EventFlags,
+}
+
+impl InsightRecord {
+    /// A record for `destination` of `mail`, with no events yet.
+    pub fn new(mail: &Mail, destination: &str) -> Self {
+        InsightRecord {
+            message_id: mail.message_id.clone(),
+            send_timestamp: mail.timestamp,
+            destination: destination.to_owned(),
+            from_email_address: mail.from.clone().or_else(|| mail.source.clone()),
+            subject: mail.subject.clone(),
+            isp: isp_for(mail, destination),
+            email_identity: email_identity(mail),
+            configuration_set: mail.tag("ses:configuration-set").map(str::to_owned),
+            tenant_name: mail.tag("ses:tenant-name").map(str::to_owned),
+            recipient_count: u32::try_from(mail.destination.len().max(1)).unwrap_or(u32::MAX),
+            flags: EventFlags::default(),
+        }
+    }
+
+    /// The record's place in exports: send time, message id, destination,
+    /// text by byte value.
+    pub fn sort_key(&self) -> (Millis, &str, &str) {
+        (self.send_timestamp, &self.message_id, &self.destination)
+    }
+
+    pub fn last_delivery_event(&self) -> Option<DeliveryEventType> {
+        self.flags.last_delivery_event()
+    }
+
+    pub fn last_engagement_event(&self) -> Option<EngagementEventType> {
+        self.flags.last_engagement_event()
+    }
+
+    /// Whether the record counts toward VDM metrics at all.
+    pub fn counts_toward_metrics(&self) -> bool {
+        self.recipient_count == 1
+    }
+
+    /// The metric dimensions' values, empty where the record has none.
+    pub fn dimensions(&self) -> DimensionValues {
+        DimensionValues {
+            email_identity: self.email_identity.clone().unwrap_or_default(),
+            configuration_set: self.configuration_set.clone().unwrap_or_default(),
+            isp: self.isp.clone(),
+            tenant_name: self.tenant_name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isp_by_domain_matches_whole_domains_case_insensitively() {
+        let cases = [
+            ("a@gmail.com", "Gmail"),
+            ("a@GMAIL.COM", "Gmail"),
+            ("a@mail.gmail.com", "UNKNOWN_ISP"),
+            ("a@googlemail.com", "Gmail"),
+            ("a@ymail.com", "Yahoo"),
+            ("a@rocketmail.com", "Yahoo"),
+            ("a@live.com", "Hotmail"),
+            ("a@msn.com", "Hotmail"),
+            ("a@aol.com", "AOL"),
+            ("a@mac.com", "Apple"),
+            ("a@comcast.net", "Comcast"),
+            ("a@wanadoo.fr", "Orange"),
+            ("a@gmx.net", "GMX"),
+            ("a@web.de", "WEB.DE"),
+            ("a@yandex.ru", "Yandex"),
+            ("a@mail.ru", "Mail.Ru"),
+            ("a@qq.com", "QQ"),
+            ("Someone <a@Hotmail.com>", "Hotmail"),
+            ("no-at-sign", "UNKNOWN_ISP"),
+        ];
+        for (address, isp) in cases {
+            assert_eq!(isp_for(&Mail::default(), address), isp, "{address}");
+        }
+        let tagged = Mail {
+            tags: vec![("ses:recipient-isp".into(), vec!["Custom".into(), "Second".into()])],
+            ..Mail::default()
+        };
+        assert_eq!(isp_for(&tagged, "a@gmail.com"), "Custom");
+    }
+
+    #[test]
+    fn identity_from_arn_else_source_domain() {
+        let mut mail = Mail {
+            source: Some("Sender <bounce@mail.example.com>".into()),
+            ..Mail::default()
+        };
+        assert_eq!(email_identity(&mail).as_deref(), Some("mail.example.com"));
+        mail.source_arn = Some("arn:aws:ses:us-east-1:111111111111:identity/example.com".into());
+        assert_eq!(email_identity(&mail).as_deref(), Some("example.com"));
+    }
+
+    #[test]
+    fn last_events_follow_the_documented_precedence() {
+        use DeliveryEventType as D;
+        let f = |flags: &[EventFlags]| flags.iter().fold(EventFlags::default(), |a, b| a.union(*b));
+        let cases: &[(&[EventFlags], Option<D>)] = &[
+            (&[], None),
+            (&[EventFlags::REJECT], None),
+            (&[EventFlags::SEND], Some(D::Send)),
+            (&[EventFlags::OPEN], Some(D::Send)),
+            (
+                &[EventFlags::SEND, EventFlags::TRANSIENT_BOUNCE],
+                Some(D::TransientBounce),
+            ),
+            (&[EventFlags::UNDETERMINED_BOUNCE], Some(D::UndeterminedBounce)),
+            (
+                &[EventFlags::TRANSIENT_BOUNCE, EventFlags::PERMANENT_BOUNCE],
+                Some(D::PermanentBounce),
+            ),
+            (&[EventFlags::PERMANENT_BOUNCE, EventFlags::DELIVERY], Some(D::Delivery)),
+            (
+                &[EventFlags::COMPLAINT, EventFlags::DELIVERY, EventFlags::SEND],
+                Some(D::Complaint),
+            ),
+        ];
+        for (flags, expected) in cases {
+            assert_eq!(f(flags).last_delivery_event(), *expected, "{flags:?}");
+        }
+        assert_eq!(
+            f(&[EventFlags::OPEN]).last_engagement_event(),
+            Some(EngagementEventType::Open)
+        );
+        assert_eq!(
+            f(&[EventFlags::CLICK, EventFlags::OPEN]).last_engagement_event(),
+            Some(EngagementEventType::Click)
+        );
+        assert_eq!(f(&[EventFlags::DELIVERY]).last_engagement_event(), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! The queries exports and read APIs run over an [`EventStore`]: message
+//! insights (filtered, sampled) and metrics (grouped, per day).
+
+use std::collections::{BTreeMap, BinaryHeap};
+
+use futures_util::StreamExt;
+use ses_export_model::types::{Metric, MetricAggregation, MetricDimensionName};
+
+use crate::AccountId;
+use crate::clock::{Interval, day_of, day_start};
+use crate::filter::InsightFilter;
+use crate::insight::InsightRecord;
+use crate::metrics::{DailyCounts, MetricCounts};
+use crate::rng;
+use crate::store::{EventStore, StoreError};
+
+/// A message-insights selection.
+#[derive(Debug, Clone)]
+pub struct InsightQuery {
+    pub interval: Interval,
+    pub include: InsightFilter,
+    pub exclude: InsightFilter,
+    /// At most this many records; when more match, a uniform sample.
+    pub max_results: usize,
+    /// The sample's seed: the same seed picks the same records.
+    pub seed: u64,
+}
+
+/// What an [`InsightQuery`] found.
+#[derive(Debug, Clone, Default)]
+pub struct InsightSelection {
+    /// Records scanned inside the interval.
+    pub processed: u64,
+    /// Records that passed the filters.
+    pub matched: u64,
+    /// At most `max_results` of them, in export order.
+    pub records: Vec<InsightRecord>,
+}
+
+/// A record with its place in the sample: the smallest `max_results` keys
+/// win, which is a uniform sample without replacement, independent of scan
+/// order and the same for the same seed.
+struct Sampled(u64, InsightRecord);
+
+impl PartialEq for Sampled {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Sampled {}
+impl PartialOrd for Sampled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Sampled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1.sort_key()).cmp(&(other.0, other.1.sort_key()))
+    }
+}
+
+/// Runs a message-insights selection. Memory holds at most `max_results`
+/// records, however many match; `keep_going` is asked now and then and
+/// stops the scan (with what was found so far) when it says no.
+pub async fn select_insights(
+    store: &dyn EventStore,
+    account: &AccountId,
+    query: &InsightQuery,
+    keep_going: &(dyn Fn() -> bool + Sync),
+) -> Result<InsightSelection, StoreError> {
+    let mut selection = InsightSelection::default();
+    let mut sample: BinaryHeap<Sampled> = BinaryHeap::with_capacity(query.max_results.min(1 << 16) + 1);
+    let mut scan = store.scan_insights(account, query.interval);
+    while let Some(record) = scan.next().await {
+        let record = record?;
+        selection.processed += 1;
+        if selection.processed % 4096 == 0 && !keep_going() {
+            break;
+        }
+        if !query.include.includes(&record) || query.exclude.excludes(&record) {
+            continue;
+        }
+        selection.matched += 1;
+        let key = rng::hash(
+            query.seed,
+            &[record.message_id.as_bytes(), record.destination.as_bytes()],
+        );
+        if sample.len() < query.max_results {
+            sample.push(Sampled(key, record));
+        } else if sample.peek().is_some_and(|top| key < top.0) {
+            sample.pop();
+            sample.push(Sampled(key, record));
+        }
+    }
+    let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| s.1).collect();
+    records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    selection.records = records;
+    Ok(selection)
+}
+
+/// Which values of a dimension a metrics export groups by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DimensionSelect {
+    /// `*`: every value, the empty one included.
+    All,
+    /// Only these values.
+    Values(Vec<String>),
+}
+
+/// A metrics export's question.
+#[derive(Debug, Clone)]
+pub struct MetricsQuery {
+    pub interval: Interval,
+    /// The dimensions, in column order.
+    pub dimensions: Vec<(MetricDimensionName, DimensionSelect)>,
+    pub metrics: Vec<(Metric, MetricAggregation)>,
+}
+
+/// One row of a metrics export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsRow {
+    /// One value per requested dimension, in column order.
+    pub dimension_values: Vec<String>,
+    /// One value per requested metric: a volume, or a rate (`None` when
+    /// nothing was sent).
+    pub values: Vec<MetricValue>,
+}
+
+/// A metric's value in a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    Volume(i64),
+    Rate(Option<f64>),
+}
+
+/// What a metrics export found.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSelection {
+    /// Messages counted in the interval (the SEND volume over all rows).
+    pub processed: u64,
+    pub rows: Vec<MetricsRow>,
+}
+
+/// Runs a metrics export's query: one row per combination of the requested
+/// dimensions' values with at least one counted message, ordered by those
+/// values (empty first, by byte value).
+pub async fn select_metrics(
+    store: &dyn EventStore,
+    account: &AccountId,
+    query: &MetricsQuery,
+) -> Result<MetricsSelection, StoreError> {
+    let days = store.daily_counts(account, query.interval).await?;
+    let mut groups: BTreeMap<Vec<String>, MetricCounts> = BTreeMap::new();
+    for DailyCounts { dimensions, counts, .. } in &days {
+        let mut key = Vec::with_capacity(query.dimensions.len());
+        let mut selected = true;
+        for (name, select) in &query.dimensions {
+            let value = dimensions.get(name).unwrap_or("");
+            // A record without a value never matches a listed one, "" included.
+            selected &= match select {
+                DimensionSelect::All => true,
+                DimensionSelect::Values(values) => !value.is_empty() && values.iter().any(|v| v == value),
+            };
+            key.push(value.to_owned());
+        }
+        if selected {
+            *groups.entry(key).or_default() += *counts;
+        }
+    }
+    let mut selection = MetricsSelection::default();
+    for (dimension_values, counts) in groups {
+        let sent = counts.get(&Metric::Send);
+        selection.processed += sent as u64;
+        let values = query
+            .metrics
+            .iter()
+            .map(|(metric, aggregation)| match aggregation {
+                MetricAggregation::Rate => {
+                    MetricValue::Rate((sent > 0).then(|| counts.get(metric) as f64 / sent as f64))
+                }
+                _ => MetricValue::Volume(counts.get(metric)),
+            })
+            .collect();
+        selection.rows.push(MetricsRow {
+            dimension_values,
+            values,
+        });
+    }
+    Ok(selection)
+}
+
+/// `BatchGetMetricData`'s answer to one query: for every UTC day from the
+/// interval's first to its last, that day's start and the metric's volume
+/// among messages sent inside the interval that day whose dimension values
+/// equal `filter`'s (every message when `filter` is empty).
+pub async fn daily_volumes(
+    store: &dyn EventStore,
+    account: &AccountId,
+    metric: &Metric,
+    filter: &BTreeMap<MetricDimensionName, String>,
+    interval: Interval,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    if interval.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (first, last) = (day_of(interval.start), day_of(interval.end));
+    let mut volumes: BTreeMap<i64, i64> = (first..=last).map(|d| (d, 0)).collect();
+    for row in store.daily_counts(account, interval).await? {
+        let matches = filter
+            .iter()
+            .all(|(name, value)| !value.is_empty() && row.dimensions.get(name) == Some(value.as_str()));
+        if matches && let Some(v) = volumes.get_mut(&row.day) {
+            *v += row.counts.get(metric);
+        }
+    }
+    Ok(volumes.into_iter().map(|(day, v)| (day_start(day), v)).collect())
+}

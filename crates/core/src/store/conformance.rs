@@ -1,0 +1,418 @@
+//! The conformance suite for [`EventStore`] backends: async checks over
+//! `&dyn EventStore` that every backend runs in its own tests. A backend is
+//! done when it passes them; adding one means passing this, not writing new
+//! tests.
+//!
+//! ```ignore
+//! conformance::run(|| async { Box::new(MyStore::new()) as Box<dyn EventStore> }).await;
+//! conformance::check_failed_batch_leaves_nothing(&my_store_that_fills_up).await;
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+
+use super::{EventStore, IngestOutcome, MessageDetail, recount};
+use crate::AccountId;
+use crate::clock::{DAY_MILLIS, Interval, Millis, format_iso8601};
+use crate::event::{SesEvent, parse_record};
+use crate::generate::{EventGenerator, GeneratorConfig};
+use crate::insight::{EventFlags, InsightRecord};
+use crate::metrics::{DailyCounts, merge_daily};
+
+/// Runs every check, each on fresh stores from `new_store`.
+pub async fn run<F, Fut>(new_store: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Box<dyn EventStore>>,
+{
+    check_records_and_their_order(&*new_store().await).await;
+    check_ingest_is_idempotent(&*new_store().await).await;
+    check_order_does_not_matter(&*new_store().await, &*new_store().await).await;
+    check_accounts_are_separate(&*new_store().await).await;
+    check_message_insights(&*new_store().await).await;
+    check_scan_bounds_are_inclusive(&*new_store().await).await;
+    check_daily_counts_match_a_recount(&*new_store().await).await;
+}
+
+/// The account most checks use.
+pub fn account() -> AccountId {
+    "111111111111".parse().expect("12 digits")
+}
+
+fn other_account() -> AccountId {
+    "222222222222".parse().expect("12 digits")
+}
+
+/// 2024-01-01T00:00:00Z.
+pub const T0: Millis = 1_704_067_200_000;
+
+/// A record as SES writes it, for `message_id` sent at `sent` to
+/// `destination`, with `detail` under the event type's key.
+pub fn record(event_type: &str, message_id: &str, sent: Millis, destination: &[&str], detail: Value) -> Value {
+    let key = match event_type {
+        "Rendering Failure" => "failure".to_owned(),
+        "DeliveryDelay" => "deliveryDelay".to_owned(),
+        other => other.to_ascii_lowercase(),
+    };
+    let mut record = json!({
+        "eventType": event_type,
+        "mail": {
+            "timestamp": format_iso8601(sent),
+            "messageId": message_id,
+            "source": "news@example.com",
+            "sourceArn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
+            "destination": destination,
+            "commonHeaders": {"from": ["News <news@example.com>"], "subject": format!("Hello {message_id}")},
+            "tags": {
+                "ses:configuration-set": ["marketing"],
+                "ses:tenant-name": ["tenant-a"],
+                "campaign": ["spring", "sale"],
+            },
+        },
+    });
+    record[key] = detail;
+    record
+}
+
+/// Parses records built by [`record`].
+pub fn events(records: &[Value]) -> Vec<SesEvent> {
+    records
+        .iter()
+        .map(|r| parse_record(&r.to_string()).expect("a well-formed record"))
+        .collect()
+}
+
+fn at(t: Millis) -> String {
+    format_iso8601(t)
+}
+
+/// Three messages: one delivered and clicked, one bounced, one to two
+/// recipients of which one complained.
+pub fn sample_records() -> Vec<Value> {
+    let (a, b, c) = (T0 + 1000, T0 + 2000, T0 + 2000);
+    vec![
+        record("Send", "msg-a", a, &["ann@gmail.com"], json!({})),
+        record(
+            "Delivery",
+            "msg-a",
+            a,
+            &["ann@gmail.com"],
+            json!({"timestamp": at(a + 10), "recipients": ["ann@gmail.com"]}),
+        ),
+        record(
+            "Open",
+            "msg-a",
+            a,
+            &["ann@gmail.com"],
+            json!({"timestamp": at(a + 60_000)}),
+        ),
+        record(
+            "Click",
+            "msg-a",
+            a,
+            &["ann@gmail.com"],
+            json!({"timestamp": at(a + 61_000), "link": "https://example.com/x"}),
+        ),
+        record("Send", "msg-b", b, &["bob@yahoo.com"], json!({})),
+        record(
+            "Bounce",
+            "msg-b",
+            b,
+            &["bob@yahoo.com"],
+            json!({"timestamp": at(b + 5), "bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": [{"emailAddress": "bob@yahoo.com", "diagnosticCode": "smtp; 550 no such user"}]}),
+        ),
+        record("Send", "msg-c", c, &["cy@outlook.com", "dee@corp.example"], json!({})),
+        record(
+            "Delivery",
+            "msg-c",
+            c,
+            &["cy@outlook.com", "dee@corp.example"],
+            json!({"timestamp": at(c + 10), "recipients": ["cy@outlook.com", "dee@corp.example"]}),
+        ),
+        record(
+            "Complaint",
+            "msg-c",
+            c,
+            &["cy@outlook.com", "dee@corp.example"],
+            json!({"timestamp": at(c + 99), "complaintFeedbackType": "abuse", "complaintSubType": null,
+                   "complainedRecipients": [{"emailAddress": "dee@corp.example"}]}),
+        ),
+    ]
+}
+
+async fn scan_all(store: &dyn EventStore, account: &AccountId) -> Vec<InsightRecord> {
+    store
+        .scan_insights(account, Interval::new(i64::MIN / 2, i64::MAX / 2))
+        .try_collect()
+        .await
+        .expect("scan")
+}
+
+async fn ingest(store: &dyn EventStore, account: &AccountId, events: Vec<SesEvent>) -> IngestOutcome {
+    store.ingest(account, events).await.expect("ingest")
+}
+
+/// Everything a store tells about an account, for comparing two stores.
+async fn state(store: &dyn EventStore, account: &AccountId) -> (Vec<InsightRecord>, Vec<DailyCounts>) {
+    let counts = store
+        .daily_counts(account, Interval::new(T0 - 30 * DAY_MILLIS, T0 + 60 * DAY_MILLIS))
+        .await
+        .expect("daily counts");
+    (scan_all(store, account).await, counts)
+}
+
+pub async fn check_records_and_their_order(store: &dyn EventStore) {
+    let outcome = ingest(store, &account(), events(&sample_records())).await;
+    assert_eq!(
+        outcome,
+        IngestOutcome {
+            accepted: 9,
+            duplicates: 0
+        }
+    );
+    let records = scan_all(store, &account()).await;
+    let summary: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let last = |e: Option<String>| e.unwrap_or_else(|| "-".to_owned());
+            format!(
+                "{} {} {} {} {}",
+                r.message_id,
+                r.destination,
+                r.isp,
+                last(r.last_delivery_event().map(|e| e.to_string())),
+                last(r.last_engagement_event().map(|e| e.to_string())),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "msg-a ann@gmail.com Gmail DELIVERY CLICK",
+            "msg-b bob@yahoo.com Yahoo PERMANENT_BOUNCE -",
+            "msg-c cy@outlook.com Hotmail DELIVERY -",
+            "msg-c dee@corp.example UNKNOWN_ISP COMPLAINT -",
+        ]
+    );
+    let a = &records[0];
+    assert_eq!(a.send_timestamp, T0 + 1000);
+    assert_eq!(a.from_email_address.as_deref(), Some("News <news@example.com>"));
+    assert_eq!(a.subject.as_deref(), Some("Hello msg-a"));
+    assert_eq!(a.email_identity.as_deref(), Some("example.com"));
+    assert_eq!(a.configuration_set.as_deref(), Some("marketing"));
+    assert_eq!(a.tenant_name.as_deref(), Some("tenant-a"));
+    assert_eq!((a.recipient_count, records[2].recipient_count), (1, 2));
+}
+
+pub async fn check_ingest_is_idempotent(store: &dyn EventStore) {
+    let batch = events(&sample_records());
+    ingest(store, &account(), batch.clone()).await;
+    let before = state(store, &account()).await;
+    let again = ingest(store, &account(), batch.clone()).await;
+    assert_eq!(
+        again,
+        IngestOutcome {
+            accepted: 0,
+            duplicates: 9
+        }
+    );
+    // The same event wrapped in an SNS notification is the same event, and
+    // twice in one batch counts once.
+    let sns = json!({"Type": "Notification", "MessageId": "sns-1", "Message": sample_records()[1].to_string()});
+    let wrapped = parse_record(&sns.to_string()).expect("SNS notification");
+    assert_eq!(wrapped.id, batch[1].id);
+    let new = parse_record(
+        &record(
+            "Open",
+            "msg-b",
+            T0 + 2000,
+            &["bob@yahoo.com"],
+            json!({"timestamp": at(T0 + 9000)}),
+        )
+        .to_string(),
+    )
+    .expect("record");
+    let mixed = ingest(store, &account(), vec![wrapped, new.clone(), new]).await;
+    assert_eq!(
+        mixed,
+        IngestOutcome {
+            accepted: 1,
+            duplicates: 2
+        }
+    );
+    let (records, _) = state(store, &account()).await;
+    assert_eq!(records.len(), before.0.len());
+    assert!(records[1].flags.contains(EventFlags::OPEN));
+}
+
+pub async fn check_order_does_not_matter(in_order: &dyn EventStore, shuffled: &dyn EventStore) {
+    let stream = generated(7, 150);
+    ingest(in_order, &account(), stream.clone()).await;
+    // Backwards, in uneven batches, with a Delivery long before its Send.
+    let mut reversed = stream;
+    reversed.reverse();
+    for chunk in reversed.chunks(37) {
+        ingest(shuffled, &account(), chunk.to_vec()).await;
+    }
+    assert_eq!(state(in_order, &account()).await, state(shuffled, &account()).await);
+}
+
+pub async fn check_accounts_are_separate(store: &dyn EventStore) {
+    ingest(store, &account(), events(&sample_records())).await;
+    assert!(scan_all(store, &other_account()).await.is_empty());
+    assert_eq!(
+        store.message_insights(&other_account(), "msg-a").await.expect("read"),
+        None
+    );
+    let counts = store
+        .daily_counts(&other_account(), Interval::new(T0 - DAY_MILLIS, T0 + DAY_MILLIS))
+        .await
+        .expect("counts");
+    assert!(counts.is_empty());
+    // The same event in another account is not a duplicate there.
+    let outcome = ingest(store, &other_account(), events(&sample_records()[..1])).await;
+    assert_eq!(outcome.accepted, 1);
+}
+
+pub async fn check_message_insights(store: &dyn EventStore) {
+    ingest(store, &account(), events(&sample_records())).await;
+    assert_eq!(store.message_insights(&account(), "msg-zzz").await.expect("read"), None);
+    let detail: MessageDetail = store
+        .message_insights(&account(), "msg-c")
+        .await
+        .expect("read")
+        .expect("msg-c is kept");
+    assert_eq!(detail.from_email_address.as_deref(), Some("News <news@example.com>"));
+    assert_eq!(detail.subject.as_deref(), Some("Hello msg-c"));
+    let tags: Vec<(&str, &str)> = detail.tags.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    assert_eq!(
+        tags,
+        [
+            ("campaign", "spring"),
+            ("campaign", "sale"),
+            ("ses:configuration-set", "marketing"),
+            ("ses:tenant-name", "tenant-a"),
+        ]
+    );
+    let kinds: Vec<(&str, Vec<&str>)> = detail
+        .recipients
+        .iter()
+        .map(|r| {
+            (
+                r.destination.as_str(),
+                r.events.iter().map(|e| e.kind.ses_name()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("cy@outlook.com", vec!["Send", "Delivery"]),
+            ("dee@corp.example", vec!["Send", "Delivery", "Complaint"]),
+        ]
+    );
+    let complaint = &detail.recipients[1].events[2];
+    assert_eq!(complaint.complaint_feedback_type.as_deref(), Some("abuse"));
+    let bounce = store
+        .message_insights(&account(), "msg-b")
+        .await
+        .expect("read")
+        .expect("msg-b");
+    let event = &bounce.recipients[0].events[1];
+    assert_eq!(event.bounce_type.as_ref().map(|b| b.as_str()), Some("PERMANENT"));
+    assert_eq!(event.bounce_sub_type.as_deref(), Some("General"));
+    assert_eq!(event.diagnostic_code.as_deref(), Some("smtp; 550 no such user"));
+    assert_eq!(event.timestamp, T0 + 2005);
+}
+
+pub async fn check_scan_bounds_are_inclusive(store: &dyn EventStore) {
+    ingest(store, &account(), events(&sample_records())).await;
+    let scan = |start, end| async move {
+        let records: Vec<InsightRecord> = store
+            .scan_insights(&account(), Interval::new(start, end))
+            .try_collect()
+            .await
+            .expect("scan");
+        records.into_iter().map(|r| r.message_id).collect::<Vec<_>>()
+    };
+    assert_eq!(scan(T0 + 1000, T0 + 1000).await, ["msg-a"]);
+    assert_eq!(scan(T0 + 1001, T0 + 2000).await, ["msg-b", "msg-c", "msg-c"]);
+    assert!(scan(T0 + 1001, T0 + 1999).await.is_empty());
+}
+
+pub async fn check_daily_counts_match_a_recount(store: &dyn EventStore) {
+    let stream = generated(11, 400);
+    for chunk in stream.chunks(101) {
+        ingest(store, &account(), chunk.to_vec()).await;
+    }
+    let records = reference_records(&stream);
+    let hour = DAY_MILLIS / 24;
+    let intervals = [
+        Interval::new(T0, T0 + 3 * DAY_MILLIS - 1),
+        Interval::new(T0 + 5 * hour, T0 + 2 * DAY_MILLIS + 7 * hour),
+        Interval::new(T0 + hour, T0 + 2 * hour),
+        Interval::new(T0 - DAY_MILLIS, T0 + 30 * DAY_MILLIS),
+        Interval::new(T0 + DAY_MILLIS, T0 + DAY_MILLIS),
+    ];
+    for interval in intervals {
+        let fast = store.daily_counts(&account(), interval).await.expect("counts");
+        let slow = merge_daily(recount(records.iter().filter(|r| interval.contains(r.send_timestamp))));
+        assert_eq!(fast, slow, "{interval:?}");
+    }
+}
+
+/// A store that the next large batch will fill: it must fail whole, leaving
+/// what was kept before untouched, and keep working afterwards.
+pub async fn check_failed_batch_leaves_nothing(store_that_fills: &dyn EventStore) {
+    let store = store_that_fills;
+    ingest(store, &account(), events(&sample_records())).await;
+    let before = state(store, &account()).await;
+    let detail = store.message_insights(&account(), "msg-a").await.expect("read");
+    let big = generated(3, 3000);
+    let result = store.ingest(&account(), big).await;
+    assert!(result.is_err(), "the batch was meant to overflow the store");
+    assert_eq!(state(store, &account()).await, before);
+    assert_eq!(store.message_insights(&account(), "msg-a").await.expect("read"), detail);
+    let small = events(&[record("Send", "msg-z", T0, &["z@gmail.com"], json!({}))]);
+    assert_eq!(ingest(store, &account(), small).await.accepted, 1);
+}
+
+/// A generated event stream, parsed.
+pub fn generated(seed: u64, messages: u64) -> Vec<SesEvent> {
+    let config = GeneratorConfig {
+        seed,
+        messages,
+        start: T0,
+        days: 3,
+        ..GeneratorConfig::default()
+    };
+    EventGenerator::new(config)
+        .map(|line| parse_record(&line).expect("generated records parse"))
+        .collect()
+}
+
+/// The insight records of `events` computed the plain way, with no store:
+/// the reference that backends are checked against.
+pub fn reference_records(events: &[SesEvent]) -> Vec<InsightRecord> {
+    let mut seen: HashSet<(&str, [u8; 16], &str)> = HashSet::new();
+    let mut records: HashMap<(Millis, &str, &str), InsightRecord> = HashMap::new();
+    for event in events {
+        let bit = EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type));
+        for (recipient, _) in event.belongs_to() {
+            if !seen.insert((&event.mail.message_id, event.id, recipient)) {
+                continue;
+            }
+            let record = records
+                .entry((event.mail.timestamp, &event.mail.message_id, recipient))
+                .or_insert_with(|| InsightRecord::new(&event.mail, recipient));
+            record.flags = record.flags.union(bit);
+        }
+    }
+    let mut out: Vec<InsightRecord> = records.into_values().collect();
+    out.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    out
+}

@@ -1,0 +1,152 @@
+//! The ingest algorithm, once for every backend: a batch becomes event
+//! rows, insight-record updates and rollup deltas, applied through the
+//! backend's [`IngestTxn`] inside its transaction.
+
+use std::collections::HashMap;
+
+use ses_export_model::types::BounceType;
+
+use super::{IngestOutcome, StoreError};
+use crate::clock::{Millis, day_of};
+use crate::event::{EventId, EventKind, SesEvent};
+use crate::insight::{EventFlags, InsightRecord};
+use crate::metrics::{DimensionValues, MetricCounts};
+
+/// One event for one recipient, ready to be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub id: EventId,
+    pub message_id: String,
+    pub recipient: String,
+    pub kind: EventKind,
+    pub timestamp: Millis,
+    pub bounce_type: Option<BounceType>,
+    pub bounce_sub_type: Option<String>,
+    pub diagnostic_code: Option<String>,
+    pub complaint_sub_type: Option<String>,
+    pub complaint_feedback_type: Option<String>,
+}
+
+/// What is kept once per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub message_id: String,
+    pub send_timestamp: Millis,
+    pub from_email_address: Option<String>,
+    pub subject: Option<String>,
+    /// Every tag value, one pair each.
+    pub tags: Vec<(String, String)>,
+}
+
+/// The storage steps of an ingest, inside one transaction of the backend.
+pub trait IngestTxn {
+    /// Keeps the event unless its (message, id, recipient) is kept already;
+    /// `true` when it was new.
+    fn insert_event(&mut self, event: &PlannedEvent) -> Result<bool, StoreError>;
+    /// Keeps the message unless it is kept already.
+    fn insert_message(&mut self, message: &MessageRow) -> Result<(), StoreError>;
+    /// The flags of the stored record with `record`'s key, if there is one.
+    fn record_flags(&mut self, record: &InsightRecord) -> Result<Option<EventFlags>, StoreError>;
+    /// Stores `record` (with its flags), inserting or replacing by key.
+    fn put_record(&mut self, record: &InsightRecord, existed: bool) -> Result<(), StoreError>;
+    /// Adds `delta` to the rollup of `day` and `dimensions`.
+    fn add_rollup(&mut self, day: i64, dimensions: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError>;
+}
+
+/// Applies a batch through `txn`. The caller commits when this returns
+/// `Ok`, and rolls back otherwise.
+pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
+    let mut outcome = IngestOutcome::default();
+    // Records touched by new events, with the bits those events add.
+    let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
+    let mut messages_seen: HashMap<&str, ()> = HashMap::new();
+
+    for event in events {
+        let bit = EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type));
+        let mut any_new = false;
+        for (recipient, diagnostic_code) in event.belongs_to() {
+            let planned = PlannedEvent {
+                id: event.id,
+                message_id: event.mail.message_id.clone(),
+                recipient: recipient.to_owned(),
+                kind: event.kind,
+                timestamp: event.timestamp,
+                bounce_type: event.bounce.as_ref().map(|b| b.bounce_type.clone()),
+                bounce_sub_type: event.bounce.as_ref().and_then(|b| b.bounce_sub_type.clone()),
+                diagnostic_code: diagnostic_code.map(str::to_owned),
+                complaint_sub_type: event.complaint.as_ref().and_then(|c| c.complaint_sub_type.clone()),
+                complaint_feedback_type: event.complaint.as_ref().and_then(|c| c.complaint_feedback_type.clone()),
+            };
+            if !txn.insert_event(&planned)? {
+                continue;
+            }
+            any_new = true;
+            let key = (event.mail.timestamp, event.mail.message_id.as_str(), recipient);
+            let entry = touched
+                .entry(key)
+                .or_insert_with(|| (InsightRecord::new(&event.mail, recipient), EventFlags::default()));
+            entry.1 = entry.1.union(bit);
+        }
+        if any_new {
+            outcome.accepted += 1;
+            if messages_seen.insert(&event.mail.message_id, ()).is_none() {
+                txn.insert_message(&MessageRow {
+                    message_id: event.mail.message_id.clone(),
+                    send_timestamp: event.mail.timestamp,
+                    from_email_address: event.mail.from.clone().or_else(|| event.mail.source.clone()),
+                    subject: event.mail.subject.clone(),
+                    tags: event
+                        .mail
+                        .tags
+                        .iter()
+                        .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
+                        .collect(),
+                })?;
+            }
+        } else {
+            outcome.duplicates += 1;
+        }
+    }
+
+    let mut rollups: HashMap<(i64, DimensionValues), MetricCounts> = HashMap::new();
+    for (_, (mut record, added)) in touched {
+        let old = txn.record_flags(&record)?;
+        let before = old.unwrap_or_default();
+        record.flags = before.union(added);
+        if old == Some(record.flags) {
+            continue;
+        }
+        txn.put_record(&record, old.is_some())?;
+        if record.counts_toward_metrics() {
+            let mut delta = MetricCounts::of(record.flags);
+            delta -= MetricCounts::of(before);
+            if !delta.is_zero() {
+                *rollups
+                    .entry((day_of(record.send_timestamp), record.dimensions()))
+                    .or_default() += delta;
+            }
+        }
+    }
+    for ((day, dimensions), delta) in &rollups {
+        txn.add_rollup(*day, dimensions, delta)?;
+    }
+    Ok(outcome)
+}
+
+/// Daily counts of records, computed from their flags: what rollups hold,
+/// recounted (for partial days, and as the reference in tests).
+pub fn recount<'a>(records: impl Iterator<Item = &'a InsightRecord>) -> Vec<super::DailyCounts> {
+    let mut sums: HashMap<(i64, DimensionValues), MetricCounts> = HashMap::new();
+    for record in records.filter(|r| r.counts_toward_metrics() && r.flags.sent()) {
+        *sums
+            .entry((day_of(record.send_timestamp), record.dimensions()))
+            .or_default() += MetricCounts::of(record.flags);
+    }
+    sums.into_iter()
+        .map(|((day, dimensions), counts)| super::DailyCounts {
+            day,
+            dimensions,
+            counts,
+        })
+        .collect()
+}

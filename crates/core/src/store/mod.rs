@@ -1,0 +1,138 @@
+//! Where events live: the [`EventStore`] trait, its contract, and the
+//! ingest algorithm every backend shares.
+//!
+//! Backends: [`MemoryEventStore`] (tests, throwaway servers) and
+//! [`SqliteEventStore`] (the embedded default). Each passes the
+//! [`conformance`] suite; a new backend is done when it does too.
+
+pub mod conformance;
+mod ingest;
+mod memory;
+mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use ses_export_model::types::BounceType;
+
+use crate::AccountId;
+use crate::clock::{Interval, Millis};
+use crate::event::{EventKind, SesEvent};
+use crate::insight::InsightRecord;
+pub use crate::metrics::DailyCounts;
+
+pub use ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
+pub use memory::MemoryEventStore;
+pub use sqlite::SqliteEventStore;
+
+/// A stream of insight records in export order.
+pub type InsightStream = BoxStream<'static, Result<InsightRecord, StoreError>>;
+
+/// Keeps SES events per account and answers the queries built on them.
+///
+/// Contract, for every backend:
+/// - `ingest` is atomic per call: all of the batch is kept, or (on error)
+///   none of it. It is idempotent (an event already kept, by
+///   [`SesEvent::id`], counts as a duplicate and changes nothing) and
+///   order-independent (a Delivery before its Send ends the same).
+/// - Reads see only the caller's account.
+/// - `scan_insights` streams without holding the whole result in memory, in
+///   the order of [`InsightRecord::sort_key`] (text by byte value).
+/// - `daily_counts` equals a recount over the records, whatever mix of
+///   precomputed rollups and recounting the backend uses.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug {
+    /// Keeps a batch of events for `account`.
+    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError>;
+
+    /// The insight records whose send time is in `interval`.
+    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream;
+
+    /// One message with its recipients and their events, for
+    /// `GetMessageInsights`; `None` when the account has no such message.
+    async fn message_insights(
+        &self,
+        account: &AccountId,
+        message_id: &str,
+    ) -> Result<Option<MessageDetail>, StoreError>;
+
+    /// Metric counts of single-recipient messages sent in `interval`, per UTC
+    /// day and dimension values, merged (see [`crate::metrics::merge_daily`]).
+    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
+}
+
+/// What one `ingest` call kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events kept for the first time.
+    pub accepted: u64,
+    /// Events that were already kept.
+    pub duplicates: u64,
+}
+
+/// A message as `GetMessageInsights` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDetail {
+    pub message_id: String,
+    pub from_email_address: Option<String>,
+    pub subject: Option<String>,
+    /// Every tag value, one pair each, in name order.
+    pub tags: Vec<(String, String)>,
+    /// One entry per recipient, by address.
+    pub recipients: Vec<RecipientDetail>,
+}
+
+/// One recipient of a message and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientDetail {
+    pub destination: String,
+    pub isp: String,
+    /// In time order.
+    pub events: Vec<StoredEvent>,
+}
+
+/// One event as kept for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub timestamp: Millis,
+    pub kind: EventKind,
+    pub bounce_type: Option<BounceType>,
+    pub bounce_sub_type: Option<String>,
+    pub diagnostic_code: Option<String>,
+    pub complaint_sub_type: Option<String>,
+    pub complaint_feedback_type: Option<String>,
+}
+
+/// Why a store could not do what was asked. Backends map their own errors
+/// into these.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store is out of room (a memory limit, a full disk). Nothing of
+    /// the failed call was kept.
+    Full { backend: &'static str, detail: String },
+    /// Anything else the backend reports.
+    Generic {
+        backend: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Full { backend, detail } => write!(f, "{backend} store is full: {detail}"),
+            StoreError::Generic { backend, source } => write!(f, "{backend} store: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Full { .. } => None,
+            StoreError::Generic { source, .. } => Some(source.as_ref()),
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The SQLite backend, the embedded default: one file in the data dir, one
+//! writer, a reader per scan (WAL lets them run side by side).
+//!
+//! Insight records are clustered by (account, send time, message,
+//! destination), so an export's scan reads them in export order with no
+//! sort; rollups are one row per account, UTC day and dimension values.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use ses_export_model::types::BounceType;
+
+use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
+use super::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
+use crate::AccountId;
+use crate::clock::Interval;
+use crate::event::{EventKind, SesEvent};
+use crate::insight::{EventFlags, InsightRecord};
+use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
+
+const BACKEND: &str = "sqlite";
+/// Records a scan sends across threads at a time.
+const SCAN_CHUNK: usize = 512;
+
+/// The schema, by version; `PRAGMA user_version` says which ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE messages (
+    account      TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    send_ts      INTEGER NOT NULL,
+    from_address TEXT,
+    subject      TEXT,
+    tags         TEXT NOT NULL,
+    PRIMARY KEY (account, message_id)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    account                 TEXT NOT NULL,
+    message_id              TEXT NOT NULL,
+    event_id                BLOB NOT NULL,
+    recipient               TEXT NOT NULL,
+    kind                    INTEGER NOT NULL,
+    ts                      INTEGER NOT NULL,
+    bounce_type             TEXT,
+    bounce_sub_type         TEXT,
+    diagnostic_code         TEXT,
+    complaint_sub_type      TEXT,
+    complaint_feedback_type TEXT,
+    PRIMARY KEY (account, message_id, event_id, recipient)
+) WITHOUT ROWID;
+
+CREATE TABLE insights (
+    account           TEXT NOT NULL,
+    send_ts           INTEGER NOT NULL,
+    message_id        TEXT NOT NULL,
+    destination       TEXT NOT NULL,
+    from_address      TEXT,
+    subject           TEXT,
+    isp               TEXT NOT NULL,
+    email_identity    TEXT,
+    configuration_set TEXT,
+    tenant_name       TEXT,
+    recipient_count   INTEGER NOT NULL,
+    flags             INTEGER NOT NULL,
+    PRIMARY KEY (account, send_ts, message_id, destination)
+) WITHOUT ROWID;
+
+CREATE TABLE metric_days (
+    account            TEXT NOT NULL,
+    day                INTEGER NOT NULL,
+    email_identity     TEXT NOT NULL,
+    configuration_set  TEXT NOT NULL,
+    isp                TEXT NOT NULL,
+    tenant_name        TEXT NOT NULL,
+    send               INTEGER NOT NULL,
+    complaint          INTEGER NOT NULL,
+    permanent_bounce   INTEGER NOT NULL,
+    transient_bounce   INTEGER NOT NULL,
+    open               INTEGER NOT NULL,
+    click              INTEGER NOT NULL,
+    delivery           INTEGER NOT NULL,
+    delivery_open      INTEGER NOT NULL,
+    delivery_click     INTEGER NOT NULL,
+    delivery_complaint INTEGER NOT NULL,
+    PRIMARY KEY (account, day, email_identity, configuration_set, isp, tenant_name)
+) WITHOUT ROWID;
+"#];
+
+/// The SQLite [`EventStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Generic {
+        backend: BACKEND,
+        source: Box::new(e),
+    }
+}
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full {
+            backend: BACKEND,
+            detail: e.to_string(),
+        },
+        _ => generic(e),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        sql_error(e)
+    }
+}
+
+impl SqliteEventStore {
+    /// Opens (creating and migrating as needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), None)
+    }
+
+    /// Like [`open`](Self::open), with the database file capped at about
+    /// `max_bytes`: a batch that would grow it further fails whole with
+    /// [`StoreError::Full`].
+    pub fn open_with_max_size(path: impl AsRef<Path>, max_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), Some(max_bytes))
+    }
+
+    fn open_inner(path: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+        let mut writer = Connection::open(path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        writer.pragma_update(None, "cache_size", -65536)?;
+        writer.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut writer)?;
+        if let Some(max_bytes) = max_bytes {
+            let page_size: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
+            writer.pragma_update(None, "max_page_count", pages.max(1))?;
+        }
+        let reader = open_reader(path)?;
+        Ok(SqliteEventStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    /// Runs `work` with the reader connection on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&lock(&inner.reader)))
+            .await
+            .map_err(generic)?
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic mid-transaction drops the transaction, which rolls it back.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "cache_size", -32768)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Generic {
+            backend: BACKEND,
+            source: format!(
+                "the event database is at schema version {version}, newer than this build's {}",
+                MIGRATIONS.len()
+            )
+            .into(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+struct SqliteTxn<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    account: &'a str,
+}
+
+impl IngestTxn for SqliteTxn<'_> {
+    fn insert_event(&mut self, e: &PlannedEvent) -> Result<bool, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (account, message_id, event_id, recipient, kind, ts, bounce_type, \
+             bounce_sub_type, diagnostic_code, complaint_sub_type, complaint_feedback_type) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let changed = stmt.execute(params![
+            self.account,
+            e.message_id,
+            &e.id[..],
+            e.recipient,
+            e.kind.code(),
+            e.timestamp,
+            e.bounce_type.as_ref().map(BounceType::as_str),
+            e.bounce_sub_type,
+            e.diagnostic_code,
+            e.complaint_sub_type,
+            e.complaint_feedback_type,
+        ])?;
+        Ok(changed == 1)
+    }
+
+    fn insert_message(&mut self, m: &MessageRow) -> Result<(), StoreError> {
+        let tags = serde_json::to_string(&m.tags).map_err(generic)?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO messages (account, message_id, send_ts, from_address, subject, tags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            self.account,
+            m.message_id,
+            m.send_timestamp,
+            m.from_email_address,
+            m.subject,
+            tags
+        ])?;
+        Ok(())
+    }
+
+    fn record_flags(&mut self, r: &InsightRecord) -> Result<Option<EventFlags>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT flags FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
+        )?;
+        let flags = stmt
+            .query_row(
+                params![self.account, r.send_timestamp, r.message_id, r.destination],
+                |row| row.get::<_, u16>(0),
+            )
+            .optional()?;
+        Ok(flags.map(EventFlags))
+    }
+
+    fn put_record(&mut self, r: &InsightRecord, existed: bool) -> Result<(), StoreError> {
+        if existed {
+            let mut stmt = self.tx.prepare_cached(
+                "UPDATE insights SET flags = ?5 \
+                 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
+            )?;
+            stmt.execute(params![
+                self.account,
+                r.send_timestamp,
+                r.message_id,
+                r.destination,
+                r.flags.0
+            ])?;
+        } else {
+            let mut stmt = self.tx.prepare_cached(
+                "INSERT INTO insights (account, send_ts, message_id, destination, from_address, subject, isp, \
+                 email_identity, configuration_set, tenant_name, recipient_count, flags) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            stmt.execute(params![
+                self.account,
+                r.send_timestamp,
+                r.message_id,
+                r.destination,
+                r.from_email_address,
+                r.subject,
+                r.isp,
+                r.email_identity,
+                r.configuration_set,
+                r.tenant_name,
+                r.recipient_count,
+                r.flags.0,
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn add_rollup(&mut self, day: i64, d: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, send, \
+             complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
+             delivery_complaint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT DO UPDATE SET send = send + excluded.send, complaint = complaint + excluded.complaint, \
+             permanent_bounce = permanent_bounce + excluded.permanent_bounce, \
+             transient_bounce = transient_bounce + excluded.transient_bounce, open = open + excluded.open, \
+             click = click + excluded.click, delivery = delivery + excluded.delivery, \
+             delivery_open = delivery_open + excluded.delivery_open, \
+             delivery_click = delivery_click + excluded.delivery_click, \
+             delivery_complaint = delivery_complaint + excluded.delivery_complaint",
+        )?;
+        let c = &delta.0;
+        stmt.execute(params![
+            self.account,
+            day,
+            d.email_identity,
+            d.configuration_set,
+            d.isp,
+            d.tenant_name,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
+            c[9],
+        ])?;
+        Ok(())
+    }
+}
+
+const RECORD_COLUMNS: &str = "send_ts, message_id, destination, from_address, subject, isp, email_identity, \
+                              configuration_set, tenant_name, recipient_count, flags";
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
+    Ok(InsightRecord {
+        send_timestamp: row.get(0)?,
+        message_id: row.get(1)?,
+        destination: row.get(2)?,
+        from_email_address: row.get(3)?,
+        subject: row.get(4)?,
+        isp: row.get(5)?,
+        email_identity: row.get(6)?,
+        configuration_set: row.get(7)?,
+        tenant_name: row.get(8)?,
+        recipient_count: row.get(9)?,
+        flags: EventFlags(row.get(10)?),
+    })
+}
+
+/// Streams `sql`'s records (bound to `params`) from a fresh reader
+/// connection on a blocking thread, a chunk at a time.
+fn stream_records(path: PathBuf, sql: String, params: (String, i64, i64)) -> InsightStream {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
+    let no_runtime = tx.clone();
+    let producer = move || {
+        let run = || -> Result<(), StoreError> {
+            let conn = open_reader(&path)?;
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params![params.0, params.1, params.2])?;
+            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+            while let Some(row) = rows.next()? {
+                chunk.push(record_from_row(row)?);
+                if chunk.len() == SCAN_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
+                    return Ok(()); // the reader went away
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(Ok(chunk));
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(producer);
+        }
+        Err(e) => {
+            let _ = no_runtime.try_send(Err(generic(e)));
+        }
+    }
+    let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Box::pin(chunks.flat_map(|chunk| {
+        let items: Vec<Result<InsightRecord, StoreError>> = match chunk {
+            Ok(records) => records.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(items)
+    }))
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let account = account.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction()?;
+            let outcome = apply_batch(
+                &mut SqliteTxn {
+                    tx: &tx,
+                    account: account.as_str(),
+                },
+                &events,
+            )?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+        .map_err(generic)?
+    }
+
+    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
+             ORDER BY send_ts, message_id, destination"
+        );
+        stream_records(
+            self.inner.path.clone(),
+            sql,
+            (account.to_string(), interval.start, interval.end),
+        )
+    }
+
+    async fn message_insights(
+        &self,
+        account: &AccountId,
+        message_id: &str,
+    ) -> Result<Option<MessageDetail>, StoreError> {
+        let account = account.to_string();
+        let message_id = message_id.to_owned();
+        self.read(move |conn| {
+            let message = conn
+                .query_row(
+                    "SELECT send_ts, from_address, subject, tags FROM messages WHERE account = ?1 AND message_id = ?2",
+                    params![account, message_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((send_ts, from, subject, tags)) = message else {
+                return Ok(None);
+            };
+            let tags: Vec<(String, String)> = serde_json::from_str(&tags).map_err(generic)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT destination, isp FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 \
+                 ORDER BY destination",
+            )?;
+            let mut recipients: Vec<RecipientDetail> = stmt
+                .query_map(params![account, send_ts, message_id], |r| {
+                    Ok(RecipientDetail {
+                        destination: r.get(0)?,
+                        isp: r.get(1)?,
+                        events: Vec::new(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT recipient, ts, kind, bounce_type, bounce_sub_type, diagnostic_code, complaint_sub_type, \
+                 complaint_feedback_type FROM events WHERE account = ?1 AND message_id = ?2 ORDER BY ts, kind",
+            )?;
+            let mut rows = stmt.query(params![account, message_id])?;
+            while let Some(row) = rows.next()? {
+                let recipient: String = row.get(0)?;
+                let code: u8 = row.get(2)?;
+                let event = StoredEvent {
+                    timestamp: row.get(1)?,
+                    kind: EventKind::from_code(code).unwrap_or(EventKind::Send),
+                    bounce_type: row.get::<_, Option<String>>(3)?.map(BounceType::from),
+                    bounce_sub_type: row.get(4)?,
+                    diagnostic_code: row.get(5)?,
+                    complaint_sub_type: row.get(6)?,
+                    complaint_feedback_type: row.get(7)?,
+                };
+                if let Some(r) = recipients.iter_mut().find(|r| r.destination == recipient) {
+                    r.events.push(event);
+                }
+            }
+            Ok(Some(MessageDetail {
+                message_id,
+                from_email_address: from,
+                subject,
+                tags,
+                recipients,
+            }))
+        })
+        .await
+    }
+
+    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+        let account = account.to_string();
+        self.read(move |conn| {
+            let split = interval.split_days();
+            let mut rows = Vec::new();
+            if let Some((first, last)) = split.whole_days {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT day, email_identity, configuration_set, isp, tenant_name, send, complaint, \
+                     permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
+                     delivery_complaint FROM metric_days WHERE account = ?1 AND day BETWEEN ?2 AND ?3",
+                )?;
+                let mut query = stmt.query(params![account, first, last])?;
+                while let Some(r) = query.next()? {
+                    let mut counts = MetricCounts::default();
+                    for (i, slot) in counts.0.iter_mut().enumerate() {
+                        *slot = r.get(5 + i)?;
+                    }
+                    rows.push(DailyCounts {
+                        day: r.get(0)?,
+                        dimensions: DimensionValues {
+                            email_identity: r.get(1)?,
+                            configuration_set: r.get(2)?,
+                            isp: r.get(3)?,
+                            tenant_name: r.get(4)?,
+                        },
+                        counts,
+                    });
+                }
+            }
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
+                 AND recipient_count = 1"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            for part in split.partial {
+                let records = stmt
+                    .query_map(params![account, part.start, part.end], record_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.extend(recount(records.iter()));
+            }
+            Ok(merge_daily(rows))
+        })
+        .await
+    }
+}
