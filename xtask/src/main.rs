@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks, as Rust, so they run wherever
 //! cargo does. It depends on none of the crates it generates.
 
+mod bench;
 mod codegen;
 mod model;
 
@@ -15,6 +16,9 @@ tasks:
                       into crates/model/aws-model/
   codegen [--check]   generate crates/model's code from the vendored model;
                       --check fails if the committed code differs
+  bench [--messages N]
+                      measure ingest and queries over N generated messages
+                      (default 1,000,000) beside DuckDB; writes docs/benchmarks.md
 ";
 
 fn main() -> ExitCode {
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         ["model", "--from", file] => model::trim(Path::new(file)),
         ["codegen"] => codegen::run(false),
         ["codegen", "--check"] => codegen::run(true),
+        ["bench", rest @ ..] => bench::run(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())

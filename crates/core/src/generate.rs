@@ -235,11 +235,14 @@ impl EventGenerator {
         tags.insert("campaign", vec![format!("c{}", rng.below(12))]);
         let mail = MailJson {
             timestamp: format_iso8601(sent),
+            // Like SES's ids: the send time in hex, then a random UUID.
             message_id: format!(
-                "{:016x}-{:08x}-{:06}",
-                crate::rng::mix(c.seed ^ index),
-                index,
-                index % 1_000_000
+                "0100{sent:012x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
+                rng.next_u64() as u32,
+                rng.next_u64() as u16,
+                rng.next_u64() as u16,
+                rng.next_u64() as u16,
+                rng.next_u64() & 0xFFFF_FFFF_FFFF,
             ),
             source: sender.clone(),
             source_arn: format!("arn:aws:ses:us-east-1:{}:identity/{identity}", c.account_id),

@@ -56,60 +56,79 @@ pub trait IngestTxn {
 /// Applies a batch through `txn`. The caller commits when this returns
 /// `Ok`, and rolls back otherwise.
 pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
-    let mut outcome = IngestOutcome::default();
+    // One planned row per event and recipient, inserted in key order so the
+    // store's trees are walked, not jumped around in.
+    let mut planned: Vec<(usize, PlannedEvent)> = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        for (recipient, diagnostic_code) in event.belongs_to() {
+            planned.push((
+                index,
+                PlannedEvent {
+                    id: event.id,
+                    message_id: event.mail.message_id.clone(),
+                    recipient: recipient.to_owned(),
+                    kind: event.kind,
+                    timestamp: event.timestamp,
+                    bounce_type: event.bounce.as_ref().map(|b| b.bounce_type.clone()),
+                    bounce_sub_type: event.bounce.as_ref().and_then(|b| b.bounce_sub_type.clone()),
+                    diagnostic_code: diagnostic_code.map(str::to_owned),
+                    complaint_sub_type: event.complaint.as_ref().and_then(|c| c.complaint_sub_type.clone()),
+                    complaint_feedback_type: event.complaint.as_ref().and_then(|c| c.complaint_feedback_type.clone()),
+                },
+            ));
+        }
+    }
+    planned.sort_by(|(_, a), (_, b)| (&a.message_id, a.id, &a.recipient).cmp(&(&b.message_id, b.id, &b.recipient)));
+
+    let mut is_new = vec![false; events.len()];
     // Records touched by new events, with the bits those events add.
     let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
-    let mut messages_seen: HashMap<&str, ()> = HashMap::new();
-
-    for event in events {
-        let bit = EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type));
-        let mut any_new = false;
-        for (recipient, diagnostic_code) in event.belongs_to() {
-            let planned = PlannedEvent {
-                id: event.id,
-                message_id: event.mail.message_id.clone(),
-                recipient: recipient.to_owned(),
-                kind: event.kind,
-                timestamp: event.timestamp,
-                bounce_type: event.bounce.as_ref().map(|b| b.bounce_type.clone()),
-                bounce_sub_type: event.bounce.as_ref().and_then(|b| b.bounce_sub_type.clone()),
-                diagnostic_code: diagnostic_code.map(str::to_owned),
-                complaint_sub_type: event.complaint.as_ref().and_then(|c| c.complaint_sub_type.clone()),
-                complaint_feedback_type: event.complaint.as_ref().and_then(|c| c.complaint_feedback_type.clone()),
-            };
-            if !txn.insert_event(&planned)? {
-                continue;
-            }
-            any_new = true;
-            let key = (event.mail.timestamp, event.mail.message_id.as_str(), recipient);
-            let entry = touched
-                .entry(key)
-                .or_insert_with(|| (InsightRecord::new(&event.mail, recipient), EventFlags::default()));
-            entry.1 = entry.1.union(bit);
+    for (index, row) in &planned {
+        if !txn.insert_event(row)? {
+            continue;
         }
-        if any_new {
-            outcome.accepted += 1;
-            if messages_seen.insert(&event.mail.message_id, ()).is_none() {
-                txn.insert_message(&MessageRow {
-                    message_id: event.mail.message_id.clone(),
-                    send_timestamp: event.mail.timestamp,
-                    from_email_address: event.mail.from.clone().or_else(|| event.mail.source.clone()),
-                    subject: event.mail.subject.clone(),
-                    tags: event
-                        .mail
-                        .tags
-                        .iter()
-                        .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
-                        .collect(),
-                })?;
-            }
-        } else {
+        is_new[*index] = true;
+        let event = &events[*index];
+        let bit = EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type));
+        let key = (
+            event.mail.timestamp,
+            event.mail.message_id.as_str(),
+            row.recipient.as_str(),
+        );
+        let entry = touched
+            .entry(key)
+            .or_insert_with(|| (InsightRecord::new(&event.mail, &row.recipient), EventFlags::default()));
+        entry.1 = entry.1.union(bit);
+    }
+
+    let mut outcome = IngestOutcome::default();
+    let mut messages_seen: HashMap<&str, ()> = HashMap::new();
+    for (event, new) in events.iter().zip(&is_new) {
+        if !new {
             outcome.duplicates += 1;
+            continue;
+        }
+        outcome.accepted += 1;
+        if messages_seen.insert(&event.mail.message_id, ()).is_none() {
+            txn.insert_message(&MessageRow {
+                message_id: event.mail.message_id.clone(),
+                send_timestamp: event.mail.timestamp,
+                from_email_address: event.mail.from.clone().or_else(|| event.mail.source.clone()),
+                subject: event.mail.subject.clone(),
+                tags: event
+                    .mail
+                    .tags
+                    .iter()
+                    .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
+                    .collect(),
+            })?;
         }
     }
 
+    let mut touched: Vec<(InsightRecord, EventFlags)> = touched.into_values().collect();
+    touched.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
     let mut rollups: HashMap<(i64, DimensionValues), MetricCounts> = HashMap::new();
-    for (_, (mut record, added)) in touched {
+    for (mut record, added) in touched {
         let old = txn.record_flags(&record)?;
         let before = old.unwrap_or_default();
         record.flags = before.union(added);
@@ -127,6 +146,8 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
             }
         }
     }
+    let mut rollups: Vec<_> = rollups.into_iter().collect();
+    rollups.sort_by(|a, b| a.0.cmp(&b.0));
     for ((day, dimensions), delta) in &rollups {
         txn.add_rollup(*day, dimensions, delta)?;
     }
