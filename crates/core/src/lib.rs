@@ -11,14 +11,22 @@
 pub mod account;
 pub mod clock;
 pub mod event;
+pub mod export;
 pub mod filter;
 pub mod generate;
 pub mod ingest;
 pub mod insight;
+pub mod job;
+pub mod limits;
 pub mod metrics;
 pub mod query;
 mod rng;
+pub mod service;
+pub mod signing;
+pub mod storage;
 pub mod store;
+pub mod validate;
+pub mod worker;
 
 pub use account::AccountId;
 pub use ses_export_model as model;

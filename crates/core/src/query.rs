@@ -74,7 +74,7 @@ pub async fn select_insights(
     while let Some(record) = scan.next().await {
         let record = record?;
         selection.processed += 1;
-        if selection.processed % 4096 == 0 && !keep_going() {
+        if selection.processed.is_multiple_of(4096) && !keep_going() {
             break;
         }
         if !query.include.includes(&record) || query.exclude.excludes(&record) {

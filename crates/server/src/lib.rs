@@ -1,2 +1,14 @@
 //! The SES v2 export-jobs API on the wire: routing, restJson1 framing and
 //! SigV4 verification, over `ses-export-core`.
+//!
+//! [`app::app`] builds the axum router from an [`app::AppState`];
+//! [`config::Config`] holds the server's flags; [`run`] wires everything
+//! together for the `ses-export-server` binary.
+
+pub mod app;
+pub mod config;
+pub mod credentials;
+mod run;
+pub mod sigv4;
+
+pub use run::{build_state, run};

@@ -133,3 +133,8 @@ impl<R: BufRead> Iterator for EventReader<R> {
         None
     }
 }
+
+/// A reader that decompresses one or more gzip members from `bytes`.
+pub fn gzip_reader(bytes: &[u8]) -> impl Read + '_ {
+    MultiGzDecoder::new(bytes)
+}

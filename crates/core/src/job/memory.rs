@@ -1,0 +1,111 @@
+//! The in-memory job store: a map behind one lock.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use ses_export_model::types::JobStatus;
+
+use super::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUpdate, is_active};
+use crate::AccountId;
+
+/// The in-memory [`JobStore`].
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    /// By (account, job id).
+    jobs: Mutex<BTreeMap<(AccountId, String), ExportJob>>,
+}
+
+impl MemoryJobStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(AccountId, String), ExportJob>> {
+        // Every change is one insert or one field update: never half done.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError> {
+        let mut jobs = self.lock();
+        let key = (job.account.clone(), job.job_id.clone());
+        if jobs.contains_key(&key) {
+            return Err(JobStoreError::AlreadyExists);
+        }
+        let active = jobs
+            .values()
+            .filter(|j| j.account == job.account && is_active(&j.status))
+            .count();
+        if active >= max_active {
+            return Err(JobStoreError::TooManyActive { limit: max_active });
+        }
+        jobs.insert(key, job.clone());
+        Ok(())
+    }
+
+    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+        Ok(self.lock().get(&(account.clone(), job_id.to_owned())).cloned())
+    }
+
+    async fn list(
+        &self,
+        account: &AccountId,
+        filter: &JobFilter,
+        cursor: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportJob>, JobStoreError> {
+        let jobs = self.lock();
+        let mut out: Vec<ExportJob> = jobs
+            .values()
+            .filter(|j| &j.account == account && j.matches(filter) && cursor.is_none_or(|c| j.is_after(c)))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.created, &b.job_id).cmp(&(a.created, &a.job_id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn transition(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<(ExportJob, bool)>, JobStoreError> {
+        let mut jobs = self.lock();
+        let Some(job) = jobs.get_mut(&(account.clone(), job_id.to_owned())) else {
+            return Ok(None);
+        };
+        if !from.contains(&job.status) {
+            return Ok(Some((job.clone(), false)));
+        }
+        job.apply(to, update);
+        Ok(Some((job.clone(), true)))
+    }
+
+    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError> {
+        let mut jobs = self.lock();
+        let oldest = jobs
+            .values_mut()
+            .filter(|j| j.status == JobStatus::Created)
+            .min_by(|a, b| (a.created, &a.job_id).cmp(&(b.created, &b.job_id)));
+        Ok(oldest.map(|job| {
+            job.status = JobStatus::Processing;
+            job.clone()
+        }))
+    }
+
+    async fn requeue_processing(&self) -> Result<u64, JobStoreError> {
+        let mut jobs = self.lock();
+        let mut n = 0;
+        for job in jobs.values_mut().filter(|j| j.status == JobStatus::Processing) {
+            job.status = JobStatus::Created;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,193 @@
+//! Export jobs and where they are kept: the [`JobStore`] trait, its
+//! contract, and its backends. Every status change is a compare-and-set in
+//! the store, so a cancel can never race a finishing worker into a wrong
+//! state.
+
+pub mod conformance;
+mod memory;
+mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use ses_export_model::types::{CreateExportJobRequest, ExportSourceType, JobStatus};
+
+use crate::AccountId;
+use crate::clock::Millis;
+
+pub use memory::MemoryJobStore;
+pub use sqlite::SqliteJobStore;
+
+/// One export job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportJob {
+    pub account: AccountId,
+    pub job_id: String,
+    pub source_type: ExportSourceType,
+    pub status: JobStatus,
+    /// The request as sent (the model members only), returned unchanged by
+    /// `GetExportJob`.
+    pub request: CreateExportJobRequest,
+    pub created: Millis,
+    /// Set when the job ends: completed, failed or cancelled.
+    pub completed: Option<Millis>,
+    pub failure: Option<String>,
+    pub statistics: Option<JobStatistics>,
+    /// Where the finished file is, for managed exports: the key in managed
+    /// storage.
+    pub output_key: Option<String>,
+}
+
+/// Counts a finished job reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobStatistics {
+    /// Records scanned inside the interval.
+    pub processed: u64,
+    /// Rows written.
+    pub exported: u64,
+}
+
+/// What a status change also sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobUpdate {
+    pub completed: Option<Millis>,
+    pub failure: Option<String>,
+    pub statistics: Option<JobStatistics>,
+    pub output_key: Option<String>,
+}
+
+/// Which jobs `list` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub source_type: Option<ExportSourceType>,
+}
+
+/// Where a page of `list` starts: after the job with this creation time
+/// and id (newest first, ties by id descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCursor {
+    pub created: Millis,
+    pub job_id: String,
+}
+
+/// Keeps export jobs.
+///
+/// Contract, for every backend:
+/// - `create` counts the account's active jobs (`CREATED`, `PROCESSING`)
+///   and inserts in one atomic step: two concurrent creates can never both
+///   pass a limit that only one fits under.
+/// - `transition` is a compare-and-set: it changes the status only from
+///   one of `from`, and says whether it did.
+/// - `claim` hands each `CREATED` job to exactly one caller, oldest first,
+///   moving it to `PROCESSING`.
+/// - Reads see only the caller's account.
+#[async_trait]
+pub trait JobStore: Send + Sync + fmt::Debug {
+    /// Inserts `job` unless the account already has `max_active` active jobs.
+    async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError>;
+
+    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError>;
+
+    /// Up to `limit` jobs, newest first, after `cursor`.
+    async fn list(
+        &self,
+        account: &AccountId,
+        filter: &JobFilter,
+        cursor: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportJob>, JobStoreError>;
+
+    /// Moves the job to `to` if its status is one of `from`, applying
+    /// `update`; returns the job as it is afterwards, and whether it moved.
+    /// `None` when there is no such job.
+    async fn transition(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<(ExportJob, bool)>, JobStoreError>;
+
+    /// The oldest `CREATED` job of any account, moved to `PROCESSING`.
+    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError>;
+
+    /// Moves every `PROCESSING` job back to `CREATED`: after a crash, before
+    /// workers start, so no job is lost or left hanging. Returns how many.
+    async fn requeue_processing(&self) -> Result<u64, JobStoreError>;
+}
+
+/// Why a job store call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JobStoreError {
+    /// The account has its limit of active jobs.
+    TooManyActive { limit: usize },
+    /// A job with this id exists already.
+    AlreadyExists,
+    /// Anything else the backend reports.
+    Generic {
+        backend: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl fmt::Display for JobStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobStoreError::TooManyActive { limit } => write!(f, "the account has {limit} active export jobs"),
+            JobStoreError::AlreadyExists => f.write_str("a job with this id exists"),
+            JobStoreError::Generic { backend, source } => write!(f, "{backend} job store: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for JobStoreError {}
+
+/// Whether a status is one a job ends in.
+pub fn is_final(status: &JobStatus) -> bool {
+    matches!(status, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+}
+
+/// Whether a status counts against the active-jobs limit.
+pub fn is_active(status: &JobStatus) -> bool {
+    matches!(status, JobStatus::Created | JobStatus::Processing)
+}
+
+impl ExportJob {
+    /// The ordering key of `list`: newest first.
+    pub fn cursor(&self) -> JobCursor {
+        JobCursor {
+            created: self.created,
+            job_id: self.job_id.clone(),
+        }
+    }
+
+    /// Whether the job comes after `cursor` in `list` order.
+    pub fn is_after(&self, cursor: &JobCursor) -> bool {
+        (self.created, self.job_id.as_str()) < (cursor.created, cursor.job_id.as_str())
+    }
+
+    /// Whether `filter` selects the job.
+    pub fn matches(&self, filter: &JobFilter) -> bool {
+        filter.status.as_ref().is_none_or(|s| *s == self.status)
+            && filter.source_type.as_ref().is_none_or(|t| *t == self.source_type)
+    }
+
+    fn apply(&mut self, to: JobStatus, update: JobUpdate) {
+        self.status = to;
+        if update.completed.is_some() {
+            self.completed = update.completed;
+        }
+        if update.failure.is_some() {
+            self.failure = update.failure;
+        }
+        if update.statistics.is_some() {
+            self.statistics = update.statistics;
+        }
+        if update.output_key.is_some() {
+            self.output_key = update.output_key;
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The SQLite job store: one small table in its own file, one connection
+//! behind a lock (job traffic is light; every call is one transaction).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use ses_export_model::types::{ExportSourceType, JobStatus};
+
+use super::{ExportJob, JobCursor, JobFilter, JobStatistics, JobStore, JobStoreError, JobUpdate};
+use crate::AccountId;
+
+const BACKEND: &str = "sqlite";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS export_jobs (
+    account     TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    source_type TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    completed   INTEGER,
+    failure     TEXT,
+    processed   INTEGER,
+    exported    INTEGER,
+    output_key  TEXT,
+    PRIMARY KEY (account, job_id)
+);
+CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (account, created DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS export_jobs_by_status ON export_jobs (status, created, job_id);
+"#;
+
+const COLUMNS: &str =
+    "account, job_id, source_type, status, request, created, completed, failure, processed, exported, output_key";
+
+/// The SQLite [`JobStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteJobStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> JobStoreError {
+    JobStoreError::Generic {
+        backend: BACKEND,
+        source: Box::new(e),
+    }
+}
+
+impl From<rusqlite::Error> for JobStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        generic(e)
+    }
+}
+
+impl SqliteJobStore {
+    /// Opens (creating as needed) the job database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, JobStoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteJobStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, JobStoreError> + Send + 'static,
+    ) -> Result<T, JobStoreError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || work(&mut lock(&conn)))
+            .await
+            .map_err(generic)?
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic inside a transaction drops it, which rolls it back.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
+    let account: String = row.get(0)?;
+    let request: String = row.get(4)?;
+    let processed: Option<i64> = row.get(8)?;
+    let exported: Option<i64> = row.get(9)?;
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e)
+    };
+    Ok(ExportJob {
+        account: account.parse().map_err(|e: String| bad(e.into()))?,
+        job_id: row.get(1)?,
+        source_type: ExportSourceType::from(row.get::<_, String>(2)?),
+        status: JobStatus::from(row.get::<_, String>(3)?),
+        request: serde_json::from_str(&request).map_err(|e| bad(Box::new(e)))?,
+        created: row.get(5)?,
+        completed: row.get(6)?,
+        failure: row.get(7)?,
+        statistics: match (processed, exported) {
+            (Some(p), Some(e)) => Some(JobStatistics {
+                processed: p as u64,
+                exported: e as u64,
+            }),
+            _ => None,
+        },
+        output_key: row.get(10)?,
+    })
+}
+
+fn get(conn: &Connection, account: &str, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM export_jobs WHERE account = ?1 AND job_id = ?2");
+    Ok(conn
+        .query_row(&sql, params![account, job_id], job_from_row)
+        .optional()?)
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError> {
+        let job = job.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM export_jobs WHERE account = ?1 AND job_id = ?2)",
+                params![job.account.as_str(), job.job_id],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Err(JobStoreError::AlreadyExists);
+            }
+            let active: i64 = tx.query_row(
+                "SELECT count(*) FROM export_jobs WHERE account = ?1 AND status IN ('CREATED', 'PROCESSING')",
+                params![job.account.as_str()],
+                |r| r.get(0),
+            )?;
+            if active as usize >= max_active {
+                return Err(JobStoreError::TooManyActive { limit: max_active });
+            }
+            let request = serde_json::to_string(&job.request).map_err(generic)?;
+            tx.execute(
+                &format!("INSERT INTO export_jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    job.account.as_str(),
+                    job.job_id,
+                    job.source_type.as_str(),
+                    job.status.as_str(),
+                    request,
+                    job.created,
+                    job.completed,
+                    job.failure,
+                    job.statistics.map(|s| s.processed as i64),
+                    job.statistics.map(|s| s.exported as i64),
+                    job.output_key,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+        let (account, job_id) = (account.to_string(), job_id.to_owned());
+        self.with(move |conn| get(conn, &account, &job_id)).await
+    }
+
+    async fn list(
+        &self,
+        account: &AccountId,
+        filter: &JobFilter,
+        cursor: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<Vec<ExportJob>, JobStoreError> {
+        let account = account.to_string();
+        let status = filter.status.as_ref().map(|s| s.as_str().to_owned());
+        let source = filter.source_type.as_ref().map(|s| s.as_str().to_owned());
+        let cursor = cursor.cloned();
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM export_jobs WHERE account = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR source_type = ?3) \
+                 AND (?4 IS NULL OR (created, job_id) < (?4, ?5)) \
+                 ORDER BY created DESC, job_id DESC LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let jobs = stmt
+                .query_map(
+                    params![
+                        account,
+                        status,
+                        source,
+                        cursor.as_ref().map(|c| c.created),
+                        cursor.as_ref().map(|c| c.job_id.clone()),
+                        limit as i64
+                    ],
+                    job_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<Option<(ExportJob, bool)>, JobStoreError> {
+        let (account, job_id) = (account.to_string(), job_id.to_owned());
+        let from: Vec<String> = from.iter().map(|s| s.as_str().to_owned()).collect();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let Some(job) = get(&tx, &account, &job_id)? else {
+                return Ok(None);
+            };
+            if !from.iter().any(|s| s == job.status.as_str()) {
+                return Ok(Some((job, false)));
+            }
+            tx.execute(
+                "UPDATE export_jobs SET status = ?3, completed = coalesce(?4, completed), \
+                 failure = coalesce(?5, failure), processed = coalesce(?6, processed), \
+                 exported = coalesce(?7, exported), output_key = coalesce(?8, output_key) \
+                 WHERE account = ?1 AND job_id = ?2",
+                params![
+                    account,
+                    job_id,
+                    to.as_str(),
+                    update.completed,
+                    update.failure,
+                    update.statistics.map(|s| s.processed as i64),
+                    update.statistics.map(|s| s.exported as i64),
+                    update.output_key,
+                ],
+            )?;
+            let job = get(&tx, &account, &job_id)?;
+            tx.commit()?;
+            Ok(job.map(|j| (j, true)))
+        })
+        .await
+    }
+
+    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError> {
+        self.with(|conn| {
+            let sql = format!(
+                "UPDATE export_jobs SET status = 'PROCESSING' WHERE (account, job_id) = \
+                 (SELECT account, job_id FROM export_jobs WHERE status = 'CREATED' ORDER BY created, job_id LIMIT 1) \
+                 RETURNING {COLUMNS}"
+            );
+            Ok(conn.query_row(&sql, [], job_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn requeue_processing(&self) -> Result<u64, JobStoreError> {
+        self.with(|conn| {
+            let n = conn.execute(
+                "UPDATE export_jobs SET status = 'CREATED' WHERE status = 'PROCESSING'",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

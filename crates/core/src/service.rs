@@ -1,0 +1,602 @@
+//! The SES v2 export-jobs operations as a Rust API: typed model inputs in,
+//! typed model outputs or a [`ServiceError`] out. The server puts HTTP
+//! around it; nothing here knows HTTP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ses_export_model::InputError;
+use ses_export_model::types::*;
+use ses_export_model::{Timestamp, Violation};
+
+use crate::AccountId;
+use crate::clock::{Interval, Millis};
+use crate::filter::InsightFilter;
+use crate::job::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUpdate};
+use crate::limits::{LimitedOperation, RateLimiter};
+use crate::query::{self, DimensionSelect, InsightQuery, MetricsQuery};
+use crate::signing::{SigningKey, uuid_v4};
+use crate::storage::{Storage, s3_target};
+use crate::store::{EventStore, MessageDetail};
+use crate::validate;
+
+/// `MaxResults` when the request has none.
+pub const DEFAULT_MAX_RESULTS: usize = 1000;
+/// `PageSize` when the request has none.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Where managed exports are downloaded, under the server's address.
+pub const DOWNLOAD_PATH: &str = "/_ses-export/v1/exports/";
+
+/// An operation's failure, as the wire will name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceError {
+    BadRequest(String),
+    NotFound(String),
+    LimitExceeded(String),
+    TooManyRequests(String),
+    /// The detail is for the log, never for the caller.
+    Internal(String),
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceError::BadRequest(m)
+            | ServiceError::NotFound(m)
+            | ServiceError::LimitExceeded(m)
+            | ServiceError::TooManyRequests(m)
+            | ServiceError::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<InputError> for ServiceError {
+    fn from(e: InputError) -> Self {
+        ServiceError::BadRequest(e.to_string())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+fn invalid(violations: Vec<Violation>) -> Result<(), ServiceError> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(InputError::Invalid(violations).into())
+    }
+}
+
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Jobs an account may have `CREATED` or `PROCESSING` at once.
+    pub max_active_jobs: usize,
+    /// Refuse `S3Url`, as AWS does today.
+    pub strict: bool,
+    /// How long a download URL is valid.
+    pub download_ttl: Duration,
+    /// Hold each job in `PROCESSING` at least this long: for demos and for
+    /// tests that cancel or kill a running job.
+    pub min_job_duration: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_active_jobs: 20,
+            strict: false,
+            download_ttl: Duration::from_secs(300),
+            min_job_duration: Duration::ZERO,
+        }
+    }
+}
+
+/// The export-jobs service.
+#[derive(Debug)]
+pub struct ExportService {
+    pub(crate) events: Arc<dyn EventStore>,
+    pub(crate) jobs: Arc<dyn JobStore>,
+    limiter: Arc<dyn RateLimiter>,
+    pub(crate) storage: Storage,
+    key: SigningKey,
+    pub(crate) config: ServiceConfig,
+    /// Wakes idle workers when a job is created.
+    pub(crate) wake: tokio::sync::Notify,
+    /// Cancel flags of the jobs running in this process.
+    pub(crate) running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
+}
+
+fn job_store_error(e: JobStoreError) -> ServiceError {
+    internal(e)
+}
+
+impl ExportService {
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        jobs: Arc<dyn JobStore>,
+        limiter: Arc<dyn RateLimiter>,
+        storage: Storage,
+        key: SigningKey,
+        config: ServiceConfig,
+    ) -> Self {
+        ExportService {
+            events,
+            jobs,
+            limiter,
+            storage,
+            key,
+            config,
+            wake: tokio::sync::Notify::new(),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The event store, for ingestion.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
+    async fn throttle(&self, account: &AccountId, operation: LimitedOperation) -> Result<(), ServiceError> {
+        if self.limiter.try_acquire(account, operation).await {
+            Ok(())
+        } else {
+            Err(ServiceError::TooManyRequests("Too Many Requests".to_owned()))
+        }
+    }
+
+    pub async fn create_export_job(
+        &self,
+        account: &AccountId,
+        input: CreateExportJobRequest,
+    ) -> Result<CreateExportJobResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::CreateExportJob).await?;
+        invalid(validate::create_export_job(&input))?;
+        if let Some(url) = &input.export_destination.s3_url {
+            if self.config.strict {
+                return Err(ServiceError::BadRequest(
+                    "S3Url is not supported: the export is kept by the service; download it from the \
+                     ExportDestination.S3Url that GetExportJob returns once the job is COMPLETED"
+                        .to_owned(),
+                ));
+            }
+            let (bucket, _) = s3_target(url, "x", "csv")
+                .ok_or_else(|| ServiceError::BadRequest(format!("S3Url {url} does not name a bucket and key")))?;
+            self.storage
+                .bucket(&bucket)
+                .map_err(|e| ServiceError::BadRequest(format!("S3Url {url}: {e}")))?;
+        }
+        let source_type = if input.export_data_source.metrics_data_source.is_some() {
+            ExportSourceType::MetricsData
+        } else {
+            ExportSourceType::MessageInsights
+        };
+        let job = ExportJob {
+            account: account.clone(),
+            job_id: uuid_v4().map_err(internal)?,
+            source_type,
+            status: JobStatus::Created,
+            request: input,
+            created: Timestamp::now().as_millis(),
+            completed: None,
+            failure: None,
+            statistics: None,
+            output_key: None,
+        };
+        match self.jobs.create(&job, self.config.max_active_jobs).await {
+            Ok(()) => {}
+            Err(JobStoreError::TooManyActive { limit }) => {
+                return Err(ServiceError::LimitExceeded(format!(
+                    "You have reached the limit of {limit} export jobs that are CREATED or PROCESSING. \
+                     Wait for one to finish or cancel one, then try again."
+                )));
+            }
+            Err(e) => return Err(job_store_error(e)),
+        }
+        self.wake.notify_waiters();
+        Ok(CreateExportJobResponse {
+            job_id: Some(job.job_id),
+        })
+    }
+
+    async fn job(&self, account: &AccountId, job_id: &str) -> Result<ExportJob, ServiceError> {
+        self.jobs
+            .get(account, job_id)
+            .await
+            .map_err(job_store_error)?
+            .ok_or_else(|| ServiceError::NotFound(format!("Export job {job_id} does not exist.")))
+    }
+
+    /// `GetExportJob`. `base_url` (`http://host:port`) is where download
+    /// URLs of managed exports point.
+    pub async fn get_export_job(
+        &self,
+        account: &AccountId,
+        input: GetExportJobRequest,
+        base_url: &str,
+    ) -> Result<GetExportJobResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::GetExportJob).await?;
+        let job = self.job(account, &input.job_id).await?;
+        let mut destination = job.request.export_destination.clone();
+        if job.status == JobStatus::Completed
+            && let Some(key) = &job.output_key
+        {
+            destination.s3_url = Some(self.download_url(base_url, key));
+        }
+        Ok(GetExportJobResponse {
+            job_id: Some(job.job_id.clone()),
+            export_source_type: Some(job.source_type.clone()),
+            job_status: Some(job.status.clone()),
+            export_destination: Some(destination),
+            export_data_source: Some(job.request.export_data_source.clone()),
+            created_timestamp: Timestamp::from_millis(job.created),
+            completed_timestamp: job.completed.and_then(Timestamp::from_millis),
+            failure_info: job.failure.as_ref().map(|message| FailureInfo {
+                failed_records_s3_url: None,
+                error_message: Some(message.clone()),
+            }),
+            statistics: job.statistics.map(|s| ExportStatistics {
+                processed_records_count: Some(i32::try_from(s.processed).unwrap_or(i32::MAX)),
+                exported_records_count: Some(i32::try_from(s.exported).unwrap_or(i32::MAX)),
+            }),
+        })
+    }
+
+    pub async fn list_export_jobs(
+        &self,
+        account: &AccountId,
+        input: ListExportJobsRequest,
+    ) -> Result<ListExportJobsResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::ListExportJobs).await?;
+        invalid(validate::list_export_jobs(&input))?;
+        let filter = JobFilter {
+            status: input.job_status.clone(),
+            source_type: input.export_source_type.clone(),
+        };
+        let cursor = match &input.next_token {
+            Some(token) => Some(self.read_page_token(account, &filter, token)?),
+            None => None,
+        };
+        let size = input.page_size.map_or(DEFAULT_PAGE_SIZE, |n| n.max(1) as usize);
+        let mut jobs = self
+            .jobs
+            .list(account, &filter, cursor.as_ref(), size + 1)
+            .await
+            .map_err(job_store_error)?;
+        let next_token = if jobs.len() > size {
+            jobs.truncate(size);
+            jobs.last()
+                .map(|last| self.page_token(account, &filter, &last.cursor()))
+        } else {
+            None
+        };
+        Ok(ListExportJobsResponse {
+            export_jobs: Some(
+                jobs.into_iter()
+                    .map(|job| ExportJobSummary {
+                        job_id: Some(job.job_id),
+                        export_source_type: Some(job.source_type),
+                        job_status: Some(job.status),
+                        created_timestamp: Timestamp::from_millis(job.created),
+                        completed_timestamp: job.completed.and_then(Timestamp::from_millis),
+                    })
+                    .collect(),
+            ),
+            next_token,
+        })
+    }
+
+    fn token_parts(account: &AccountId, filter: &JobFilter, created: &str, job_id: &str) -> Vec<Vec<u8>> {
+        vec![
+            b"list-export-jobs".to_vec(),
+            account.as_str().as_bytes().to_vec(),
+            filter.status.as_ref().map_or("", |s| s.as_str()).as_bytes().to_vec(),
+            filter
+                .source_type
+                .as_ref()
+                .map_or("", |s| s.as_str())
+                .as_bytes()
+                .to_vec(),
+            created.as_bytes().to_vec(),
+            job_id.as_bytes().to_vec(),
+        ]
+    }
+
+    /// An opaque token for the page after `cursor`, valid only for this
+    /// account and these filters.
+    fn page_token(&self, account: &AccountId, filter: &JobFilter, cursor: &JobCursor) -> String {
+        let created = cursor.created.to_string();
+        let parts = Self::token_parts(account, filter, &created, &cursor.job_id);
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let signature = self.key.sign(&refs);
+        format!(
+            "{created}.{}.{signature}",
+            crate::signing::hex(cursor.job_id.as_bytes())
+        )
+    }
+
+    fn read_page_token(&self, account: &AccountId, filter: &JobFilter, token: &str) -> Result<JobCursor, ServiceError> {
+        let refused = || ServiceError::BadRequest("The NextToken is not valid.".to_owned());
+        let mut pieces = token.split('.');
+        let (Some(created), Some(id_hex), Some(signature), None) =
+            (pieces.next(), pieces.next(), pieces.next(), pieces.next())
+        else {
+            return Err(refused());
+        };
+        let job_id = crate::signing::unhex(id_hex)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(refused)?;
+        let parts = Self::token_parts(account, filter, created, &job_id);
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        if !self.key.verify(&refs, signature) {
+            return Err(refused());
+        }
+        Ok(JobCursor {
+            created: created.parse().map_err(|_| refused())?,
+            job_id,
+        })
+    }
+
+    pub async fn cancel_export_job(
+        &self,
+        account: &AccountId,
+        input: CancelExportJobRequest,
+    ) -> Result<CancelExportJobResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::CancelExportJob).await?;
+        let update = JobUpdate {
+            completed: Some(Timestamp::now().as_millis()),
+            ..JobUpdate::default()
+        };
+        let result = self
+            .jobs
+            .transition(
+                account,
+                &input.job_id,
+                &[JobStatus::Created, JobStatus::Processing],
+                JobStatus::Cancelled,
+                update,
+            )
+            .await
+            .map_err(job_store_error)?;
+        match result {
+            None => Err(ServiceError::NotFound(format!(
+                "Export job {} does not exist.",
+                input.job_id
+            ))),
+            Some((job, false)) => Err(ServiceError::BadRequest(format!(
+                "Export job {} is {} and cannot be cancelled.",
+                job.job_id, job.status
+            ))),
+            Some((job, true)) => {
+                let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(flag) = running.get(&(job.account.clone(), job.job_id.clone())) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                Ok(CancelExportJobResponse {})
+            }
+        }
+    }
+
+    pub async fn get_message_insights(
+        &self,
+        account: &AccountId,
+        input: GetMessageInsightsRequest,
+    ) -> Result<GetMessageInsightsResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::GetMessageInsights).await?;
+        let detail = self
+            .events
+            .message_insights(account, &input.message_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ServiceError::NotFound(format!("Message {} does not exist.", input.message_id)))?;
+        Ok(message_insights_response(detail))
+    }
+
+    pub async fn batch_get_metric_data(
+        &self,
+        account: &AccountId,
+        input: BatchGetMetricDataRequest,
+    ) -> Result<BatchGetMetricDataResponse, ServiceError> {
+        self.throttle(account, LimitedOperation::BatchGetMetricData).await?;
+        invalid(validate::batch_get_metric_data(&input))?;
+        let mut results = Vec::new();
+        let mut errors = Vec::new();
+        for query in input.queries {
+            let filter: BTreeMap<MetricDimensionName, String> = query.dimensions.clone().unwrap_or_default();
+            let interval = interval(query.start_date, query.end_date);
+            match query::daily_volumes(&*self.events, account, &query.metric, &filter, interval).await {
+                Ok(days) => results.push(MetricDataResult {
+                    id: Some(query.id),
+                    timestamps: Some(days.iter().filter_map(|(t, _)| Timestamp::from_millis(*t)).collect()),
+                    values: Some(days.iter().map(|(_, v)| *v).collect()),
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, query = %query.id, "metric query failed");
+                    errors.push(MetricDataError {
+                        id: Some(query.id),
+                        code: Some(QueryErrorCode::InternalFailure),
+                        message: Some("The query could not be answered; try again.".to_owned()),
+                    });
+                }
+            }
+        }
+        Ok(BatchGetMetricDataResponse {
+            results: Some(results),
+            errors: Some(errors),
+        })
+    }
+
+    /// The pre-signed URL of a managed export.
+    fn download_url(&self, base_url: &str, key: &str) -> String {
+        let expires = Timestamp::now().secs() + self.config.download_ttl.as_secs() as i64;
+        let signature = self
+            .key
+            .sign(&[b"download", key.as_bytes(), expires.to_string().as_bytes()]);
+        format!("{base_url}{DOWNLOAD_PATH}{key}?X-Amz-Expires={expires}&X-Amz-Signature={signature}")
+    }
+
+    /// Opens a managed export from its pre-signed URL's parts; `None` when
+    /// the URL is expired, changed or for a file that is gone.
+    pub async fn open_download(
+        &self,
+        key: &str,
+        expires: &str,
+        signature: &str,
+    ) -> Result<Option<Download>, ServiceError> {
+        if !self
+            .key
+            .verify(&[b"download", key.as_bytes(), expires.as_bytes()], signature)
+        {
+            return Ok(None);
+        }
+        let Ok(expires) = expires.parse::<i64>() else {
+            return Ok(None);
+        };
+        if expires < Timestamp::now().secs() {
+            return Ok(None);
+        }
+        match self.storage.managed().get(&object_store::path::Path::from(key)).await {
+            Ok(result) => {
+                use futures_util::StreamExt;
+                let size = result.meta.size;
+                let body = result.into_stream().map(|chunk| chunk.map_err(std::io::Error::other));
+                Ok(Some(Download {
+                    size,
+                    body: Box::pin(body),
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Runs one claimed job to its end; see [`crate::worker`].
+    pub(crate) async fn run_job(&self, job: ExportJob) {
+        let key = (job.account.clone(), job.job_id.clone());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), Arc::clone(&cancelled));
+        let outcome = crate::worker::export(self, &job, &cancelled).await;
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        crate::worker::finish(self, job, outcome).await;
+    }
+}
+
+/// A managed export being downloaded.
+pub struct Download {
+    /// In bytes.
+    pub size: u64,
+    pub body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The interval of a request's `StartDate` and `EndDate`, in milliseconds.
+pub fn interval(start: Timestamp, end: Timestamp) -> Interval {
+    Interval::new(start.as_millis(), end.as_millis())
+}
+
+/// The insight query of a message-insights export.
+pub fn insight_query(source: &MessageInsightsDataSource, seed: u64) -> Result<InsightQuery, ServiceError> {
+    let parse = |filters: &Option<MessageInsightsFilters>| match filters {
+        Some(f) => InsightFilter::parse(f).map_err(|_| ServiceError::BadRequest("invalid filter".to_owned())),
+        None => Ok(InsightFilter::default()),
+    };
+    Ok(InsightQuery {
+        interval: interval(source.start_date, source.end_date),
+        include: parse(&source.include)?,
+        exclude: parse(&source.exclude)?,
+        max_results: source.max_results.map_or(DEFAULT_MAX_RESULTS, |n| n.max(1) as usize),
+        seed,
+    })
+}
+
+/// The metrics query of a metrics export; dimensions in column order.
+pub fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
+    MetricsQuery {
+        interval: interval(source.start_date, source.end_date),
+        dimensions: source
+            .dimensions
+            .iter()
+            .map(|(name, values)| {
+                let select = if values.iter().any(|v| v == "*") {
+                    DimensionSelect::All
+                } else {
+                    DimensionSelect::Values(values.clone())
+                };
+                (name.clone(), select)
+            })
+            .collect(),
+        metrics: source
+            .metrics
+            .iter()
+            .filter_map(|m| Some((m.name.clone()?, m.aggregation.clone()?)))
+            .collect(),
+    }
+}
+
+fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsResponse {
+    GetMessageInsightsResponse {
+        message_id: Some(detail.message_id),
+        from_email_address: detail.from_email_address,
+        subject: detail.subject,
+        email_tags: Some(
+            detail
+                .tags
+                .into_iter()
+                .map(|(name, value)| MessageTag { name, value })
+                .collect(),
+        ),
+        insights: Some(
+            detail
+                .recipients
+                .into_iter()
+                .map(|r| EmailInsights {
+                    destination: Some(r.destination),
+                    isp: Some(r.isp),
+                    events: Some(
+                        r.events
+                            .into_iter()
+                            .map(|e| {
+                                let bounce = e.bounce_type.map(|bounce_type| Bounce {
+                                    bounce_type: Some(bounce_type),
+                                    bounce_sub_type: e.bounce_sub_type.clone(),
+                                    diagnostic_code: e.diagnostic_code.clone(),
+                                });
+                                let complaint = (e.kind == crate::event::EventKind::Complaint).then(|| Complaint {
+                                    complaint_sub_type: e.complaint_sub_type.clone(),
+                                    complaint_feedback_type: e.complaint_feedback_type.clone(),
+                                });
+                                let details = (bounce.is_some() || complaint.is_some())
+                                    .then_some(EventDetails { bounce, complaint });
+                                InsightsEvent {
+                                    timestamp: Timestamp::from_millis(e.timestamp),
+                                    r#type: Some(e.kind.event_type()),
+                                    details,
+                                }
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The time now, in milliseconds.
+pub(crate) fn now() -> Millis {
+    Timestamp::now().as_millis()
+}

@@ -1,0 +1,140 @@
+//! The server's own signatures: pre-signed download URLs and opaque
+//! `NextToken`s, both HMAC-SHA256 under one key kept in the data dir (or
+//! given in configuration, so several servers share it).
+
+use std::io::Write;
+use std::path::Path;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// A 256-bit secret key.
+#[derive(Clone)]
+pub struct SigningKey([u8; 32]);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key.
+    pub fn random() -> std::io::Result<Self> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+        Ok(SigningKey(key))
+    }
+
+    /// A key from configuration (any length; it is hashed to 256 bits).
+    pub fn from_secret(secret: &[u8]) -> Self {
+        use sha2::Digest;
+        SigningKey(Sha256::digest(secret).into())
+    }
+
+    /// The key in `path`, made (readable by the owner only) when missing.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Ok(SigningKey(key))
+            }
+            Ok(_) => Err(std::io::Error::other(format!(
+                "{} is not a 32-byte key",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::random()?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path)?;
+                file.write_all(&key.0)?;
+                file.sync_all()?;
+                Ok(key)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// The signature of `parts`, as hex.
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        hex(&self.mac(parts).finalize().into_bytes())
+    }
+
+    /// Whether `signature` (hex) signs `parts`; compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], signature: &str) -> bool {
+        match unhex(signature) {
+            Some(bytes) => self.mac(parts).verify_slice(&bytes).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from hex; `None` for anything that is not.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A random version-4 UUID, as job ids are.
+pub fn uuid_v4() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_tampering_does_not() {
+        let key = SigningKey::from_secret(b"secret");
+        let sig = key.sign(&[b"a", b"bc"]);
+        assert!(key.verify(&[b"a", b"bc"], &sig));
+        assert!(!key.verify(&[b"ab", b"c"], &sig));
+        assert!(!key.verify(&[b"a", b"bc"], &sig[1..]));
+        assert!(!key.verify(&[b"a", b"bc"], "zz"));
+        assert!(!SigningKey::from_secret(b"other").verify(&[b"a", b"bc"], &sig));
+    }
+
+    #[test]
+    fn uuids_look_like_uuids() {
+        let id = uuid_v4().expect("random");
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, uuid_v4().expect("random"));
+    }
+}

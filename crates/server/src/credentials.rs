@@ -1,0 +1,103 @@
+//! Who may call: access keys with their secrets and accounts, from a TOML
+//! file, or the one development credential when there is no file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use ses_export_core::AccountId;
+
+/// The development credential: access key `test`, secret `test`.
+pub const DEVELOPMENT_KEY: &str = "test";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    credentials: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    access_key_id: String,
+    secret_access_key: String,
+    account_id: String,
+}
+
+/// Access key id to (secret, account).
+#[derive(Clone)]
+pub struct Credentials(HashMap<String, (String, AccountId)>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("keys", &self.0.len()).finish()
+    }
+}
+
+impl Credentials {
+    /// Access key `test`, secret `test`, account `000000000000`.
+    pub fn development() -> Self {
+        Credentials(HashMap::from([(
+            DEVELOPMENT_KEY.to_owned(),
+            (DEVELOPMENT_KEY.to_owned(), AccountId::development()),
+        )]))
+    }
+
+    /// Reads a credentials file; says which entry is wrong when one is.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut map = HashMap::new();
+        for (i, entry) in file.credentials.into_iter().enumerate() {
+            let account: AccountId = entry
+                .account_id
+                .parse()
+                .map_err(|e| format!("credentials entry {}: {e}", i + 1))?;
+            if entry.access_key_id.is_empty() || entry.secret_access_key.is_empty() {
+                return Err(format!("credentials entry {}: empty access key id or secret", i + 1));
+            }
+            if map
+                .insert(entry.access_key_id.clone(), (entry.secret_access_key, account))
+                .is_some()
+            {
+                return Err(format!("access key {} appears twice", entry.access_key_id));
+            }
+        }
+        if map.is_empty() {
+            return Err("no [[credentials]] entries".to_owned());
+        }
+        Ok(Credentials(map))
+    }
+
+    /// The secret and account of `access_key`.
+    pub fn get(&self, access_key: &str) -> Option<&(String, AccountId)> {
+        self.0.get(access_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_parse_and_mistakes_are_named() {
+        let ok = "[[credentials]]\naccess_key_id = \"AKIAEXAMPLE1\"\nsecret_access_key = \"secret-one\"\naccount_id = \"111111111111\"\n";
+        let creds = Credentials::parse(ok).expect("valid");
+        assert_eq!(
+            creds.get("AKIAEXAMPLE1").map(|(s, a)| (s.as_str(), a.as_str())),
+            Some(("secret-one", "111111111111"))
+        );
+        let bad_account = ok.replace("111111111111", "1111");
+        assert!(Credentials::parse(&bad_account).expect_err("bad").contains("entry 1"));
+        assert!(Credentials::parse("").is_err());
+        assert!(
+            Credentials::parse(&format!("{ok}{ok}"))
+                .expect_err("twice")
+                .contains("twice")
+        );
+    }
+}

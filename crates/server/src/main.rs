@@ -1,0 +1,37 @@
+//! `ses-export-server`: serves the Amazon SES v2 export-jobs API. Prints
+//! `listening on http://ADDR` to stdout once ready; logs go to stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ses_export_server::config::{Config, LogFormat};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SES_EXPORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ses-export-server: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ses_export_server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ses-export-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
