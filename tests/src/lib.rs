@@ -1,1 +1,252 @@
-//! Shared helpers for the workspace-wide tests in `tests/tests/`.
+//! The harness for end-to-end tests: starts the real `ses-export-server`
+//! binary on `127.0.0.1:0` with its own data dir, and builds the real
+//! `aws-sdk-sesv2` client and SigV4-signed raw requests against it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The development credential.
+pub const DEV: (&str, &str) = ("test", "test");
+
+/// A running server; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data dir alive as long as the server.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The server binary, built by `cargo test --workspace`; built here when a
+/// lone `cargo test -p ses-export-tests` has not.
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let binary = dir.join("ses-export-server");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ses-export-server",
+                "--bin",
+                "ses-export-server",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building ses-export-server failed");
+    }
+    binary
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir with `args` added to
+    /// `--listen 127.0.0.1:0 --data-dir DIR`.
+    pub async fn start(args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_owned();
+        let mut server = Self::start_in(&dir, args).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `data_dir` (which outlives it).
+    pub async fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(server_binary())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("SES_EXPORT_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ses-export-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the server says it is listening within a minute")
+            .expect("read stdout")
+            .expect("a line");
+        let url = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+        }
+    }
+
+    /// An SDK client with the development credential and no retries, so
+    /// every error the server sends is seen.
+    pub fn client(&self) -> aws_sdk_sesv2::Client {
+        self.client_as(DEV.0, DEV.1)
+    }
+
+    pub fn client_as(&self, access_key: &str, secret: &str) -> aws_sdk_sesv2::Client {
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "e2e"))
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .retry_config(aws_sdk_sesv2::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_sesv2::Client::from_conf(config)
+    }
+
+    /// Sends a SigV4-signed request (signed by `aws-sigv4`, independently of
+    /// the server's verifier) and returns status, headers and body.
+    pub async fn signed(&self, method: &str, path: &str, body: &[u8], creds: (&str, &str)) -> Response {
+        self.signed_at(method, path, body, creds, SystemTime::now()).await
+    }
+
+    pub async fn signed_at(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        creds: (&str, &str),
+        at: SystemTime,
+    ) -> Response {
+        let url = format!("{}{path}", self.url);
+        let host = self.url.trim_start_matches("http://").to_owned();
+        let headers = sign(method, &url, &host, body, creds, at);
+        let mut request = http_client()
+            .request(method.parse().expect("method"), &url)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        Response::from(request.send().await.expect("send")).await
+    }
+
+    /// Sends an unsigned request.
+    pub async fn unsigned(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        let request = http_client()
+            .request(method.parse().expect("method"), format!("{}{path}", self.url))
+            .body(body.to_vec());
+        Response::from(request.send().await.expect("send")).await
+    }
+
+    /// Ingests JSON Lines (or gzip) through the signed ingest endpoint.
+    pub async fn ingest(&self, body: &[u8]) -> serde_json::Value {
+        let response = self.signed("POST", "/_ses-export/v1/events", body, DEV).await;
+        assert_eq!(response.status, 200, "ingest: {}", response.text());
+        response.json()
+    }
+
+    /// Kills the server without warning (SIGKILL).
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("http client")
+}
+
+fn sign(
+    method: &str,
+    url: &str,
+    host: &str,
+    body: &[u8],
+    creds: (&str, &str),
+    at: SystemTime,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("ses")
+        .time(at)
+        .settings(SigningSettings::default())
+        .build()
+        .expect("signing params")
+        .into();
+    let headers = [("host", host), ("content-type", "application/json")];
+    let request = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body)).expect("signable");
+    let (instructions, _) = sign(request, &params).expect("sign").into_parts();
+    let (headers, _) = instructions.into_parts();
+    headers
+        .iter()
+        .map(|h| (h.name().to_owned(), h.value().to_owned()))
+        .collect()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    async fn from(response: reqwest::Response) -> Response {
+        Response {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// Downloads a URL with a plain GET.
+pub async fn download(url: &str) -> (u16, Vec<u8>) {
+    let response = http_client().get(url).send().await.expect("download");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body").to_vec())
+}
+
+/// Polls `GetExportJob` until the job ends; panics after a minute.
+pub async fn wait_for_end(
+    client: &aws_sdk_sesv2::Client,
+    job_id: &str,
+) -> aws_sdk_sesv2::operation::get_export_job::GetExportJobOutput {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = client
+            .get_export_job()
+            .job_id(job_id)
+            .send()
+            .await
+            .expect("GetExportJob");
+        let status = job.job_status().map(|s| s.as_str().to_owned()).unwrap_or_default();
+        if matches!(status.as_str(), "COMPLETED" | "FAILED" | "CANCELLED") {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job_id} still {status} after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -106,7 +106,13 @@ fn route<O: Serve>(router: Router<AppState>) -> Router<AppState> {
         _ => MethodFilter::POST,
     };
     // The model's URI templates are axum's: `/v2/email/export-jobs/{JobId}`.
-    router.route(spec.uri, on(method, handle::<O>))
+    let router = router.route(spec.uri, on(method, handle::<O>));
+    // `/v2/email/insights/{MessageId}/`: botocore sends the trailing slash,
+    // the Rust SDK does not. Both are the operation.
+    match spec.uri.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => router.route(trimmed, on(method, handle::<O>)),
+        _ => router,
+    }
 }
 
 /// What a handler knows of its caller.
