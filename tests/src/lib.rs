@@ -61,11 +61,17 @@ impl Server {
 
     /// Starts a server on `data_dir` (which outlives it).
     pub async fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        Self::start_with_env(data_dir, args, &[]).await
+    }
+
+    /// Starts a server on `data_dir` with extra environment variables.
+    pub async fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(server_binary())
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("SES_EXPORT_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -168,14 +174,56 @@ fn sign(
     creds: (&str, &str),
     at: SystemTime,
 ) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    sign_for(
+        "ses",
+        aws_sigv4::http_request::SigningSettings::default(),
+        method,
+        url,
+        host,
+        body,
+        creds,
+        at,
+    )
+}
+
+/// Gets an object from an S3-compatible server, signed as S3 wants it.
+pub async fn s3_get(endpoint: &str, bucket: &str, key: &str, creds: (&str, &str)) -> Response {
+    use aws_sigv4::http_request::{
+        PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
+    };
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let url = format!("{endpoint}/{bucket}/{key}");
+    let host = endpoint.trim_start_matches("http://");
+    let headers = sign_for("s3", settings, "GET", &url, host, b"", creds, SystemTime::now());
+    let mut request = http_client().get(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    Response::from(request.send().await.expect("send")).await
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign_for(
+    service: &str,
+    settings: aws_sigv4::http_request::SigningSettings,
+    method: &str,
+    url: &str,
+    host: &str,
+    body: &[u8],
+    creds: (&str, &str),
+    at: SystemTime,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
     let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
-        .name("ses")
+        .name(service)
         .time(at)
-        .settings(SigningSettings::default())
+        .settings(settings)
         .build()
         .expect("signing params")
         .into();

@@ -192,8 +192,8 @@ impl ExportService {
             Ok(()) => {}
             Err(JobStoreError::TooManyActive { limit }) => {
                 return Err(ServiceError::LimitExceeded(format!(
-                    "You have reached the limit of {limit} export jobs that are CREATED or PROCESSING. \
-                     Wait for one to finish or cancel one, then try again."
+                    "You have reached the limit of {limit} active export jobs (CREATED or PROCESSING). \
+                     Wait for one to end or cancel one, then try again."
                 )));
             }
             Err(e) => return Err(job_store_error(e)),
