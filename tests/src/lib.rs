@@ -156,17 +156,27 @@ impl Server {
         response.json()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the server without warning (SIGKILL).
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");
     }
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().build().expect("http client")
+/// One HTTP client for the process, so connections are reused.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| reqwest::Client::builder().build().expect("http client"))
+        .clone()
 }
 
-fn sign(
+/// The SigV4 headers for a request to SES, signed with `aws-sigv4`.
+pub fn sign(
     method: &str,
     url: &str,
     host: &str,

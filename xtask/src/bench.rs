@@ -54,7 +54,14 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     };
     let bytes = std::fs::metadata(&data).map_err(|e| e.to_string())?.len();
 
-    let sqlite = fresh(&dir.join(format!("events-{messages}.sqlite")))?;
+    // The SQLite store is made where a server's data dir keeps it, so the
+    // server workloads below run over the same 1,000,000 messages.
+    let server_dir = dir.join(format!("server-{messages}"));
+    if server_dir.exists() {
+        std::fs::remove_dir_all(&server_dir).map_err(|e| format!("removing {}: {e}", server_dir.display()))?;
+    }
+    std::fs::create_dir_all(&server_dir).map_err(|e| e.to_string())?;
+    let sqlite = server_dir.join("events.sqlite");
     let duck = fresh(&dir.join(format!("events-{messages}.duckdb")))?;
     step("ingest: ses-export (SQLite)");
     let our_ingest = json(Command::new(&ours).arg("ingest").arg(&sqlite).arg(&data))?;
@@ -84,8 +91,29 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         rows.push(Row::new(name, &ours, &theirs));
     }
 
+    step("server: building ses-export-server and the HTTP load (release)");
+    run_status(Command::new(&cargo).args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "ses-export-server",
+        "--bin",
+        "ses-export-server",
+        "-p",
+        "ses-export-tests",
+        "--example",
+        "http_bench",
+    ]))?;
+    step("server: a 10,000-row export, then GetExportJob under signed load beside a bare axum handler");
+    let http = json(
+        Command::new(root.join("target/release/examples/http_bench"))
+            .arg(&server_dir)
+            .args(["5", "8"]),
+    )?;
+
     let events = our_ingest["accepted"].as_u64().unwrap_or(0);
-    let report = render(
+    let mut report = render(
         messages,
         events,
         bytes,
@@ -94,6 +122,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         &our_ingest,
         &rows,
     );
+    report.push_str(&render_server(&http));
     let out = root.join("docs/benchmarks.md");
     std::fs::write(&out, &report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("\n{report}");
@@ -192,6 +221,49 @@ fn render(
         );
     }
     out.push_str(ANALYSIS);
+    out
+}
+
+fn render_server(http: &Value) -> String {
+    let mut out = String::from("\n## The server\n\n");
+    let ours = &http["get_export_job"];
+    let bare = &http["bare_axum"];
+    let rps = |v: &Value| v["rps"].as_f64().unwrap_or(f64::NAN);
+    let p = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "Release `ses-export-server` (rate limits off, one worker) over the store above, and the load generator \
+         (`tests/examples/http_bench.rs`: {} concurrent connections for {} s, every request signed with `aws-sigv4`) \
+         share the machine's cores. The baseline is a bare axum handler in the load generator's process that answers \
+         the same path with a fixed body, under the same signed load.\n",
+        http["concurrency"], http["seconds"]
+    );
+    let _ = writeln!(out, "| workload | requests/s | p50 | p99 |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| `GetExportJob`, SigV4 verified, SQLite job store | {:.0} | {:.2} ms | {:.2} ms |",
+        rps(ours),
+        p(ours, "p50_ms"),
+        p(ours, "p99_ms")
+    );
+    let _ = writeln!(
+        out,
+        "| bare axum handler | {:.0} | {:.2} ms | {:.2} ms |",
+        rps(bare),
+        p(bare, "p50_ms"),
+        p(bare, "p99_ms")
+    );
+    let _ = writeln!(out, "\nThroughput ratio (ours / bare): {:.2}.\n", rps(ours) / rps(bare));
+    let _ = writeln!(
+        out,
+        "`CreateExportJob` to `COMPLETED` for a {}-row message-insights export (all {} records of the month scanned, \
+         sampled, written as CSV): {:.2} s. Peak server memory over the whole run: {:.0} MiB.",
+        http["export_rows"],
+        http["export_processed"],
+        http["export_seconds"].as_f64().unwrap_or(f64::NAN),
+        http["server_peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1024.0 * 1024.0)
+    );
     out
 }
 

@@ -3,7 +3,7 @@
 //! done when it passes them; adding one means passing this, not writing new
 //! tests.
 //!
-//! ```ignore
+//! ```text
 //! conformance::run(|| async { Box::new(MyStore::new()) as Box<dyn EventStore> }).await;
 //! conformance::check_failed_batch_leaves_nothing(&my_store_that_fills_up).await;
 //! ```
