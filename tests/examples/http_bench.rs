@@ -29,7 +29,7 @@ async fn load(url: String, seconds: u64, concurrency: usize) -> serde_json::Valu
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let headers = sign("GET", &url, &host, b"", DEV, SystemTime::now());
-                let mut request = client.get(&url);
+                let mut request = client.get(&url).header("content-type", "application/json");
                 for (name, value) in headers {
                     request = request.header(name, value);
                 }

@@ -584,3 +584,125 @@ async fn a_job_processing_when_the_server_is_killed_completes_after_restart() {
         "nothing ingested before the kill was lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_takes_gzip_and_refuses_an_over_large_body_whole() {
+    use std::io::Write;
+    let server = Server::start(&["--rate-limits", "off", "--max-ingest-bytes", "65536"]).await;
+    let lines = generated(13, 20);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(lines.as_bytes()).expect("gzip");
+    let report = server.ingest(&gz.finish().expect("gzip")).await;
+    assert_eq!(report["accepted"], lines.lines().count() as u64);
+
+    // A small gzip body that expands past 16 × 64 KiB is refused, and none of it kept.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let more = generated(14, 5);
+    bomb.write_all(more.as_bytes()).expect("gzip");
+    bomb.write_all(&vec![b'\n'; 2 << 20]).expect("gzip");
+    let response = server
+        .signed("POST", "/_ses-export/v1/events", &bomb.finish().expect("gzip"), DEV)
+        .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(response.text().contains("decompressed body is larger"));
+    let again = server.ingest(more.as_bytes()).await;
+    assert_eq!(
+        again["accepted"],
+        more.lines().count() as u64,
+        "nothing of the refused body was kept"
+    );
+
+    // A plain body over the limit is refused before it is read.
+    let big = vec![b'x'; 70_000];
+    let response = server.signed("POST", "/_ses-export/v1/events", &big, DEV).await;
+    assert_eq!(response.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_urls_expire_and_refuse_tampering() {
+    let server = Server::start(&["--rate-limits", "off", "--download-url-ttl", "1"]).await;
+    server.ingest(generated(2, 10).as_bytes()).await;
+    let client = server.client();
+    let created = client
+        .create_export_job()
+        .export_data_source(insights_source(T0, T0 + 7 * DAY, None))
+        .export_destination(destination(DataFormat::Json))
+        .send()
+        .await
+        .expect("create");
+    let job = wait_for_end(&client, created.job_id().expect("id")).await;
+    let url = job
+        .export_destination()
+        .and_then(|d| d.s3_url())
+        .expect("url")
+        .to_owned();
+    assert_eq!(download(&url).await.0, 200);
+    let tampered = url.replace("000000000000/", "000000000001/");
+    assert_eq!(download(&tampered).await.0, 403);
+    let resigned = format!("{}0", url);
+    assert_eq!(download(&resigned).await.0, 403);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(download(&url).await.0, 403, "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_query_requests_are_verified() {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
+    let server = Server::start(&["--rate-limits", "off", "--workers", "0"]).await;
+    let created = server
+        .client()
+        .create_export_job()
+        .export_data_source(insights_source(T0, T0 + DAY, None))
+        .export_destination(destination(DataFormat::Csv))
+        .send()
+        .await
+        .expect("create");
+    let url = format!("{}/v2/email/export-jobs/{}", server.url, created.job_id().expect("id"));
+    let presign = |secret: &str| {
+        let identity = aws_sdk_sesv2::config::Credentials::new("test", secret, None, None, "e2e").into();
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(300));
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("ses")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .expect("params")
+            .into();
+        let host = server.url.trim_start_matches("http://").to_owned();
+        let request = SignableRequest::new(
+            "GET",
+            &url,
+            [("host", host.as_str())].into_iter(),
+            SignableBody::Bytes(b""),
+        )
+        .expect("signable");
+        let (instructions, _) = sign(request, &params).expect("sign").into_parts();
+        let (_, query) = instructions.into_parts();
+        let query: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", ses_export_server_encode(v)))
+            .collect();
+        format!("{url}?{}", query.join("&"))
+    };
+    let (status, body) = download(&presign("test")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = download(&presign("wrong")).await;
+    assert_eq!(status, 403);
+}
+
+/// RFC 3986 encoding for query values.
+fn ses_export_server_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
