@@ -57,6 +57,35 @@ fn destination(format: DataFormat) -> ExportDestination {
         .expect("destination")
 }
 
+/// Creates an export job; returns its id.
+async fn create(client: &aws_sdk_sesv2::Client, source: ExportDataSource, format: DataFormat) -> String {
+    let created = client
+        .create_export_job()
+        .export_data_source(source)
+        .export_destination(destination(format))
+        .send()
+        .await
+        .expect("CreateExportJob");
+    created.job_id().expect("JobId").to_owned()
+}
+
+/// Waits until a job is PROCESSING.
+async fn wait_until_processing(client: &aws_sdk_sesv2::Client, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client
+        .get_export_job()
+        .job_id(id)
+        .send()
+        .await
+        .expect("get")
+        .job_status()
+        != Some(&JobStatus::Processing)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never PROCESSING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn exported_file(server: &Server, job_id: &str) -> String {
     let client = server.client();
     let job = wait_for_end(&client, job_id).await;
@@ -81,14 +110,8 @@ async fn message_insights_exports_match_the_records_row_by_row() {
     let client = server.client();
 
     // Everything, as CSV.
-    let created = client
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + 7 * DAY, None))
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("CreateExportJob");
-    let job_id = created.job_id().expect("JobId");
+    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let job_id = created_id.as_str();
     let csv = exported_file(&server, job_id).await;
     let mut lines_out = csv.lines();
     assert_eq!(
@@ -117,14 +140,8 @@ async fn message_insights_exports_match_the_records_row_by_row() {
     // Gmail and Yahoo recipients only, as JSON Lines, in a narrower interval.
     let filters = MessageInsightsFilters::builder().isp("Gmail").isp("Yahoo").build();
     let (start, end) = (T0 + DAY, T0 + 3 * DAY);
-    let created = client
-        .create_export_job()
-        .export_data_source(insights_source(start, end, Some(filters)))
-        .export_destination(destination(DataFormat::Json))
-        .send()
-        .await
-        .expect("CreateExportJob");
-    let json = exported_file(&server, created.job_id().expect("JobId")).await;
+    let created_id = create(&client, insights_source(start, end, Some(filters)), DataFormat::Json).await;
+    let json = exported_file(&server, created_id.as_str()).await;
     let got: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -200,14 +217,13 @@ async fn metrics_exports_and_batch_get_metric_data_agree_with_the_records() {
         .end_date(DateTime::from_secs(end))
         .build()
         .expect("metrics source");
-    let created = client
-        .create_export_job()
-        .export_data_source(ExportDataSource::builder().metrics_data_source(source).build())
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("CreateExportJob");
-    let csv = exported_file(&server, created.job_id().expect("JobId")).await;
+    let created_id = create(
+        &client,
+        ExportDataSource::builder().metrics_data_source(source).build(),
+        DataFormat::Csv,
+    )
+    .await;
+    let csv = exported_file(&server, created_id.as_str()).await;
     let mut expected = String::from("ISP,SEND_VOLUME,DELIVERY_RATE,OPEN_VOLUME\n");
     let mut by_isp: std::collections::BTreeMap<&str, (i64, i64, i64)> = std::collections::BTreeMap::new();
     for r in &counted {
@@ -301,14 +317,8 @@ async fn jobs_list_newest_first_page_and_cancel() {
     let client = server.client();
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let created = client
-            .create_export_job()
-            .export_data_source(insights_source(T0, T0 + DAY, None))
-            .export_destination(destination(DataFormat::Csv))
-            .send()
-            .await
-            .expect("create");
-        ids.push(created.job_id().expect("id").to_owned());
+        let created_id = create(&client, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+        ids.push(created_id.as_str().to_owned());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut listed = Vec::new();
@@ -361,27 +371,9 @@ async fn a_cancel_stops_a_processing_job_and_leaves_no_file() {
     let server = Server::start(&["--rate-limits", "off", "--min-job-duration-ms", "3000"]).await;
     server.ingest(generated(1, 50).as_bytes()).await;
     let client = server.client();
-    let created = client
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + 7 * DAY, None))
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("create");
-    let id = created.job_id().expect("id");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client
-        .get_export_job()
-        .job_id(id)
-        .send()
-        .await
-        .expect("get")
-        .job_status()
-        != Some(&JobStatus::Processing)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never PROCESSING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let id = created_id.as_str();
+    wait_until_processing(&client, id).await;
     client.cancel_export_job().job_id(id).send().await.expect("cancel");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let job = client.get_export_job().job_id(id).send().await.expect("get");
@@ -493,14 +485,8 @@ async fn authentication_failures_are_the_three_403s() {
     );
 
     // Everything is per account: another account's job is not found.
-    let created = one
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + DAY, None))
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("create");
-    let theirs = two.get_export_job().job_id(created.job_id().expect("id")).send().await;
+    let created_id = create(&one, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+    let theirs = two.get_export_job().job_id(created_id.as_str()).send().await;
     assert_eq!(
         theirs.expect_err("another account's job").code(),
         Some("NotFoundException")
@@ -548,27 +534,9 @@ async fn a_job_processing_when_the_server_is_killed_completes_after_restart() {
     let lines = generated(21, 120);
     server.ingest(lines.as_bytes()).await;
     let client = server.client();
-    let created = client
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + 7 * DAY, None))
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("create");
-    let id = created.job_id().expect("id").to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client
-        .get_export_job()
-        .job_id(&id)
-        .send()
-        .await
-        .expect("get")
-        .job_status()
-        != Some(&JobStatus::Processing)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never PROCESSING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let id = created_id.as_str().to_owned();
+    wait_until_processing(&client, &id).await;
     server.kill().await;
 
     let restarted = Server::start_in(dir.path(), &["--rate-limits", "off"]).await;
@@ -623,14 +591,8 @@ async fn download_urls_expire_and_refuse_tampering() {
     let server = Server::start(&["--rate-limits", "off", "--download-url-ttl", "1"]).await;
     server.ingest(generated(2, 10).as_bytes()).await;
     let client = server.client();
-    let created = client
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + 7 * DAY, None))
-        .export_destination(destination(DataFormat::Json))
-        .send()
-        .await
-        .expect("create");
-    let job = wait_for_end(&client, created.job_id().expect("id")).await;
+    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Json).await;
+    let job = wait_for_end(&client, created_id.as_str()).await;
     let url = job
         .export_destination()
         .and_then(|d| d.s3_url())
@@ -649,15 +611,8 @@ async fn download_urls_expire_and_refuse_tampering() {
 async fn presigned_query_requests_are_verified() {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
     let server = Server::start(&["--rate-limits", "off", "--workers", "0"]).await;
-    let created = server
-        .client()
-        .create_export_job()
-        .export_data_source(insights_source(T0, T0 + DAY, None))
-        .export_destination(destination(DataFormat::Csv))
-        .send()
-        .await
-        .expect("create");
-    let url = format!("{}/v2/email/export-jobs/{}", server.url, created.job_id().expect("id"));
+    let created_id = create(&server.client(), insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+    let url = format!("{}/v2/email/export-jobs/{}", server.url, created_id.as_str());
     let presign = |secret: &str| {
         let identity = aws_sdk_sesv2::config::Credentials::new("test", secret, None, None, "e2e").into();
         let mut settings = SigningSettings::default();
@@ -684,7 +639,7 @@ async fn presigned_query_requests_are_verified() {
         let (_, query) = instructions.into_parts();
         let query: Vec<String> = query
             .iter()
-            .map(|(k, v)| format!("{k}={}", ses_export_server_encode(v)))
+            .map(|(k, v)| format!("{k}={}", ses_export_core::model::operation::percent_encode(v)))
             .collect();
         format!("{url}?{}", query.join("&"))
     };
@@ -692,17 +647,4 @@ async fn presigned_query_requests_are_verified() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, _) = download(&presign("wrong")).await;
     assert_eq!(status, 403);
-}
-
-/// RFC 3986 encoding for query values.
-fn ses_export_server_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -416,15 +416,7 @@ pub fn sign(key: &[u8], string_to_sign: &str) -> String {
 
 /// RFC 3986 encoding of everything but the unreserved characters.
 pub fn uri_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    ses_export_model::operation::percent_encode(text)
 }
 
 /// Decodes `%XX` escapes; anything malformed stays as it is.

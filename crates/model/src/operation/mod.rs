@@ -38,7 +38,7 @@ impl OperationSpec {
     pub fn path(&self, labels: &[(&str, &str)]) -> String {
         let mut path = self.uri.to_owned();
         for (name, value) in labels {
-            path = path.replace(&format!("{{{name}}}"), &encode_label(value));
+            path = path.replace(&format!("{{{name}}}"), &percent_encode(value));
         }
         path
     }
@@ -56,7 +56,10 @@ pub trait Operation {
     fn labels(input: &Self::Input) -> Vec<(&'static str, &str)>;
 }
 
-fn encode_label(value: &str) -> String {
+/// RFC 3986 percent-encoding of every byte but the unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`): how labels go into paths, and how SigV4 encodes
+/// canonical paths and queries.
+pub fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
