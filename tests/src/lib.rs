@@ -27,23 +27,25 @@ pub struct Server {
 /// The server binary, built by `cargo test --workspace`; built here when a
 /// lone `cargo test -p ses-export-tests` has not.
 pub fn server_binary() -> PathBuf {
+    binary("ses-export-server", "ses-export-server")
+}
+
+/// The `ses-export` CLI binary, found or built the same way.
+pub fn cli_binary() -> PathBuf {
+    binary("ses-export-cli", "ses-export")
+}
+
+fn binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let binary = dir.join("ses-export-server");
+    let binary = dir.join(name);
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ses-export-server",
-                "--bin",
-                "ses-export-server",
-            ])
+            .args(["build", "--quiet", "-p", package, "--bin", name])
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building ses-export-server failed");
+        assert!(status.success(), "building {name} failed");
     }
     binary
 }

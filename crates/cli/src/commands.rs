@@ -1,0 +1,436 @@
+//! What each command does.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use ses_export_client::credentials::Resolve;
+use ses_export_client::model::schema::{Shape, Shaped};
+use ses_export_client::model::types::*;
+use ses_export_client::{Client, ClientConfig, Error, RetryPolicy};
+use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
+use ses_export_core::generate::{EventGenerator, GeneratorConfig};
+
+use crate::output::{Format, render};
+use crate::{Cli, Command, exit};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn client(cli: &Cli) -> Result<Client> {
+    let config = ClientConfig {
+        endpoint: cli.endpoint_url.clone(),
+        resolve: Resolve {
+            profile: cli.profile.clone(),
+            region: cli.region.clone(),
+            credentials: None,
+        },
+        retry: RetryPolicy::default(),
+    };
+    Client::new(config).map_err(|e| explain(&e, &cli.endpoint_url))
+}
+
+/// An error as a sentence that says what to do.
+fn explain(error: &Error, endpoint: &str) -> String {
+    match error {
+        Error::Transport { source, .. } if source.is_connect() => format!(
+            "could not connect to {endpoint}: is ses-export-server running there? \
+             Start it with `ses-export-server`, or point --endpoint-url (AWS_ENDPOINT_URL) at it."
+        ),
+        Error::Service(e) => match e.kind.name() {
+            "UnrecognizedClientException" | "InvalidSignatureException" | "MissingAuthenticationTokenException" => {
+                format!(
+                    "{}: {}\nThe server refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --profile \
+                 (a local server without --credentials takes access key `test`, secret `test`).",
+                    e.kind.name(),
+                    e.message
+                )
+            }
+            "TooManyRequestsException" => format!(
+                "{}: throttled even after retries ({}); the service allows about one call a second per operation.",
+                e.kind.name(),
+                e.message
+            ),
+            _ => format!("{}: {}", e.kind.name(), e.message),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn print(value: &impl serde::Serialize, format: Format) -> Result<()> {
+    let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(render(&value, format).as_bytes())
+        .map_err(|e| format!("writing the answer: {e}"))
+}
+
+/// Reads `text` as JSON, or the file it names with `file://`.
+fn json_arg(name: &str, text: &str) -> Result<Value> {
+    let text = match text.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{name}: reading {path}: {e}"))?,
+        None => text.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{name} is not valid JSON: {e}"))
+}
+
+/// Turns ISO 8601 strings where the model has timestamps into epoch
+/// seconds, as the AWS CLI accepts both.
+fn coerce_timestamps(shape: &'static Shape, value: &mut Value) -> Result<()> {
+    match (shape, value) {
+        (Shape::Timestamp(_), v @ Value::String(_)) => {
+            let text = v.as_str().unwrap_or_default().to_owned();
+            let millis = parse_iso8601(&text)
+                .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
+                .ok_or_else(|| format!("{text:?} is not a time: use epoch seconds or ISO 8601"))?;
+            *v = if millis % 1000 == 0 {
+                json!(millis / 1000)
+            } else {
+                json!(millis as f64 / 1000.0)
+            };
+        }
+        (Shape::Structure(s), Value::Object(map)) => {
+            for member in s.members {
+                if let Some(v) = map.get_mut(member.name) {
+                    coerce_timestamps(member.shape, v)?;
+                }
+            }
+        }
+        (Shape::List(l), Value::Array(items)) => {
+            for item in items {
+                coerce_timestamps(l.member, item)?;
+            }
+        }
+        (Shape::Map(m), Value::Object(map)) => {
+            for v in map.values_mut() {
+                coerce_timestamps(m.value, v)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn typed<T: Shaped + serde::de::DeserializeOwned>(mut value: Value, what: &str) -> Result<T> {
+    coerce_timestamps(T::SHAPE, &mut value)?;
+    serde_json::from_value(value).map_err(|e| format!("{what}: {e}"))
+}
+
+pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
+    let fail = |e: Error| explain(&e, &cli.endpoint_url);
+    match &cli.command {
+        Command::CreateExportJob {
+            export_data_source,
+            export_destination,
+            cli_input_json,
+        } => {
+            let mut request = match cli_input_json {
+                Some(text) => json_arg("--cli-input-json", text)?,
+                None => json!({}),
+            };
+            if let Some(text) = export_data_source {
+                request["ExportDataSource"] = json_arg("--export-data-source", text)?;
+            }
+            if let Some(text) = export_destination {
+                request["ExportDestination"] = json_arg("--export-destination", text)?;
+            }
+            for (member, flag) in [
+                ("ExportDataSource", "--export-data-source"),
+                ("ExportDestination", "--export-destination"),
+            ] {
+                if request.get(member).is_none() {
+                    return Err(format!(
+                        "{flag} is required (or give the whole request with --cli-input-json)"
+                    ));
+                }
+            }
+            let input: CreateExportJobRequest = typed(request, "the request")?;
+            print(&client(cli)?.create_export_job(input).await.map_err(fail)?, format)?;
+        }
+        Command::GetExportJob { job_id } => {
+            print(&client(cli)?.get_export_job(job_id).await.map_err(fail)?, format)?;
+        }
+        Command::ListExportJobs {
+            page_size,
+            job_status,
+            export_source_type,
+        } => {
+            let input = ListExportJobsRequest {
+                next_token: None,
+                page_size: *page_size,
+                export_source_type: export_source_type.as_deref().map(ExportSourceType::from),
+                job_status: job_status.as_deref().map(JobStatus::from),
+            };
+            let client = client(cli)?;
+            let mut jobs = Vec::new();
+            let mut stream = std::pin::pin!(client.list_all_export_jobs(input));
+            while let Some(job) = stream.next().await {
+                jobs.push(job.map_err(fail)?);
+            }
+            print(
+                &ListExportJobsResponse {
+                    export_jobs: Some(jobs),
+                    next_token: None,
+                },
+                format,
+            )?;
+        }
+        Command::CancelExportJob { job_id } => {
+            print(&client(cli)?.cancel_export_job(job_id).await.map_err(fail)?, format)?;
+        }
+        Command::Wait { job_id, timeout } => {
+            let client = client(cli)?;
+            let started = Instant::now();
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+            let mut last = String::new();
+            let wait = client.wait_for_job(job_id, Duration::from_secs(1), |job| {
+                let status = job.job_status.as_ref().map_or("?".to_owned(), ToString::to_string);
+                let line = format!("{job_id}: {status} ({}s)", started.elapsed().as_secs());
+                match &bar {
+                    Some(bar) => bar.set_message(line),
+                    None if status != last => eprintln!("{line}"),
+                    None => {}
+                }
+                last = status;
+            });
+            let job = tokio::time::timeout(Duration::from_secs(*timeout), wait)
+                .await
+                .map_err(|_| format!("{job_id} had not ended after {timeout} s"))?
+                .map_err(fail)?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            print(&job, format)?;
+            if job.job_status != Some(JobStatus::Completed) {
+                let reason = job
+                    .failure_info
+                    .and_then(|f| f.error_message)
+                    .map_or_else(String::new, |m| format!(": {m}"));
+                eprintln!(
+                    "ses-export: job {job_id} ended {}{reason}",
+                    job.job_status.map_or_else(String::new, |s| s.to_string())
+                );
+                return Ok(exit::JOB_DID_NOT_COMPLETE);
+            }
+        }
+        Command::Download { job_id, out } => {
+            let client = client(cli)?;
+            let job = client.get_export_job(job_id).await.map_err(fail)?;
+            if job.job_status != Some(JobStatus::Completed) {
+                return Err(format!(
+                    "job {job_id} is {}, not COMPLETED: run `ses-export wait --job-id {job_id}` first",
+                    job.job_status.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+                ));
+            }
+            let url = job
+                .export_destination
+                .as_ref()
+                .and_then(|d| d.s3_url.clone())
+                .ok_or("the job has no download URL")?;
+            if url.starts_with("s3://") {
+                return Err(format!(
+                    "job {job_id} wrote its file to {url}; fetch it from there (for example `aws s3 cp {url} .`)"
+                ));
+            }
+            let extension = match job.export_destination.map(|d| d.data_format) {
+                Some(DataFormat::Json) => "json",
+                _ => "csv",
+            };
+            let path = out.clone().unwrap_or_else(|| format!("{job_id}.{extension}").into());
+            let bytes = client.download(&url, &path).await.map_err(fail)?;
+            print(
+                &json!({"JobId": job_id, "Path": path.display().to_string(), "Bytes": bytes}),
+                format,
+            )?;
+        }
+        Command::Ingest { files, chunk_bytes } => {
+            let client = client(cli)?;
+            let report = ingest(&client, files, *chunk_bytes).await.map_err(|e| match e {
+                IngestError::Client(e) => fail(e),
+                IngestError::Input(m) => m,
+            })?;
+            print(&report, format)?;
+        }
+        Command::Seed {
+            messages,
+            days,
+            seed,
+            start,
+            out,
+            send,
+        } => {
+            let start = match start {
+                Some(text) => parse_iso8601(text)
+                    .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
+                    .ok_or_else(|| format!("--start {text:?} is not an ISO 8601 time"))?,
+                None => {
+                    let now = ses_export_client::model::Timestamp::now().as_millis();
+                    (now.div_euclid(DAY_MILLIS) - i64::from(*days)) * DAY_MILLIS
+                }
+            };
+            let config = GeneratorConfig {
+                seed: *seed,
+                messages: *messages,
+                start,
+                days: *days,
+                account_id: "000000000000".to_owned(),
+            };
+            if *send {
+                let client = client(cli)?;
+                let mut body = Vec::new();
+                let mut report = json!({"accepted": 0, "duplicates": 0, "rejected": 0});
+                let mut events = EventGenerator::new(config).peekable();
+                while events.peek().is_some() {
+                    body.clear();
+                    for line in events.by_ref().take(10_000) {
+                        body.extend_from_slice(line.as_bytes());
+                        body.push(b'\n');
+                    }
+                    let part = client.ingest(&body).await.map_err(fail)?;
+                    for (key, n) in [
+                        ("accepted", part.accepted),
+                        ("duplicates", part.duplicates),
+                        ("rejected", part.rejected),
+                    ] {
+                        report[key] = json!(report[key].as_u64().unwrap_or(0) + n);
+                    }
+                }
+                print(&report, format)?;
+            } else {
+                let result = match out {
+                    Some(path) => std::fs::File::create(path)
+                        .and_then(|file| ses_export_core::generate::write_events(&config, file)),
+                    None => ses_export_core::generate::write_events(&config, std::io::stdout().lock()),
+                };
+                match result {
+                    Ok(_) => {}
+                    // `ses-export seed | head` closes the pipe early; that is fine.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    Err(e) => return Err(format!("writing the events: {e}")),
+                }
+            }
+        }
+        Command::GetMessageInsights { message_id } => {
+            print(
+                &client(cli)?.get_message_insights(message_id).await.map_err(fail)?,
+                format,
+            )?;
+        }
+        Command::BatchGetMetricData { queries } => {
+            let queries = json_arg("--queries", queries)?;
+            let input: BatchGetMetricDataRequest = typed(json!({"Queries": queries}), "--queries")?;
+            print(&client(cli)?.batch_get_metric_data(input).await.map_err(fail)?, format)?;
+        }
+    }
+    Ok(0)
+}
+
+enum IngestError {
+    Client(Error),
+    Input(String),
+}
+
+/// Sends each file in bodies of at most `chunk_bytes`, split at line ends;
+/// rejected lines are reported by file and line.
+async fn ingest(
+    client: &Client,
+    files: &[std::path::PathBuf],
+    chunk_bytes: usize,
+) -> std::result::Result<Value, IngestError> {
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    let mut rejected = 0;
+    let mut errors = Vec::new();
+    let progress = std::io::stderr().is_terminal();
+    for path in files {
+        let name = path.display().to_string();
+        let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if name == "-" {
+            (Box::new(std::io::stdin()), None)
+        } else {
+            let file = std::fs::File::open(path).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (Box::new(file), size)
+        };
+        let counted = CountingReader {
+            inner: reader,
+            count: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let read_bytes = std::sync::Arc::clone(&counted.count);
+        let mut lines =
+            ses_export_core::event::open_events(counted).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
+        let bar = progress.then(|| {
+            let bar = match size {
+                Some(size) => indicatif::ProgressBar::new(size),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix} {bytes}/{total_bytes} {wide_bar} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(name.clone());
+            bar
+        });
+        let mut first_line = 1u64;
+        let mut line_count = 0u64;
+        let mut body = Vec::with_capacity(chunk_bytes);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = lines
+                .read_until(b'\n', &mut line)
+                .map_err(|e| IngestError::Input(format!("{name}: reading: {e}")))?;
+            let full = n > 0 && body.len() + line.len() > chunk_bytes && !body.is_empty();
+            if n == 0 || full {
+                if !body.is_empty() {
+                    let report = client.ingest(&body).await.map_err(IngestError::Client)?;
+                    accepted += report.accepted;
+                    duplicates += report.duplicates;
+                    rejected += report.rejected;
+                    for e in report.errors {
+                        if errors.len() < 20 {
+                            errors.push(json!({"file": name, "line": e.line + first_line - 1, "reason": e.reason}));
+                        }
+                    }
+                    if let Some(bar) = &bar {
+                        bar.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
+                        bar.set_message(format!(
+                            "{accepted} accepted, {duplicates} duplicates, {rejected} rejected"
+                        ));
+                    }
+                    body.clear();
+                    first_line = line_count + 1;
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            if !line.ends_with(b"\n") {
+                line.push(b'\n');
+            }
+            body.extend_from_slice(&line);
+            line_count += 1;
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    }
+    Ok(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "errors": errors}))
+}
+
+/// Counts the bytes read, for the progress bar.
+struct CountingReader {
+    inner: Box<dyn Read + Send>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}

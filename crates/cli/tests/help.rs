@@ -1,0 +1,68 @@
+//! Snapshots of every command's `--help`, and of table and JSON output for
+//! fixed answers.
+
+use std::process::Command;
+
+use ses_export_cli::output::{Format, render};
+
+const COMMANDS: &[&str] = &[
+    "create-export-job",
+    "get-export-job",
+    "list-export-jobs",
+    "cancel-export-job",
+    "wait",
+    "download",
+    "ingest",
+    "seed",
+    "get-message-insights",
+    "batch-get-metric-data",
+];
+
+fn help(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ses-export"))
+        .args(args)
+        .arg("--help")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("run ses-export");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+#[test]
+fn every_help() {
+    insta::assert_snapshot!("ses-export", help(&[]));
+    for command in COMMANDS {
+        insta::assert_snapshot!(*command, help(&[command]));
+    }
+}
+
+#[test]
+fn outputs_for_fixed_answers() {
+    let job = serde_json::json!({
+        "JobId": "0f5c1a2e-5b7d-4c1e-9e8a-0123456789ab",
+        "ExportSourceType": "METRICS_DATA",
+        "JobStatus": "COMPLETED",
+        "ExportDestination": {"DataFormat": "CSV", "S3Url": "s3://bucket/prefix/x.csv"},
+        "ExportDataSource": {"MetricsDataSource": {"Dimensions": {"ISP": ["*"]}, "Namespace": "VDM",
+            "Metrics": [{"Name": "SEND", "Aggregation": "VOLUME"}], "StartDate": 1704067200, "EndDate": 1704153600.5}},
+        "CreatedTimestamp": 1704200000.123,
+        "CompletedTimestamp": 1704200001,
+        "Statistics": {"ProcessedRecordsCount": 1200, "ExportedRecordsCount": 3}
+    });
+    let list = serde_json::json!({"ExportJobs": [
+        {"JobId": "job-2", "ExportSourceType": "METRICS_DATA", "JobStatus": "PROCESSING", "CreatedTimestamp": 1704200000},
+        {"JobId": "job-1", "ExportSourceType": "MESSAGE_INSIGHTS", "JobStatus": "COMPLETED", "CreatedTimestamp": 1704100000, "CompletedTimestamp": 1704100005}
+    ]});
+    let metrics = serde_json::json!({"Results": [{"Id": "q1", "Timestamps": [1704067200, 1704153600], "Values": [12, 0]}], "Errors": []});
+    let mut out = String::new();
+    for (name, value) in [
+        ("get-export-job", &job),
+        ("list-export-jobs", &list),
+        ("batch-get-metric-data", &metrics),
+    ] {
+        out.push_str(&format!("## {name} --output table\n{}\n", render(value, Format::Table)));
+        out.push_str(&format!("## {name} --output json\n{}\n", render(value, Format::Json)));
+    }
+    insta::assert_snapshot!(out);
+}

@@ -1,0 +1,129 @@
+//! Credentials and region, resolved the way AWS tools resolve them:
+//! explicit values, then the `AWS_*` environment variables, then the
+//! shared credentials and config files, for the chosen profile.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// An access key and its secret (and a session token, if any).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where to look, and what was given explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct Resolve {
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub credentials: Option<Credentials>,
+}
+
+/// What was found.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub credentials: Credentials,
+    pub region: String,
+}
+
+/// Reads an INI file into sections of key/value pairs.
+fn read_ini(path: &PathBuf) -> HashMap<String, HashMap<String, String>> {
+    let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return sections;
+    };
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_owned();
+        } else if let Some((key, value)) = line.split_once('=') {
+            sections
+                .entry(current.clone())
+                .or_default()
+                .insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    sections
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolves credentials and region.
+pub fn resolve(request: &Resolve) -> Result<Resolved, String> {
+    let profile = request
+        .profile
+        .clone()
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".to_owned());
+    let explicit_profile = request.profile.is_some();
+    let credentials_file = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".aws/credentials")));
+    let config_file = env("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".aws/config")));
+    let credentials_ini = credentials_file.as_ref().map(read_ini).unwrap_or_default();
+    let config_ini = config_file.as_ref().map(read_ini).unwrap_or_default();
+    let config_section = if profile == "default" {
+        config_ini.get("default")
+    } else {
+        config_ini.get(&format!("profile {profile}"))
+    };
+    let from_files = |section: Option<&HashMap<String, String>>| {
+        let section = section?;
+        Some(Credentials {
+            access_key_id: section.get("aws_access_key_id")?.clone(),
+            secret_access_key: section.get("aws_secret_access_key")?.clone(),
+            session_token: section.get("aws_session_token").cloned(),
+        })
+    };
+    let from_env = || {
+        Some(Credentials {
+            access_key_id: env("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
+            session_token: env("AWS_SESSION_TOKEN"),
+        })
+    };
+    // An explicit --profile wins over the environment, as in the AWS CLI.
+    let credentials = request
+        .credentials
+        .clone()
+        .or_else(|| if explicit_profile { None } else { from_env() })
+        .or_else(|| from_files(credentials_ini.get(&profile)))
+        .or_else(|| from_files(config_section))
+        .ok_or_else(|| {
+            format!(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile [{profile}] to {} \
+                 (for a local ses-export-server, access key `test`, secret `test`)",
+                credentials_file.map_or("~/.aws/credentials".to_owned(), |p| p.display().to_string())
+            )
+        })?;
+    let region = request
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| config_section.and_then(|s| s.get("region").cloned()))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    Ok(Resolved { credentials, region })
+}

@@ -1,0 +1,114 @@
+//! What can go wrong talking to the service: the modeled errors (and the
+//! authentication ones) as a typed enum, and the transport around them.
+
+use std::fmt;
+
+use ses_export_model::ErrorCode;
+
+/// An error the service answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// The error shape, from `x-amzn-ErrorType`.
+    pub kind: ErrorKind,
+    pub message: String,
+    pub status: u16,
+    pub request_id: Option<String>,
+}
+
+/// The kinds of service error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// One of the model's error shapes.
+    Modeled(ErrorCode),
+    /// `MissingAuthenticationTokenException`
+    MissingAuthenticationToken,
+    /// `UnrecognizedClientException`
+    UnrecognizedClient,
+    /// `InvalidSignatureException`
+    InvalidSignature,
+    /// Anything else, by name.
+    Other(String),
+}
+
+impl ErrorKind {
+    pub fn from_name(name: &str) -> ErrorKind {
+        // `x-amzn-ErrorType` may carry a `:` suffix or a namespace prefix.
+        let name = name.split(':').next().unwrap_or(name);
+        let name = name.rsplit('#').next().unwrap_or(name);
+        match name {
+            "MissingAuthenticationTokenException" => ErrorKind::MissingAuthenticationToken,
+            "UnrecognizedClientException" => ErrorKind::UnrecognizedClient,
+            "InvalidSignatureException" => ErrorKind::InvalidSignature,
+            other => ErrorCode::from_name(other).map_or_else(|| ErrorKind::Other(other.to_owned()), ErrorKind::Modeled),
+        }
+    }
+
+    /// The shape's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ErrorKind::Modeled(code) => code.name(),
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorKind::InvalidSignature => "InvalidSignatureException",
+            ErrorKind::Other(name) => name,
+        }
+    }
+}
+
+/// Anything a call can fail with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The service said no.
+    Service(ServiceError),
+    /// The service could not be reached, or the connection failed.
+    Transport { endpoint: String, source: reqwest::Error },
+    /// No credentials, or a bad endpoint: nothing was sent.
+    Config(String),
+    /// The answer was not what the model says.
+    Decode(String),
+    /// A local file could not be read or written.
+    Io(std::io::Error),
+}
+
+impl Error {
+    /// The service error, if that is what this is.
+    pub fn service(&self) -> Option<&ServiceError> {
+        match self {
+            Error::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the service answered with this modeled error.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.service().is_some_and(|e| e.kind == ErrorKind::Modeled(code))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Service(e) => write!(f, "{}: {}", e.kind.name(), e.message),
+            Error::Transport { endpoint, source } => write!(f, "could not reach {endpoint}: {source}"),
+            Error::Config(message) | Error::Decode(message) => f.write_str(message),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Transport { source, .. } => Some(source),
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
