@@ -56,8 +56,32 @@ pub trait IngestTxn {
 /// Applies a batch through `txn`. The caller commits when this returns
 /// `Ok`, and rolls back otherwise.
 pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
-    // One planned row per event and recipient, inserted in key order so the
-    // store's trees are walked, not jumped around in.
+    let planned = plan_events(events);
+    let mut new_rows = Vec::with_capacity(planned.len());
+    for (_, row) in &planned {
+        new_rows.push(txn.insert_event(row)?);
+    }
+    let folded = fold_new_events(events, &planned, &new_rows);
+    for message in &folded.messages {
+        txn.insert_message(message)?;
+    }
+    let mut old = Vec::with_capacity(folded.touched.len());
+    for (record, _) in &folded.touched {
+        old.push(txn.record_flags(record)?);
+    }
+    let merged = merge_flags(folded.touched, &old);
+    for (record, existed) in &merged.records {
+        txn.put_record(record, *existed)?;
+    }
+    for ((day, dimensions), delta) in &merged.rollups {
+        txn.add_rollup(*day, dimensions, delta)?;
+    }
+    Ok(folded.outcome)
+}
+
+/// Step 1: one row per event and recipient, in key order (so a store's
+/// trees are walked, not jumped around in), with the index of its event.
+pub fn plan_events(events: &[SesEvent]) -> Vec<(usize, PlannedEvent)> {
     let mut planned: Vec<(usize, PlannedEvent)> = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         for (recipient, diagnostic_code) in event.belongs_to() {
@@ -79,12 +103,28 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
         }
     }
     planned.sort_by(|(_, a), (_, b)| (&a.message_id, a.id, &a.recipient).cmp(&(&b.message_id, b.id, &b.recipient)));
+    planned
+}
 
+/// What the new events of a batch change.
+#[derive(Debug)]
+pub struct Folded {
+    pub outcome: IngestOutcome,
+    /// Messages seen for the first time in this batch (to insert if absent).
+    pub messages: Vec<MessageRow>,
+    /// Each record a new event touches, with the bits its new events add,
+    /// in key order.
+    pub touched: Vec<(InsightRecord, EventFlags)>,
+}
+
+/// Step 2: given which planned rows were new to the store, the records they
+/// touch and the bits they add; an event is a duplicate when none of its
+/// rows was new.
+pub fn fold_new_events(events: &[SesEvent], planned: &[(usize, PlannedEvent)], new_rows: &[bool]) -> Folded {
     let mut is_new = vec![false; events.len()];
-    // Records touched by new events, with the bits those events add.
     let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
-    for (index, row) in &planned {
-        if !txn.insert_event(row)? {
+    for ((index, row), new) in planned.iter().zip(new_rows) {
+        if !new {
             continue;
         }
         is_new[*index] = true;
@@ -100,8 +140,8 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
             .or_insert_with(|| (InsightRecord::new(&event.mail, &row.recipient), EventFlags::default()));
         entry.1 = entry.1.union(bit);
     }
-
     let mut outcome = IngestOutcome::default();
+    let mut messages = Vec::new();
     let mut messages_seen: HashMap<&str, ()> = HashMap::new();
     for (event, new) in events.iter().zip(&is_new) {
         if !new {
@@ -110,7 +150,7 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
         }
         outcome.accepted += 1;
         if messages_seen.insert(&event.mail.message_id, ()).is_none() {
-            txn.insert_message(&MessageRow {
+            messages.push(MessageRow {
                 message_id: event.mail.message_id.clone(),
                 send_timestamp: event.mail.timestamp,
                 from_email_address: event.mail.from.clone().or_else(|| event.mail.source.clone()),
@@ -121,21 +161,39 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
                     .iter()
                     .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
                     .collect(),
-            })?;
+            });
         }
     }
-
     let mut touched: Vec<(InsightRecord, EventFlags)> = touched.into_values().collect();
     touched.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+    Folded {
+        outcome,
+        messages,
+        touched,
+    }
+}
+
+/// What to write back.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Records whose flags changed, with whether they existed before.
+    pub records: Vec<(InsightRecord, bool)>,
+    /// Rollup deltas by day and dimension values, in key order.
+    pub rollups: Vec<((i64, DimensionValues), MetricCounts)>,
+}
+
+/// Step 3: given the stored flags of each touched record (`None` for a new
+/// record), the records to write and the rollup deltas: what the record now
+/// counts minus what it counted before.
+pub fn merge_flags(touched: Vec<(InsightRecord, EventFlags)>, old: &[Option<EventFlags>]) -> Merged {
+    let mut merged = Merged::default();
     let mut rollups: HashMap<(i64, DimensionValues), MetricCounts> = HashMap::new();
-    for (mut record, added) in touched {
-        let old = txn.record_flags(&record)?;
+    for ((mut record, added), old) in touched.into_iter().zip(old) {
         let before = old.unwrap_or_default();
         record.flags = before.union(added);
-        if old == Some(record.flags) {
+        if *old == Some(record.flags) {
             continue;
         }
-        txn.put_record(&record, old.is_some())?;
         if record.counts_toward_metrics() {
             let mut delta = MetricCounts::of(record.flags);
             delta -= MetricCounts::of(before);
@@ -145,13 +203,11 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
                     .or_default() += delta;
             }
         }
+        merged.records.push((record, old.is_some()));
     }
-    let mut rollups: Vec<_> = rollups.into_iter().collect();
-    rollups.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((day, dimensions), delta) in &rollups {
-        txn.add_rollup(*day, dimensions, delta)?;
-    }
-    Ok(outcome)
+    merged.rollups = rollups.into_iter().collect();
+    merged.rollups.sort_by(|a, b| a.0.cmp(&b.0));
+    merged
 }
 
 /// Daily counts of records, computed from their flags: what rollups hold,
