@@ -84,6 +84,12 @@ pub struct ServiceConfig {
     /// Hold each job in `PROCESSING` at least this long: for demos and for
     /// tests that cancel or kill a running job.
     pub min_job_duration: Duration,
+    /// How long a worker's hold on a job lasts without renewal; after a
+    /// worker dies, its job waits this long before another takes it.
+    pub lease: Duration,
+    /// Whether jobs left `PROCESSING` are requeued at start-up: true when
+    /// this process is the only one using the job store.
+    pub sole_server: bool,
 }
 
 impl Default for ServiceConfig {
@@ -93,6 +99,8 @@ impl Default for ServiceConfig {
             strict: false,
             download_ttl: Duration::from_secs(300),
             min_job_duration: Duration::ZERO,
+            lease: Duration::from_secs(10),
+            sole_server: true,
         }
     }
 }
@@ -110,6 +118,8 @@ pub struct ExportService {
     pub(crate) wake: tokio::sync::Notify,
     /// Cancel flags of the jobs running in this process.
     pub(crate) running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
+    /// This process's name on the leases it takes.
+    pub(crate) worker_id: String,
 }
 
 fn job_store_error(e: JobStoreError) -> ServiceError {
@@ -134,6 +144,7 @@ impl ExportService {
             config,
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashMap::new()),
+            worker_id: uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
         }
     }
 
@@ -187,6 +198,7 @@ impl ExportService {
             failure: None,
             statistics: None,
             output_key: None,
+            lease: None,
         };
         match self.jobs.create(&job, self.config.max_active_jobs).await {
             Ok(()) => {}
@@ -483,7 +495,30 @@ impl ExportService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), Arc::clone(&cancelled));
+        // Keep the lease alive while the job runs; a renewal that fails means
+        // the job was cancelled (perhaps on another server) or taken over.
+        let heartbeat = {
+            let jobs = Arc::clone(&self.jobs);
+            let (account, job_id, owner) = (job.account.clone(), job.job_id.clone(), self.worker_id.clone());
+            let cancelled = Arc::clone(&cancelled);
+            let lease = self.config.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 4).await;
+                    let until = now() + lease.as_millis() as i64;
+                    match jobs.renew(&account, &job_id, &owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            cancelled.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, job = %job_id, "renewing a job lease failed"),
+                    }
+                }
+            })
+        };
         let outcome = crate::worker::export(self, &job, &cancelled).await;
+        heartbeat.abort();
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         crate::worker::finish(self, job, outcome).await;
     }

@@ -24,10 +24,14 @@ pub async fn run_workers(service: Arc<ExportService>, count: usize, mut shutdown
     if count == 0 {
         return;
     }
-    match service.jobs.requeue_processing().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "requeued jobs left PROCESSING by the last run"),
-        Err(e) => tracing::error!(error = %e, "could not requeue interrupted jobs"),
+    // A sole server's PROCESSING jobs are its own from a previous run; in a
+    // cluster, they belong to servers that may be alive, and leases decide.
+    if service.config.sole_server {
+        match service.jobs.requeue_processing().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "requeued jobs left PROCESSING by the last run"),
+            Err(e) => tracing::error!(error = %e, "could not requeue interrupted jobs"),
+        }
     }
     let mut workers = Vec::new();
     for _ in 0..count {
@@ -35,7 +39,8 @@ pub async fn run_workers(service: Arc<ExportService>, count: usize, mut shutdown
         let mut shutdown = shutdown.clone();
         workers.push(tokio::spawn(async move {
             while !*shutdown.borrow() {
-                match service.jobs.claim().await {
+                let lease = service.config.lease.as_millis() as i64;
+                match service.jobs.claim(&service.worker_id, now(), lease).await {
                     Ok(Some(job)) => service.run_job(job).await,
                     Ok(None) => {
                         let woken = service.wake.notified();

@@ -83,6 +83,8 @@ pub fn build_state(config: &Config) -> Result<AppState, String> {
             strict: config.strict,
             download_ttl: Duration::from_secs(config.download_url_ttl),
             min_job_duration: Duration::from_millis(config.min_job_duration_ms),
+            lease: Duration::from_secs(10),
+            sole_server: true,
         },
     );
     Ok(AppState {

@@ -25,6 +25,7 @@ where
     check_transitions_are_compare_and_set(&*new_store().await).await;
     check_claims_are_exclusive(new_store().await).await;
     check_requeue(&*new_store().await).await;
+    check_leases(&*new_store().await).await;
 }
 
 fn account(n: u8) -> AccountId {
@@ -62,6 +63,7 @@ pub fn job(account_n: u8, id: &str, created: i64) -> ExportJob {
         failure: None,
         statistics: None,
         output_key: None,
+        lease: None,
     }
 }
 
@@ -221,7 +223,7 @@ pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
         let store = Arc::clone(&store);
         claimers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(job) = store.claim().await.expect("claim") {
+            while let Some(job) = store.claim("w", 0, LEASE).await.expect("claim") {
                 assert_eq!(job.status, JobStatus::Processing);
                 mine.push(job.job_id);
             }
@@ -240,11 +242,83 @@ pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
 pub async fn check_requeue(store: &dyn JobStore) {
     store.create(&job(1, "a", 1), 20).await.expect("create");
     store.create(&job(1, "b", 2), 20).await.expect("create");
-    let first = store.claim().await.expect("claim").expect("a job");
+    let first = store.claim("w", 0, LEASE).await.expect("claim").expect("a job");
     assert_eq!(first.job_id, "a", "oldest first");
     assert_eq!(store.requeue_processing().await.expect("requeue"), 1);
-    let again = store.claim().await.expect("claim").expect("a job");
+    let again = store.claim("w", 0, LEASE).await.expect("claim").expect("a job");
     assert_eq!(again.job_id, "a");
+}
+
+/// How long test leases last.
+const LEASE: i64 = 10_000;
+
+pub async fn check_leases(store: &dyn JobStore) {
+    store.create(&job(1, "a", 1), 20).await.expect("create");
+    let claimed = store.claim("w1", 1_000, LEASE).await.expect("claim").expect("a job");
+    assert_eq!(
+        claimed.lease.as_ref().map(|l| (l.owner.as_str(), l.expires)),
+        Some(("w1", 11_000))
+    );
+    // While the lease holds, nobody else gets the job.
+    assert!(store.claim("w2", 5_000, LEASE).await.expect("claim").is_none());
+    assert!(store.renew(&account(1), "a", "w1", 20_000).await.expect("renew"));
+    assert!(
+        !store.renew(&account(1), "a", "w2", 30_000).await.expect("renew"),
+        "not w2's lease"
+    );
+    assert!(
+        store.claim("w2", 15_000, LEASE).await.expect("claim").is_none(),
+        "renewed to 20,000"
+    );
+    // w1 dies; after its lease expires w2 takes the job over, and w1's late finish does not count.
+    let taken = store
+        .claim("w2", 20_001, LEASE)
+        .await
+        .expect("claim")
+        .expect("the expired job");
+    assert_eq!(taken.job_id, "a");
+    let done = JobUpdate {
+        completed: Some(25_000),
+        ..JobUpdate::default()
+    };
+    assert!(
+        !store
+            .finish(&account(1), "a", "w1", JobStatus::Completed, done.clone())
+            .await
+            .expect("finish")
+    );
+    assert!(
+        store
+            .finish(&account(1), "a", "w2", JobStatus::Completed, done.clone())
+            .await
+            .expect("finish")
+    );
+    let ended = store.get(&account(1), "a").await.expect("get").expect("exists");
+    assert_eq!(
+        (ended.status, ended.completed, ended.lease),
+        (JobStatus::Completed, Some(25_000), None)
+    );
+    assert!(
+        !store
+            .finish(&account(1), "a", "w2", JobStatus::Failed, done)
+            .await
+            .expect("finish"),
+        "once"
+    );
+    // A cancelled job cannot be renewed: that is how a worker learns of the cancel.
+    store.create(&job(1, "b", 2), 20).await.expect("create");
+    store.claim("w1", 30_000, LEASE).await.expect("claim").expect("b");
+    store
+        .transition(
+            &account(1),
+            "b",
+            &[JobStatus::Processing],
+            JobStatus::Cancelled,
+            JobUpdate::default(),
+        )
+        .await
+        .expect("cancel");
+    assert!(!store.renew(&account(1), "b", "w1", 40_000).await.expect("renew"));
 }
 
 fn job_fixture_request() -> CreateExportJobRequest {

@@ -6,8 +6,11 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use ses_export_model::types::JobStatus;
 
-use super::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUpdate, is_active};
+use super::{
+    ExportJob, JobCursor, JobFilter, JobLease, JobStore, JobStoreError, JobUpdate, claimable, held_by, is_active,
+};
 use crate::AccountId;
+use crate::clock::Millis;
 
 /// The in-memory [`JobStore`].
 #[derive(Debug, Default)]
@@ -87,16 +90,59 @@ impl JobStore for MemoryJobStore {
         Ok(Some((job.clone(), true)))
     }
 
-    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
         let mut jobs = self.lock();
         let oldest = jobs
             .values_mut()
-            .filter(|j| j.status == JobStatus::Created)
+            .filter(|j| claimable(j, now))
             .min_by(|a, b| (a.created, &a.job_id).cmp(&(b.created, &b.job_id)));
         Ok(oldest.map(|job| {
             job.status = JobStatus::Processing;
+            job.lease = Some(JobLease {
+                owner: owner.to_owned(),
+                expires: now + lease,
+            });
             job.clone()
         }))
+    }
+
+    async fn renew(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        owner: &str,
+        until: Millis,
+    ) -> Result<bool, JobStoreError> {
+        let mut jobs = self.lock();
+        match jobs.get_mut(&(account.clone(), job_id.to_owned())) {
+            Some(job) if held_by(job, owner) => {
+                job.lease = Some(JobLease {
+                    owner: owner.to_owned(),
+                    expires: until,
+                });
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        owner: &str,
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<bool, JobStoreError> {
+        let mut jobs = self.lock();
+        match jobs.get_mut(&(account.clone(), job_id.to_owned())) {
+            Some(job) if held_by(job, owner) => {
+                job.apply(to, update);
+                job.lease = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn requeue_processing(&self) -> Result<u64, JobStoreError> {
@@ -104,6 +150,7 @@ impl JobStore for MemoryJobStore {
         let mut n = 0;
         for job in jobs.values_mut().filter(|j| j.status == JobStatus::Processing) {
             job.status = JobStatus::Created;
+            job.lease = None;
             n += 1;
         }
         Ok(n)

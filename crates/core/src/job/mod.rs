@@ -36,6 +36,16 @@ pub struct ExportJob {
     /// Where the finished file is, for managed exports: the key in managed
     /// storage.
     pub output_key: Option<String>,
+    /// Who runs the job, until when: set by `claim`, extended by `renew`.
+    pub lease: Option<JobLease>,
+}
+
+/// A worker's hold on a `PROCESSING` job. When it expires (the worker
+/// died), another worker may claim the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    pub owner: String,
+    pub expires: Millis,
 }
 
 /// Counts a finished job reports.
@@ -79,8 +89,9 @@ pub struct JobCursor {
 ///   pass a limit that only one fits under.
 /// - `transition` is a compare-and-set: it changes the status only from
 ///   one of `from`, and says whether it did.
-/// - `claim` hands each `CREATED` job to exactly one caller, oldest first,
-///   moving it to `PROCESSING`.
+/// - `claim` hands each `CREATED` job (or `PROCESSING` job whose lease has
+///   expired) to exactly one caller, oldest first, as `PROCESSING` under a
+///   lease; `finish` ends it only for the lease's owner.
 /// - Reads see only the caller's account.
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
@@ -110,8 +121,27 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         update: JobUpdate,
     ) -> Result<Option<(ExportJob, bool)>, JobStoreError>;
 
-    /// The oldest `CREATED` job of any account, moved to `PROCESSING`.
-    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError>;
+    /// The oldest `CREATED` job of any account (or `PROCESSING` job whose
+    /// lease expired before `now`), moved to `PROCESSING` under a lease for
+    /// `owner` until `now + lease`.
+    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError>;
+
+    /// Extends `owner`'s lease on a `PROCESSING` job to `until`; `false`
+    /// when the job is no longer `PROCESSING` under that owner (it was
+    /// cancelled, or the lease was lost).
+    async fn renew(&self, account: &AccountId, job_id: &str, owner: &str, until: Millis)
+    -> Result<bool, JobStoreError>;
+
+    /// Ends a `PROCESSING` job held by `owner`: compare-and-set on status
+    /// and owner. `false` when it was cancelled or taken over meanwhile.
+    async fn finish(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        owner: &str,
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<bool, JobStoreError>;
 
     /// Moves every `PROCESSING` job back to `CREATED`: after a crash, before
     /// workers start, so no job is lost or left hanging. Returns how many.
@@ -144,6 +174,20 @@ impl fmt::Display for JobStoreError {
 }
 
 impl std::error::Error for JobStoreError {}
+
+/// Whether a worker may claim `job` at `now`.
+pub(crate) fn claimable(job: &ExportJob, now: Millis) -> bool {
+    match job.status {
+        JobStatus::Created => true,
+        JobStatus::Processing => job.lease.as_ref().is_none_or(|l| l.expires < now),
+        _ => false,
+    }
+}
+
+/// Whether `job` is `PROCESSING` under `owner`'s lease.
+pub(crate) fn held_by(job: &ExportJob, owner: &str) -> bool {
+    job.status == JobStatus::Processing && job.lease.as_ref().is_some_and(|l| l.owner == owner)
+}
 
 /// Whether a status is one a job ends in.
 pub fn is_final(status: &JobStatus) -> bool {

@@ -8,12 +8,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
-use super::{ExportJob, JobCursor, JobFilter, JobStatistics, JobStore, JobStoreError, JobUpdate};
+use super::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 use crate::AccountId;
+use crate::clock::Millis;
 
 const BACKEND: &str = "sqlite";
 
-const SCHEMA: &str = r#"
+/// The schema, by version; `PRAGMA user_version` says which ran.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS export_jobs (
     account     TEXT NOT NULL,
     job_id      TEXT NOT NULL,
@@ -30,10 +33,15 @@ CREATE TABLE IF NOT EXISTS export_jobs (
 );
 CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (account, created DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS export_jobs_by_status ON export_jobs (status, created, job_id);
-"#;
+"#,
+    r#"
+ALTER TABLE export_jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE export_jobs ADD COLUMN lease_expires INTEGER;
+"#,
+];
 
-const COLUMNS: &str =
-    "account, job_id, source_type, status, request, created, completed, failure, processed, exported, output_key";
+const COLUMNS: &str = "account, job_id, source_type, status, request, created, completed, failure, processed, exported, \
+                       output_key, lease_owner, lease_expires";
 
 /// The SQLite [`JobStore`].
 #[derive(Debug, Clone)]
@@ -61,7 +69,14 @@ impl SqliteJobStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(usize::MAX))
+        {
+            conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+        }
         Ok(SqliteJobStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -108,6 +123,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
             _ => None,
         },
         output_key: row.get(10)?,
+        lease: match (row.get::<_, Option<String>>(11)?, row.get::<_, Option<i64>>(12)?) {
+            (Some(owner), Some(expires)) => Some(JobLease { owner, expires }),
+            _ => None,
+        },
     })
 }
 
@@ -142,7 +161,7 @@ impl JobStore for SqliteJobStore {
             }
             let request = serde_json::to_string(&job.request).map_err(generic)?;
             tx.execute(
-                &format!("INSERT INTO export_jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                &format!("INSERT INTO export_jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     job.account.as_str(),
                     job.job_id,
@@ -155,6 +174,8 @@ impl JobStore for SqliteJobStore {
                     job.statistics.map(|s| s.processed as i64),
                     job.statistics.map(|s| s.exported as i64),
                     job.output_key,
+                    job.lease.as_ref().map(|l| l.owner.clone()),
+                    job.lease.as_ref().map(|l| l.expires),
                 ],
             )?;
             tx.commit()?;
@@ -246,14 +267,71 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn claim(&self) -> Result<Option<ExportJob>, JobStoreError> {
-        self.with(|conn| {
+    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
             let sql = format!(
-                "UPDATE export_jobs SET status = 'PROCESSING' WHERE (account, job_id) = \
-                 (SELECT account, job_id FROM export_jobs WHERE status = 'CREATED' ORDER BY created, job_id LIMIT 1) \
+                "UPDATE export_jobs SET status = 'PROCESSING', lease_owner = ?1, lease_expires = ?2 \
+                 WHERE (account, job_id) = (SELECT account, job_id FROM export_jobs \
+                   WHERE status = 'CREATED' OR (status = 'PROCESSING' AND (lease_expires IS NULL OR lease_expires < ?3)) \
+                   ORDER BY created, job_id LIMIT 1) \
                  RETURNING {COLUMNS}"
             );
-            Ok(conn.query_row(&sql, [], job_from_row).optional()?)
+            Ok(conn
+                .query_row(&sql, params![owner, now + lease, now], job_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        owner: &str,
+        until: Millis,
+    ) -> Result<bool, JobStoreError> {
+        let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
+        self.with(move |conn| {
+            let n = conn.execute(
+                "UPDATE export_jobs SET lease_expires = ?4 \
+                 WHERE account = ?1 AND job_id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3",
+                params![account, job_id, owner, until],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        account: &AccountId,
+        job_id: &str,
+        owner: &str,
+        to: JobStatus,
+        update: JobUpdate,
+    ) -> Result<bool, JobStoreError> {
+        let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
+        self.with(move |conn| {
+            let n = conn.execute(
+                "UPDATE export_jobs SET status = ?4, completed = coalesce(?5, completed), \
+                 failure = coalesce(?6, failure), processed = coalesce(?7, processed), \
+                 exported = coalesce(?8, exported), output_key = coalesce(?9, output_key), \
+                 lease_owner = NULL, lease_expires = NULL \
+                 WHERE account = ?1 AND job_id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3",
+                params![
+                    account,
+                    job_id,
+                    owner,
+                    to.as_str(),
+                    update.completed,
+                    update.failure,
+                    update.statistics.map(|s| s.processed as i64),
+                    update.statistics.map(|s| s.exported as i64),
+                    update.output_key,
+                ],
+            )?;
+            Ok(n == 1)
         })
         .await
     }
