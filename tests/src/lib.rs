@@ -293,12 +293,15 @@ pub async fn wait_for_end(
 ) -> aws_sdk_sesv2::operation::get_export_job::GetExportJobOutput {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let job = client
-            .get_export_job()
-            .job_id(job_id)
-            .send()
-            .await
-            .expect("GetExportJob");
+        let job = match client.get_export_job().job_id(job_id).send().await {
+            Ok(job) => job,
+            // Under AWS's rate limits (one GetExportJob a second), wait a turn.
+            Err(e) if aws_sdk_sesv2::error::ProvideErrorMetadata::code(&e) == Some("TooManyRequestsException") => {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                continue;
+            }
+            Err(e) => panic!("GetExportJob: {e:?}"),
+        };
         let status = job.job_status().map(|s| s.as_str().to_owned()).unwrap_or_default();
         if matches!(status.as_str(), "COMPLETED" | "FAILED" | "CANCELLED") {
             return job;

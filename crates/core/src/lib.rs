@@ -19,6 +19,7 @@ pub mod insight;
 pub mod job;
 pub mod limits;
 pub mod metrics;
+pub mod pg;
 pub mod query;
 mod rng;
 pub mod service;

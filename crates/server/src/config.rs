@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<String>,
 
+    /// With PostgreSQL: the bucket (on --s3-endpoint-url or AWS) where every
+    /// server keeps and serves managed exports.
+    #[arg(long, env = "SES_EXPORT_MANAGED_BUCKET")]
+    pub managed_bucket: Option<String>,
+
+    /// Seconds a worker holds a job without renewing; a dead server's jobs
+    /// move to another after this.
+    #[arg(long, env = "SES_EXPORT_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
+
     /// Keep each job PROCESSING at least this many milliseconds (demos, tests).
     #[arg(long, env = "SES_EXPORT_MIN_JOB_DURATION_MS", default_value_t = 0)]
     pub min_job_duration_ms: u64,

@@ -17,35 +17,24 @@ use crate::config::{Config, RateLimits, S3Backend};
 use crate::credentials::Credentials;
 use crate::sigv4::Verifier;
 
+/// What a server stores with.
+struct Backends {
+    events: Arc<dyn EventStore>,
+    jobs: Arc<dyn JobStore>,
+    limiter: Arc<dyn RateLimiter>,
+    storage: Storage,
+    key: SigningKey,
+}
+
 /// Builds the shared state from `config`: opens (and migrates) the
 /// databases, storage and keys. Errors say what to fix.
-pub fn build_state(config: &Config) -> Result<AppState, String> {
+pub async fn build_state(config: &Config) -> Result<AppState, String> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| format!("creating the data dir {}: {e}", data_dir.display()))?;
-    let (events_path, jobs_path) = match config.database_url.as_deref() {
-        None => (data_dir.join("events.sqlite"), data_dir.join("jobs.sqlite")),
-        Some(url) if url.starts_with("sqlite://") => {
-            let base = std::path::PathBuf::from(&url["sqlite://".len()..]);
-            std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
-            (base.join("events.sqlite"), base.join("jobs.sqlite"))
-        }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            return Err("--database-url postgres://... is not supported by this build yet; leave it unset for the embedded SQLite".to_owned());
-        }
-        Some(url) => {
-            return Err(format!(
-                "--database-url {url:?}: expected sqlite://DIR or postgres://..."
-            ));
-        }
-    };
-    let events: Arc<dyn EventStore> =
-        Arc::new(SqliteEventStore::open(&events_path).map_err(|e| format!("opening {}: {e}", events_path.display()))?);
-    let jobs: Arc<dyn JobStore> =
-        Arc::new(SqliteJobStore::open(&jobs_path).map_err(|e| format!("opening {}: {e}", jobs_path.display()))?);
-    let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-        RateLimits::Aws => Arc::new(TokenBuckets::aws()),
-        RateLimits::Off => Arc::new(Unlimited),
-    };
+    let shared = config
+        .database_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
     let backend = match (config.s3_backend, &config.s3_endpoint_url) {
         (Some(S3Backend::Local), Some(_)) => {
             return Err("--s3-endpoint-url needs --s3-backend aws (or no --s3-backend)".to_owned());
@@ -55,12 +44,82 @@ pub fn build_state(config: &Config) -> Result<AppState, String> {
             endpoint: endpoint.clone(),
         },
     };
-    let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
-    let key = match &config.signing_secret {
-        Some(secret) => SigningKey::from_secret(secret.as_bytes()),
-        None => {
-            let path = data_dir.join("signing.key");
-            SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
+    let Backends {
+        events,
+        jobs,
+        limiter,
+        storage,
+        key,
+    } = if shared {
+        let url = config.database_url.as_deref().unwrap_or_default();
+        // Every server must find every export and trust every URL.
+        let (Some(bucket), BucketBackend::S3 { .. }) = (&config.managed_bucket, &backend) else {
+            return Err(
+                "with a PostgreSQL database, several servers share the jobs, so managed exports must live \
+                            where all of them can read them: give --managed-bucket NAME with --s3-endpoint-url URL \
+                            (or --s3-backend aws), not a local folder"
+                    .to_owned(),
+            );
+        };
+        let Some(secret) = &config.signing_secret else {
+            return Err(
+                "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
+                            and page tokens made by one server are valid on the others"
+                    .to_owned(),
+            );
+        };
+        let pool = ses_export_core::pg::connect(url, 16)
+            .await
+            .map_err(|e| format!("--database-url: {e}"))?;
+        let buckets =
+            Storage::new(&data_dir.join("exports"), backend.clone()).map_err(|e| format!("opening storage: {e}"))?;
+        let managed = buckets
+            .bucket(bucket)
+            .map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
+        let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
+            RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
+            RateLimits::Off => Arc::new(Unlimited),
+        };
+        Backends {
+            events: Arc::new(ses_export_core::pg::PgEventStore::new(pool.clone())),
+            jobs: Arc::new(ses_export_core::pg::PgJobStore::new(pool)),
+            limiter,
+            storage: Storage::with_managed(managed, backend),
+            key: SigningKey::from_secret(secret.as_bytes()),
+        }
+    } else {
+        let base = match config.database_url.as_deref() {
+            None => data_dir.clone(),
+            Some(url) if url.starts_with("sqlite://") => std::path::PathBuf::from(&url["sqlite://".len()..]),
+            Some(url) => {
+                return Err(format!(
+                    "--database-url {url:?}: expected sqlite://DIR or postgres://..."
+                ));
+            }
+        };
+        std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
+        let (events_path, jobs_path) = (base.join("events.sqlite"), base.join("jobs.sqlite"));
+        let events =
+            SqliteEventStore::open(&events_path).map_err(|e| format!("opening {}: {e}", events_path.display()))?;
+        let jobs = SqliteJobStore::open(&jobs_path).map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
+        let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
+            RateLimits::Aws => Arc::new(TokenBuckets::aws()),
+            RateLimits::Off => Arc::new(Unlimited),
+        };
+        let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
+        let key = match &config.signing_secret {
+            Some(secret) => SigningKey::from_secret(secret.as_bytes()),
+            None => {
+                let path = data_dir.join("signing.key");
+                SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
+            }
+        };
+        Backends {
+            events: Arc::new(events),
+            jobs: Arc::new(jobs),
+            limiter,
+            storage,
+            key,
         }
     };
     let credentials = match &config.credentials {
@@ -83,8 +142,8 @@ pub fn build_state(config: &Config) -> Result<AppState, String> {
             strict: config.strict,
             download_ttl: Duration::from_secs(config.download_url_ttl),
             min_job_duration: Duration::from_millis(config.min_job_duration_ms),
-            lease: Duration::from_secs(10),
-            sole_server: true,
+            lease: Duration::from_secs(config.lease_seconds.max(1)),
+            sole_server: !shared,
         },
     );
     Ok(AppState {
@@ -99,7 +158,7 @@ pub fn build_state(config: &Config) -> Result<AppState, String> {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> Result<(), String> {
-    let state = build_state(&config)?;
+    let state = build_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;

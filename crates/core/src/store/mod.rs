@@ -6,7 +6,7 @@
 //! [`conformance`] suite; a new backend is done when it does too.
 
 pub mod conformance;
-mod ingest;
+pub(crate) mod ingest;
 mod memory;
 mod sqlite;
 

@@ -1,0 +1,413 @@
+//! The PostgreSQL event store. A batch is one transaction of a few
+//! statements over arrays (`unnest`), with the meaning decided by the
+//! shared phases of `store::ingest`. Concurrent ingests of the same messages
+//! (from several servers) are serialised by per-message advisory locks,
+//! taken in a fixed order so they cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use futures_util::{StreamExt, TryStreamExt};
+use ses_export_model::types::BounceType;
+use tokio_postgres::Row;
+
+use super::{BACKEND, boxed};
+use crate::AccountId;
+use crate::clock::{Interval, Millis};
+use crate::event::{EventKind, SesEvent};
+use crate::insight::{EventFlags, InsightRecord};
+use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
+use crate::store::ingest::{fold_new_events, merge_flags, plan_events, recount};
+use crate::store::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
+
+/// The PostgreSQL [`EventStore`].
+#[derive(Debug, Clone)]
+pub struct PgEventStore {
+    pool: Pool,
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Generic {
+        backend: BACKEND,
+        source: boxed(e),
+    }
+}
+
+const RECORD_COLUMNS: &str = "send_ts, message_id, destination, from_address, subject, isp, email_identity, \
+                              configuration_set, tenant_name, recipient_count, flags";
+
+fn record(row: &Row) -> InsightRecord {
+    InsightRecord {
+        send_timestamp: row.get(0),
+        message_id: row.get(1),
+        destination: row.get(2),
+        from_email_address: row.get(3),
+        subject: row.get(4),
+        isp: row.get(5),
+        email_identity: row.get(6),
+        configuration_set: row.get(7),
+        tenant_name: row.get(8),
+        recipient_count: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
+        flags: EventFlags(u16::try_from(row.get::<_, i32>(10)).unwrap_or(0)),
+    }
+}
+
+impl PgEventStore {
+    pub fn new(pool: Pool) -> Self {
+        PgEventStore { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(generic)
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+        let account = account.as_str();
+        let planned = plan_events(&events);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(generic)?;
+
+        let mut messages: Vec<&str> = planned.iter().map(|(_, p)| p.message_id.as_str()).collect();
+        messages.dedup();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || m, 0)) FROM unnest($2::text[]) AS m ORDER BY m",
+            &[&account, &messages],
+        )
+        .await
+        .map_err(generic)?;
+
+        // Rows repeated within the batch are inserted once.
+        let mut first = Vec::with_capacity(planned.len());
+        let mut seen = HashSet::new();
+        for (_, p) in &planned {
+            first.push(seen.insert((p.message_id.as_str(), p.id, p.recipient.as_str())));
+        }
+        let rows: Vec<_> = planned
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|((_, p), _)| p)
+            .collect();
+        let col =
+            |f: &dyn Fn(&crate::store::PlannedEvent) -> Option<String>| rows.iter().map(|p| f(p)).collect::<Vec<_>>();
+        let message_ids: Vec<&str> = rows.iter().map(|p| p.message_id.as_str()).collect();
+        let ids: Vec<&[u8]> = rows.iter().map(|p| &p.id[..]).collect();
+        let recipients: Vec<&str> = rows.iter().map(|p| p.recipient.as_str()).collect();
+        let kinds: Vec<i16> = rows.iter().map(|p| i16::from(p.kind.code())).collect();
+        let times: Vec<i64> = rows.iter().map(|p| p.timestamp).collect();
+        let bounce_types = col(&|p| p.bounce_type.as_ref().map(|b| b.as_str().to_owned()));
+        let bounce_sub_types = col(&|p| p.bounce_sub_type.clone());
+        let diagnostic_codes = col(&|p| p.diagnostic_code.clone());
+        let complaint_sub_types = col(&|p| p.complaint_sub_type.clone());
+        let feedback_types = col(&|p| p.complaint_feedback_type.clone());
+        let inserted = tx
+            .query(
+                "INSERT INTO ses_events (account, message_id, event_id, recipient, kind, ts, bounce_type, bounce_sub_type, \
+                 diagnostic_code, complaint_sub_type, complaint_feedback_type) \
+                 SELECT $1, * FROM unnest($2::text[], $3::bytea[], $4::text[], $5::int2[], $6::int8[], $7::text[], \
+                 $8::text[], $9::text[], $10::text[], $11::text[]) \
+                 ON CONFLICT DO NOTHING RETURNING message_id, event_id, recipient",
+                &[
+                    &account,
+                    &message_ids,
+                    &ids,
+                    &recipients,
+                    &kinds,
+                    &times,
+                    &bounce_types,
+                    &bounce_sub_types,
+                    &diagnostic_codes,
+                    &complaint_sub_types,
+                    &feedback_types,
+                ],
+            )
+            .await
+            .map_err(generic)?;
+        let new_keys: HashSet<(String, Vec<u8>, String)> =
+            inserted.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        let new_rows: Vec<bool> = planned
+            .iter()
+            .zip(&first)
+            .map(|((_, p), first)| {
+                *first && new_keys.contains(&(p.message_id.clone(), p.id.to_vec(), p.recipient.clone()))
+            })
+            .collect();
+
+        let folded = fold_new_events(&events, &planned, &new_rows);
+        if !folded.messages.is_empty() {
+            let ids: Vec<&str> = folded.messages.iter().map(|m| m.message_id.as_str()).collect();
+            let sent: Vec<i64> = folded.messages.iter().map(|m| m.send_timestamp).collect();
+            let from: Vec<Option<&str>> = folded
+                .messages
+                .iter()
+                .map(|m| m.from_email_address.as_deref())
+                .collect();
+            let subjects: Vec<Option<&str>> = folded.messages.iter().map(|m| m.subject.as_deref()).collect();
+            let tags: Vec<String> = folded
+                .messages
+                .iter()
+                .map(|m| serde_json::to_string(&m.tags).unwrap_or_else(|_| "[]".to_owned()))
+                .collect();
+            tx.execute(
+                "INSERT INTO ses_messages (account, message_id, send_ts, from_address, subject, tags) \
+                 SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&account, &ids, &sent, &from, &subjects, &tags],
+            )
+            .await
+            .map_err(generic)?;
+        }
+
+        let keys_ts: Vec<i64> = folded.touched.iter().map(|(r, _)| r.send_timestamp).collect();
+        let keys_id: Vec<&str> = folded.touched.iter().map(|(r, _)| r.message_id.as_str()).collect();
+        let keys_dest: Vec<&str> = folded.touched.iter().map(|(r, _)| r.destination.as_str()).collect();
+        let stored = tx
+            .query(
+                "SELECT i.send_ts, i.message_id, i.destination, i.flags FROM ses_insights i \
+                 JOIN unnest($2::int8[], $3::text[], $4::text[]) AS k(send_ts, message_id, destination) \
+                 ON i.send_ts = k.send_ts AND i.message_id = k.message_id AND i.destination = k.destination \
+                 WHERE i.account = $1",
+                &[&account, &keys_ts, &keys_id, &keys_dest],
+            )
+            .await
+            .map_err(generic)?;
+        let old_flags: HashMap<(i64, String, String), i32> = stored
+            .iter()
+            .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+            .collect();
+        let old: Vec<Option<EventFlags>> = folded
+            .touched
+            .iter()
+            .map(|(r, _)| {
+                old_flags
+                    .get(&(r.send_timestamp, r.message_id.clone(), r.destination.clone()))
+                    .map(|f| EventFlags(u16::try_from(*f).unwrap_or(0)))
+            })
+            .collect();
+        let outcome = folded.outcome;
+        let merged = merge_flags(folded.touched, &old);
+
+        if !merged.records.is_empty() {
+            let r: Vec<&InsightRecord> = merged.records.iter().map(|(r, _)| r).collect();
+            tx.execute(
+                "INSERT INTO ses_insights (account, send_ts, message_id, destination, from_address, subject, isp, \
+                 email_identity, configuration_set, tenant_name, recipient_count, flags) \
+                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                 $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[]) \
+                 ON CONFLICT (account, send_ts, message_id, destination) DO UPDATE SET flags = EXCLUDED.flags",
+                &[
+                    &account,
+                    &r.iter().map(|r| r.send_timestamp).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.message_id.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.destination.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.from_email_address.as_deref()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.subject.as_deref()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.isp.as_str()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.email_identity.as_deref()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.configuration_set.as_deref()).collect::<Vec<_>>(),
+                    &r.iter().map(|r| r.tenant_name.as_deref()).collect::<Vec<_>>(),
+                    &r.iter()
+                        .map(|r| i32::try_from(r.recipient_count).unwrap_or(i32::MAX))
+                        .collect::<Vec<_>>(),
+                    &r.iter().map(|r| i32::from(r.flags.0)).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+            .map_err(generic)?;
+        }
+        if !merged.rollups.is_empty() {
+            let k = &merged.rollups;
+            let slot = |i: usize| k.iter().map(|(_, c)| c.0[i]).collect::<Vec<i64>>();
+            tx.execute(
+                "INSERT INTO ses_metric_days AS m (account, day, email_identity, configuration_set, isp, tenant_name, \
+                 send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
+                 delivery_click, delivery_complaint) \
+                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
+                 $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
+                 $16::int8[]) \
+                 ON CONFLICT (account, day, email_identity, configuration_set, isp, tenant_name) DO UPDATE SET \
+                 send = m.send + EXCLUDED.send, complaint = m.complaint + EXCLUDED.complaint, \
+                 permanent_bounce = m.permanent_bounce + EXCLUDED.permanent_bounce, \
+                 transient_bounce = m.transient_bounce + EXCLUDED.transient_bounce, open = m.open + EXCLUDED.open, \
+                 click = m.click + EXCLUDED.click, delivery = m.delivery + EXCLUDED.delivery, \
+                 delivery_open = m.delivery_open + EXCLUDED.delivery_open, \
+                 delivery_click = m.delivery_click + EXCLUDED.delivery_click, \
+                 delivery_complaint = m.delivery_complaint + EXCLUDED.delivery_complaint",
+                &[
+                    &account,
+                    &k.iter().map(|((d, _), _)| *d).collect::<Vec<_>>(),
+                    &k.iter()
+                        .map(|((_, v), _)| v.email_identity.as_str())
+                        .collect::<Vec<_>>(),
+                    &k.iter()
+                        .map(|((_, v), _)| v.configuration_set.as_str())
+                        .collect::<Vec<_>>(),
+                    &k.iter().map(|((_, v), _)| v.isp.as_str()).collect::<Vec<_>>(),
+                    &k.iter().map(|((_, v), _)| v.tenant_name.as_str()).collect::<Vec<_>>(),
+                    &slot(0),
+                    &slot(1),
+                    &slot(2),
+                    &slot(3),
+                    &slot(4),
+                    &slot(5),
+                    &slot(6),
+                    &slot(7),
+                    &slot(8),
+                    &slot(9),
+                ],
+            )
+            .await
+            .map_err(generic)?;
+        }
+        tx.commit().await.map_err(generic)?;
+        Ok(outcome)
+    }
+
+    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
+        let pool = self.pool.clone();
+        let account = account.to_string();
+        let stream = futures_util::stream::once(async move {
+            let client = pool.get().await.map_err(generic)?;
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM ses_insights WHERE account = $1 AND send_ts BETWEEN $2 AND $3 \
+                 ORDER BY send_ts, message_id, destination"
+            );
+            let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                vec![Box::new(account), Box::new(interval.start), Box::new(interval.end)];
+            let rows = client
+                .query_raw(
+                    &sql,
+                    params
+                        .iter()
+                        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
+                )
+                .await
+                .map_err(generic)?;
+            // The connection lives as long as the stream of its rows.
+            Ok::<_, StoreError>(rows.map(move |row| {
+                let _keep = &client;
+                row.map(|r| record(&r)).map_err(generic)
+            }))
+        });
+        Box::pin(stream.try_flatten())
+    }
+
+    async fn message_insights(
+        &self,
+        account: &AccountId,
+        message_id: &str,
+    ) -> Result<Option<MessageDetail>, StoreError> {
+        let client = self.client().await?;
+        let account = account.as_str();
+        let Some(message) = client
+            .query_opt(
+                "SELECT send_ts, from_address, subject, tags FROM ses_messages WHERE account = $1 AND message_id = $2",
+                &[&account, &message_id],
+            )
+            .await
+            .map_err(generic)?
+        else {
+            return Ok(None);
+        };
+        let send_ts: Millis = message.get(0);
+        let tags: String = message.get(3);
+        let mut recipients: Vec<RecipientDetail> = client
+            .query(
+                "SELECT destination, isp FROM ses_insights WHERE account = $1 AND send_ts = $2 AND message_id = $3 \
+                 ORDER BY destination",
+                &[&account, &send_ts, &message_id],
+            )
+            .await
+            .map_err(generic)?
+            .iter()
+            .map(|r| RecipientDetail {
+                destination: r.get(0),
+                isp: r.get(1),
+                events: Vec::new(),
+            })
+            .collect();
+        for row in client
+            .query(
+                "SELECT recipient, ts, kind, bounce_type, bounce_sub_type, diagnostic_code, complaint_sub_type, \
+                 complaint_feedback_type FROM ses_events WHERE account = $1 AND message_id = $2 ORDER BY ts, kind",
+                &[&account, &message_id],
+            )
+            .await
+            .map_err(generic)?
+        {
+            let recipient: String = row.get(0);
+            let event = StoredEvent {
+                timestamp: row.get(1),
+                kind: EventKind::from_code(u8::try_from(row.get::<_, i16>(2)).unwrap_or(0)).unwrap_or(EventKind::Send),
+                bounce_type: row.get::<_, Option<String>>(3).map(BounceType::from),
+                bounce_sub_type: row.get(4),
+                diagnostic_code: row.get(5),
+                complaint_sub_type: row.get(6),
+                complaint_feedback_type: row.get(7),
+            };
+            if let Some(r) = recipients.iter_mut().find(|r| r.destination == recipient) {
+                r.events.push(event);
+            }
+        }
+        Ok(Some(MessageDetail {
+            message_id: message_id.to_owned(),
+            from_email_address: message.get(1),
+            subject: message.get(2),
+            tags: serde_json::from_str(&tags).map_err(generic)?,
+            recipients,
+        }))
+    }
+
+    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+        let client = self.client().await?;
+        let account = account.as_str();
+        let split = interval.split_days();
+        let mut rows = Vec::new();
+        if let Some((first, last)) = split.whole_days {
+            for r in client
+                .query(
+                    "SELECT day, email_identity, configuration_set, isp, tenant_name, send, complaint, permanent_bounce, \
+                     transient_bounce, open, click, delivery, delivery_open, delivery_click, delivery_complaint \
+                     FROM ses_metric_days WHERE account = $1 AND day BETWEEN $2 AND $3",
+                    &[&account, &first, &last],
+                )
+                .await
+                .map_err(generic)?
+            {
+                let mut counts = MetricCounts::default();
+                for (i, slot) in counts.0.iter_mut().enumerate() {
+                    *slot = r.get(5 + i);
+                }
+                rows.push(DailyCounts {
+                    day: r.get(0),
+                    dimensions: DimensionValues {
+                        email_identity: r.get(1),
+                        configuration_set: r.get(2),
+                        isp: r.get(3),
+                        tenant_name: r.get(4),
+                    },
+                    counts,
+                });
+            }
+        }
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM ses_insights WHERE account = $1 AND send_ts BETWEEN $2 AND $3 \
+             AND recipient_count = 1"
+        );
+        for part in split.partial {
+            let records: Vec<InsightRecord> = client
+                .query(&sql, &[&account, &part.start, &part.end])
+                .await
+                .map_err(generic)?
+                .iter()
+                .map(record)
+                .collect();
+            rows.extend(recount(records.iter()));
+        }
+        Ok(merge_daily(rows))
+    }
+}

@@ -1,0 +1,175 @@
+//! PostgreSQL backends, for several servers sharing one database: the
+//! event store, the job store (leases with `FOR UPDATE SKIP LOCKED`) and
+//! cluster-wide rate limits (a row per bucket, updated atomically).
+//!
+//! Migrations run at start-up under an advisory lock, so servers starting
+//! at once do not race. Text keys use the "C" collation: exports order text
+//! by byte value, as SPEC §6 says.
+
+mod events;
+mod jobs;
+mod limits;
+
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use events::PgEventStore;
+pub use jobs::PgJobStore;
+pub use limits::PgRateLimiter;
+
+pub(crate) const BACKEND: &str = "postgres";
+
+/// Any error of the driver or the pool, for the stores' error types.
+pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE ses_messages (
+    account      TEXT COLLATE "C" NOT NULL,
+    message_id   TEXT COLLATE "C" NOT NULL,
+    send_ts      BIGINT NOT NULL,
+    from_address TEXT,
+    subject      TEXT,
+    tags         TEXT NOT NULL,
+    PRIMARY KEY (account, message_id)
+);
+CREATE TABLE ses_events (
+    account                 TEXT COLLATE "C" NOT NULL,
+    message_id              TEXT COLLATE "C" NOT NULL,
+    event_id                BYTEA NOT NULL,
+    recipient               TEXT COLLATE "C" NOT NULL,
+    kind                    SMALLINT NOT NULL,
+    ts                      BIGINT NOT NULL,
+    bounce_type             TEXT,
+    bounce_sub_type         TEXT,
+    diagnostic_code         TEXT,
+    complaint_sub_type      TEXT,
+    complaint_feedback_type TEXT,
+    PRIMARY KEY (account, message_id, event_id, recipient)
+);
+CREATE TABLE ses_insights (
+    account           TEXT COLLATE "C" NOT NULL,
+    send_ts           BIGINT NOT NULL,
+    message_id        TEXT COLLATE "C" NOT NULL,
+    destination       TEXT COLLATE "C" NOT NULL,
+    from_address      TEXT,
+    subject           TEXT,
+    isp               TEXT NOT NULL,
+    email_identity    TEXT,
+    configuration_set TEXT,
+    tenant_name       TEXT,
+    recipient_count   INTEGER NOT NULL,
+    flags             INTEGER NOT NULL,
+    PRIMARY KEY (account, send_ts, message_id, destination)
+);
+CREATE TABLE ses_metric_days (
+    account            TEXT COLLATE "C" NOT NULL,
+    day                BIGINT NOT NULL,
+    email_identity     TEXT COLLATE "C" NOT NULL,
+    configuration_set  TEXT COLLATE "C" NOT NULL,
+    isp                TEXT COLLATE "C" NOT NULL,
+    tenant_name        TEXT COLLATE "C" NOT NULL,
+    send               BIGINT NOT NULL,
+    complaint          BIGINT NOT NULL,
+    permanent_bounce   BIGINT NOT NULL,
+    transient_bounce   BIGINT NOT NULL,
+    open               BIGINT NOT NULL,
+    click              BIGINT NOT NULL,
+    delivery           BIGINT NOT NULL,
+    delivery_open      BIGINT NOT NULL,
+    delivery_click     BIGINT NOT NULL,
+    delivery_complaint BIGINT NOT NULL,
+    PRIMARY KEY (account, day, email_identity, configuration_set, isp, tenant_name)
+);
+CREATE TABLE export_jobs (
+    account       TEXT COLLATE "C" NOT NULL,
+    job_id        TEXT COLLATE "C" NOT NULL,
+    source_type   TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    request       TEXT NOT NULL,
+    created       BIGINT NOT NULL,
+    completed     BIGINT,
+    failure       TEXT,
+    processed     BIGINT,
+    exported      BIGINT,
+    output_key    TEXT,
+    lease_owner   TEXT,
+    lease_expires BIGINT,
+    PRIMARY KEY (account, job_id)
+);
+CREATE INDEX export_jobs_by_time ON export_jobs (account, created DESC, job_id DESC);
+CREATE INDEX export_jobs_by_status ON export_jobs (status, created, job_id);
+CREATE TABLE rate_buckets (
+    account   TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    tokens    DOUBLE PRECISION NOT NULL,
+    updated   BIGINT NOT NULL,
+    PRIMARY KEY (account, operation)
+);
+"#];
+
+/// A lock id for migrations, the same for every server.
+const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
+
+/// Connects a pool to `url` (`postgres://...`, libpq-style parameters
+/// included: `?options=-c%20search_path%3Dmy_schema` picks a schema) and
+/// brings the schema up to date.
+pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, String> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| format!("database URL: {e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_connections)
+        .build()
+        .map_err(|e| format!("database pool: {e}"))?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// [`connect`] with an owned URL and a small pool, for spawning.
+pub async fn connect_owned(url: String) -> Result<Pool, String> {
+    connect(&url, 2).await
+}
+
+async fn migrate(pool: &Pool) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS ses_export_migrations (version INTEGER PRIMARY KEY)")
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM ses_export_migrations", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let version: i32 = row.get(0);
+    let version = usize::try_from(version).unwrap_or(0);
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "the database is at schema version {version}, newer than this build's {}",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| format!("migration {}: {e}", i + 1))?;
+        tx.execute(
+            "INSERT INTO ses_export_migrations (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())
+}
