@@ -11,19 +11,19 @@ use ses_export_tests::{DEV, Server, http_client, sign};
 
 const T0: i64 = 1_704_067_200;
 
-/// Runs `concurrency` loops of signed GETs of `url` for `seconds`; returns
+/// Runs `concurrency` loops of signed GETs (spread over `urls`) for `seconds`; returns
 /// requests per second and the 50th and 99th percentile latencies in ms.
-async fn load(url: String, seconds: u64, concurrency: usize) -> serde_json::Value {
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned();
+async fn load(urls: Vec<String>, seconds: u64, concurrency: usize) -> serde_json::Value {
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (url, host) = (url.clone(), host.clone());
+    for i in 0..concurrency {
+        let url = urls[i % urls.len()].clone();
+        let host = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
         tasks.push(tokio::spawn(async move {
             let client = http_client();
             let mut latencies = Vec::new();
@@ -66,9 +66,106 @@ fn peak_rss_bytes(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// `cluster PG_URL SECONDS CONCURRENCY`: GetExportJob on one server, then
+/// round-robin across three, all on one PostgreSQL (and moto for S3).
+async fn cluster(args: &[String]) {
+    let url = &args[1];
+    let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let concurrency: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let Ok(_moto) = tokio::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        println!("{}", serde_json::json!({"skipped": "moto_server is not installed"}));
+        return;
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    while http_client().get(&endpoint).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http_client()
+        .put(format!("{endpoint}/managed"))
+        .send()
+        .await
+        .expect("bucket");
+    let args = [
+        "--database-url",
+        url,
+        "--s3-endpoint-url",
+        &endpoint,
+        "--managed-bucket",
+        "managed",
+        "--signing-secret",
+        "bench",
+        "--rate-limits",
+        "off",
+        "--workers",
+        "1",
+    ];
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "x"),
+        ("AWS_SECRET_ACCESS_KEY", "x"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let first = Server::start_with_env(dirs[0].path(), &args, &env).await;
+    let created = first
+        .client()
+        .create_export_job()
+        .export_data_source(
+            aws_sdk_sesv2::types::ExportDataSource::builder()
+                .message_insights_data_source(
+                    aws_sdk_sesv2::types::MessageInsightsDataSource::builder()
+                        .start_date(aws_sdk_sesv2::primitives::DateTime::from_secs(T0))
+                        .end_date(aws_sdk_sesv2::primitives::DateTime::from_secs(T0 + 86_400))
+                        .max_results(10)
+                        .build()
+                        .expect("source"),
+                )
+                .build(),
+        )
+        .export_destination(
+            aws_sdk_sesv2::types::ExportDestination::builder()
+                .data_format(aws_sdk_sesv2::types::DataFormat::Csv)
+                .build()
+                .expect("destination"),
+        )
+        .send()
+        .await
+        .expect("create");
+    let id = created.job_id().expect("id").to_owned();
+    let one = load(
+        vec![format!("{}/v2/email/export-jobs/{id}", first.url)],
+        seconds,
+        concurrency,
+    )
+    .await;
+    let second = Server::start_with_env(dirs[1].path(), &args, &env).await;
+    let third = Server::start_with_env(dirs[2].path(), &args, &env).await;
+    let urls = [&first, &second, &third]
+        .iter()
+        .map(|s| format!("{}/v2/email/export-jobs/{id}", s.url))
+        .collect();
+    let three = load(urls, seconds, concurrency).await;
+    println!(
+        "{}",
+        serde_json::json!({"one_server": one, "three_servers": three, "seconds": seconds, "concurrency": concurrency})
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("cluster") {
+        return cluster(&args).await;
+    }
     let data_dir = std::path::PathBuf::from(&args[0]);
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
@@ -116,7 +213,7 @@ async fn main() {
     let stats = job.statistics().expect("statistics");
 
     let ours = load(
-        format!("{}/v2/email/export-jobs/{id}", server.url),
+        vec![format!("{}/v2/email/export-jobs/{id}", server.url)],
         seconds,
         concurrency,
     )
@@ -134,7 +231,12 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let bare = load(format!("http://{addr}/v2/email/export-jobs/{id}"), seconds, concurrency).await;
+    let bare = load(
+        vec![format!("http://{addr}/v2/email/export-jobs/{id}")],
+        seconds,
+        concurrency,
+    )
+    .await;
 
     let pid = server.pid();
     let result = serde_json::json!({

@@ -112,6 +112,8 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             .args(["5", "8"]),
     )?;
 
+    let postgres = postgres(&ours, &data, &root);
+
     let events = our_ingest["accepted"].as_u64().unwrap_or(0);
     let mut report = render(
         messages,
@@ -123,6 +125,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         &rows,
     );
     report.push_str(&render_server(&http));
+    report.push_str(&render_postgres(&postgres, &our_ingest, &rows));
     let out = root.join("docs/benchmarks.md");
     std::fs::write(&out, &report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("\n{report}");
@@ -221,6 +224,107 @@ fn render(
         );
     }
     out.push_str(ANALYSIS);
+    out
+}
+
+/// The same workloads on PostgreSQL, and GetExportJob across one and three
+/// servers on it; `Err` says why they were skipped.
+fn postgres(ours: &Path, data: &Path, root: &Path) -> Result<Vec<(&'static str, Value)>, String> {
+    let base = std::env::var("SES_EXPORT_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = |_: ()| -> Result<String, String> {
+        let out = json(Command::new(ours).arg("pg-schema").arg(&base))?;
+        out["url"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "no schema URL".to_owned())
+    };
+    let url = schema(()).map_err(|e| format!("PostgreSQL at {base} is not reachable ({e})"))?;
+    step("PostgreSQL: ingest, then the two queries, best of 3");
+    let ingest = json(Command::new(ours).arg("ingest").arg(&url).arg(data))?;
+    let insights = best((0..QUERY_RUNS).map(|_| json(Command::new(ours).arg("insights").arg(&url))))?;
+    let metrics = best((0..QUERY_RUNS).map(|_| json(Command::new(ours).arg("metrics").arg(&url))))?;
+    step("PostgreSQL: GetExportJob on one server, then across three");
+    let cluster_url = schema(())?;
+    let cluster = json(
+        Command::new(root.join("target/release/examples/http_bench"))
+            .arg("cluster")
+            .arg(&cluster_url)
+            .args(["5", "8"]),
+    )?;
+    Ok(vec![
+        ("ingest", ingest),
+        ("insights", insights),
+        ("metrics", metrics),
+        ("cluster", cluster),
+    ])
+}
+
+fn render_postgres(
+    postgres: &Result<Vec<(&'static str, Value)>, String>,
+    sqlite_ingest: &Value,
+    rows: &[Row],
+) -> String {
+    let mut out = String::from("\n## PostgreSQL\n\n");
+    let results = match postgres {
+        Ok(results) => results,
+        Err(why) => {
+            let _ = writeln!(out, "Skipped: {why}.");
+            return out;
+        }
+    };
+    let get = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        out,
+        "The same data and workloads with the PostgreSQL backend (the machine's PostgreSQL on 127.0.0.1, a schema \
+         of its own), beside SQLite from the table above.\n"
+    );
+    let _ = writeln!(out, "| workload | SQLite | PostgreSQL | PostgreSQL peak (client) |");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let pg_rows = [
+        ("ingest", sqlite_ingest.clone()),
+        ("insights", rows[1].ours.clone()),
+        ("metrics", rows[2].ours.clone()),
+    ];
+    for (name, sqlite) in pg_rows {
+        let pg = get(name);
+        let _ = writeln!(
+            out,
+            "| {name} | {:.3} s | {:.3} s | {:.0} MiB |",
+            seconds(&sqlite),
+            seconds(&pg),
+            mib(&pg)
+        );
+    }
+    let events = get("ingest")["accepted"].as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "\nIngest rate on PostgreSQL: {:.0} events/s.\n",
+        events / seconds(&get("ingest"))
+    );
+    let cluster = get("cluster");
+    if let Some(skipped) = cluster["skipped"].as_str() {
+        let _ = writeln!(out, "GetExportJob across servers: skipped ({skipped}).");
+    } else {
+        let rps = |v: &Value| v["rps"].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            out,
+            "`GetExportJob` (signed, rate limits off) with the load spread over one server, then three, all on this \
+             machine's two cores: {:.0} requests/s (p99 {:.2} ms) on one, {:.0} requests/s (p99 {:.2} ms) on three. \
+             On one machine a second and third server add processes, not cores; across machines the servers share \
+             only PostgreSQL, which this call reads once.",
+            rps(&cluster["one_server"]),
+            cluster["one_server"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            rps(&cluster["three_servers"]),
+            cluster["three_servers"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     out
 }
 

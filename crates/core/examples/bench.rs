@@ -12,7 +12,7 @@ use ses_export_core::filter::{InsightFilter, TextPattern};
 use ses_export_core::generate::{GeneratorConfig, write_events};
 use ses_export_core::ingest::ingest;
 use ses_export_core::query::{DimensionSelect, InsightQuery, MetricsQuery, select_insights, select_metrics};
-use ses_export_core::store::SqliteEventStore;
+use ses_export_core::store::{EventStore, SqliteEventStore};
 use ses_export_core::{AccountId, metrics::METRICS};
 use ses_export_model::types::{MetricAggregation, MetricDimensionName};
 
@@ -47,6 +47,19 @@ fn query_interval() -> Interval {
     )
 }
 
+/// A store from its spec: a PostgreSQL URL, or a SQLite file path.
+fn open_store(
+    runtime: &tokio::runtime::Runtime,
+    spec: &str,
+) -> Result<Box<dyn EventStore>, Box<dyn std::error::Error>> {
+    if spec.starts_with("postgres://") {
+        let pool = runtime.block_on(ses_export_core::pg::connect(spec, 4))?;
+        Ok(Box::new(ses_export_core::pg::PgEventStore::new(pool)))
+    } else {
+        Ok(Box::new(SqliteEventStore::open(spec)?))
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or("missing argument");
@@ -65,14 +78,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let events = write_events(&config, BufWriter::new(File::create(arg(2)?)?))?;
             serde_json::json!({"events": events})
         }
+        "pg-schema" => {
+            // A fresh schema in the database at BASE; prints its URL.
+            let base = arg(1)?;
+            let name = format!("bench_{}", std::process::id());
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+                    .await
+            })?;
+            let separator = if base.contains('?') { '&' } else { '?' };
+            serde_json::json!({"url": format!("{base}{separator}options=-c%20search_path%3D{name}")})
+        }
         "ingest" => {
-            let store = SqliteEventStore::open(arg(1)?)?;
+            let store = open_store(&runtime, arg(1)?)?;
             let input = open_events(File::open(arg(2)?)?)?;
-            let report = runtime.block_on(ingest(&store, &account(), input, 5000, &|_| {}))?;
+            let report = runtime.block_on(ingest(&*store, &account(), input, 5000, &|_| {}))?;
             serde_json::json!({"accepted": report.accepted, "rejected": report.rejected})
         }
         "insights" => {
-            let store = SqliteEventStore::open(arg(1)?)?;
+            let store = open_store(&runtime, arg(1)?)?;
             let include = InsightFilter {
                 from_email_address: vec![TextPattern::parse("news@*").map_err(|e| e.to_string())?],
                 isp: vec!["Gmail".into(), "Yahoo".into(), "Hotmail".into()],
@@ -85,11 +112,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 max_results: 10_000,
                 seed: 7,
             };
-            let s = runtime.block_on(select_insights(&store, &account(), &query, &|| true))?;
+            let s = runtime.block_on(select_insights(&*store, &account(), &query, &|| true))?;
             serde_json::json!({"processed": s.processed, "matched": s.matched, "exported": s.records.len()})
         }
         "metrics" => {
-            let store = SqliteEventStore::open(arg(1)?)?;
+            let store = open_store(&runtime, arg(1)?)?;
             let query = MetricsQuery {
                 interval: query_interval(),
                 dimensions: vec![
@@ -98,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ],
                 metrics: METRICS.iter().map(|m| (m.clone(), MetricAggregation::Volume)).collect(),
             };
-            let s = runtime.block_on(select_metrics(&store, &account(), &query))?;
+            let s = runtime.block_on(select_metrics(&*store, &account(), &query))?;
             serde_json::json!({"processed": s.processed, "rows": s.rows.len()})
         }
         other => return Err(format!("unknown workload {other}").into()),
