@@ -313,3 +313,61 @@ pub async fn wait_for_end(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A running S3-compatible server (`moto_server`); stopped when dropped.
+#[derive(Debug)]
+pub struct S3Server {
+    _child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts `moto_server` on a free port, or returns `None` (after saying
+    /// so) when it is not installed; in CI its absence is a failure.
+    pub async fn start() -> Option<S3Server> {
+        let path = std::env::var_os("PATH")?;
+        let Some(moto) = std::env::split_paths(&path)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "moto_server is missing: pip install 'moto[server]'"
+            );
+            eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http_client().get(&endpoint).send().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(S3Server {
+            _child: child,
+            endpoint,
+        })
+    }
+
+    /// Creates a bucket.
+    pub async fn bucket(&self, name: &str) {
+        let made = http_client()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(made.status().is_success(), "{made:?}");
+    }
+}

@@ -12,7 +12,7 @@ use aws_sdk_sesv2::error::ProvideErrorMetadata;
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::{DataFormat, ExportDataSource, ExportDestination, JobStatus, MessageInsightsDataSource};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
-use ses_export_tests::{Server, download, wait_for_end};
+use ses_export_tests::{S3Server, Server, download, wait_for_end};
 
 const T0: i64 = 1_704_067_200;
 
@@ -28,13 +28,6 @@ fn database_url() -> Option<String> {
             None
         }
     }
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 fn source(salt: i32) -> ExportDataSource {
@@ -53,38 +46,10 @@ fn source(salt: i32) -> ExportDataSource {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_share_jobs_limits_and_data() {
     let Some(base) = database_url() else { return };
-    let Some(moto) = which("moto_server") else {
-        assert!(std::env::var_os("CI").is_none(), "moto_server is missing");
-        eprintln!("skipping: moto_server is not installed");
-        return;
-    };
     // One S3, with the bucket the servers keep exports in.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let _s3 = tokio::process::Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("moto_server");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while http.get(&endpoint).send().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        http.put(format!("{endpoint}/managed"))
-            .send()
-            .await
-            .expect("bucket")
-            .status()
-            .is_success()
-    );
+    let Some(s3) = S3Server::start().await else { return };
+    s3.bucket("managed").await;
+    let endpoint = s3.endpoint.clone();
 
     // One database schema for this run.
     let schema = format!(

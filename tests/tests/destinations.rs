@@ -4,12 +4,10 @@
 
 mod expectations;
 
-use std::time::Duration;
-
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::{DataFormat, ExportDataSource, ExportDestination, JobStatus, MessageInsightsDataSource};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
-use ses_export_tests::{Server, s3_get, wait_for_end};
+use ses_export_tests::{S3Server, Server, s3_get, wait_for_end};
 
 const T0: i64 = 1_704_067_200;
 
@@ -74,45 +72,11 @@ async fn s3_urls_go_to_a_folder_per_bucket_by_default() {
     assert_eq!(json.lines().count(), expectations::rows(&lines).len());
 }
 
-/// A free port on loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_urls_go_to_a_real_s3_compatible_server() {
-    let Ok(moto) = which("moto_server") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "moto_server is missing: pip install 'moto[server]'"
-        );
-        eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
-        return;
-    };
-    let port = free_port();
-    let mut s3 = tokio::process::Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start moto_server");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while http.get(&endpoint).send().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let made = http
-        .put(format!("{endpoint}/exports-bucket"))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(made.status().is_success(), "{made:?}");
+    let Some(s3) = S3Server::start().await else { return };
+    s3.bucket("exports-bucket").await;
+    let endpoint = s3.endpoint.clone();
 
     let dir = tempfile::tempdir().expect("dir");
     let env = [
@@ -132,13 +96,4 @@ async fn s3_urls_go_to_a_real_s3_compatible_server() {
     let object = s3_get(&endpoint, "exports-bucket", &format!("ses/{id}.csv"), ("moto", "moto")).await;
     assert_eq!(object.status, 200, "{}", object.text());
     check_csv(&object.text(), &lines);
-    s3.kill().await.expect("stop moto");
-}
-
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .ok_or(())
 }

@@ -27,9 +27,9 @@ fn database_url() -> Option<String> {
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh schema; returns a URL whose connections use it.
-async fn schema(base: &str) -> String {
+async fn schema(base: &str, test: &str) -> String {
     let name = format!(
-        "t_{}_{}_{}",
+        "t_{}_{test}_{}_{}",
         std::process::id(),
         SCHEMAS.fetch_add(1, Ordering::Relaxed),
         nanos()
@@ -46,6 +46,26 @@ async fn schema(base: &str) -> String {
     format!("{base}{separator}options=-c%20search_path%3D{name}")
 }
 
+/// Drops the schemas this test process made (runs never see each other's
+/// data, and the database does not fill up with old runs).
+async fn drop_schemas(base: &str, test: &str) {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let prefix = format!("t\\_{}\\_{test}\\_%", std::process::id());
+    let rows = client
+        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", &[&prefix])
+        .await
+        .expect("list schemas");
+    for row in rows {
+        let name: String = row.get(0);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .await;
+    }
+}
+
 fn nanos() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -58,14 +78,14 @@ async fn postgres_event_store_conforms() {
     conformance::run(|| {
         let base = base.clone();
         async move {
-            let pool = pg::connect(&schema(&base).await, 4).await.expect("connect");
+            let pool = pg::connect(&schema(&base, "events").await, 4).await.expect("connect");
             Box::new(PgEventStore::new(pool)) as Box<dyn EventStore>
         }
     })
     .await;
     // A store that refuses a record halfway through a batch (a trigger, as
     // a constraint or a full disk would): nothing of the batch is kept.
-    let url = schema(&base).await;
+    let url = schema(&base, "events").await;
     let pool = pg::connect(&url, 4).await.expect("connect");
     pool.get()
         .await
@@ -78,6 +98,7 @@ async fn postgres_event_store_conforms() {
         .await
         .expect("trigger");
     conformance::check_failed_batch_leaves_nothing(&PgEventStore::new(pool)).await;
+    drop_schemas(&base, "events").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,19 +107,21 @@ async fn postgres_job_store_conforms() {
     job::conformance::run(|| {
         let base = base.clone();
         async move {
-            let pool = pg::connect(&schema(&base).await, 8).await.expect("connect");
+            let pool = pg::connect(&schema(&base, "jobs").await, 8).await.expect("connect");
             Arc::new(PgJobStore::new(pool)) as Arc<dyn JobStore>
         }
     })
     .await;
+    drop_schemas(&base, "jobs").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_safe_when_servers_start_at_once() {
     let Some(base) = database_url() else { return };
-    let url = schema(&base).await;
+    let url = schema(&base, "migrations").await;
     let starts: Vec<_> = (0..4).map(|_| tokio::spawn(pg::connect_owned(url.clone()))).collect();
     for start in starts {
         start.await.expect("task").expect("every server starts");
     }
+    drop_schemas(&base, "migrations").await;
 }
