@@ -7,7 +7,34 @@ use std::fmt;
 
 use ses_export_model::types::{DeliveryEventType, EngagementEventType, MessageInsightsFilters};
 
-use crate::insight::InsightRecord;
+use crate::insight::{EventFlags, InsightRecord};
+
+/// The fields a filter looks at, borrowed: from a record, or from a stored
+/// row before it is made into one (so a store can drop what fails without
+/// building it).
+#[derive(Debug, Clone, Copy)]
+pub struct FilterFields<'a> {
+    pub from_email_address: Option<&'a str>,
+    pub destination: &'a str,
+    pub subject: Option<&'a str>,
+    pub isp: &'a str,
+    pub tenant_name: Option<&'a str>,
+    pub flags: EventFlags,
+}
+
+impl InsightRecord {
+    /// The fields filters look at.
+    pub fn filter_fields(&self) -> FilterFields<'_> {
+        FilterFields {
+            from_email_address: self.from_email_address.as_deref(),
+            destination: &self.destination,
+            subject: self.subject.as_deref(),
+            isp: &self.isp,
+            tenant_name: self.tenant_name.as_deref(),
+            flags: self.flags,
+        }
+    }
+}
 
 /// One text filter value, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,23 +165,26 @@ impl InsightFilter {
         if errors.is_empty() { Ok(filter) } else { Err(errors) }
     }
 
-    /// Each non-empty filter's verdict on `record`: a record without the
-    /// field never matches a filter on it.
-    fn verdicts<'a>(&'a self, record: &'a InsightRecord) -> impl Iterator<Item = bool> + 'a {
+    /// Each non-empty filter's verdict on a record's fields: a record
+    /// without the field never matches a filter on it.
+    fn verdicts<'a>(&'a self, f: FilterFields<'a>) -> impl Iterator<Item = bool> + 'a {
         fn text(patterns: &[TextPattern], value: Option<&str>) -> Option<bool> {
             (!patterns.is_empty()).then(|| value.is_some_and(|v| patterns.iter().any(|p| p.matches(v))))
         }
-        fn exact<T: PartialEq>(values: &[T], value: Option<&T>) -> Option<bool> {
-            (!values.is_empty()).then(|| value.is_some_and(|v| values.contains(v)))
+        fn exact<T: PartialEq>(values: &[T], value: Option<T>) -> Option<bool> {
+            (!values.is_empty()).then(|| value.is_some_and(|v| values.contains(&v)))
+        }
+        fn exact_text(values: &[String], value: Option<&str>) -> Option<bool> {
+            (!values.is_empty()).then(|| value.is_some_and(|v| values.iter().any(|x| x == v)))
         }
         [
-            text(&self.from_email_address, record.from_email_address.as_deref()),
-            text(&self.destination, Some(&record.destination)),
-            text(&self.subject, record.subject.as_deref()),
-            exact(&self.isp, Some(&record.isp)),
-            exact(&self.tenant_name, record.tenant_name.as_ref()),
-            exact(&self.last_delivery_event, record.last_delivery_event().as_ref()),
-            exact(&self.last_engagement_event, record.last_engagement_event().as_ref()),
+            text(&self.from_email_address, f.from_email_address),
+            text(&self.destination, Some(f.destination)),
+            text(&self.subject, f.subject),
+            exact_text(&self.isp, Some(f.isp)),
+            exact_text(&self.tenant_name, f.tenant_name),
+            exact(&self.last_delivery_event, f.flags.last_delivery_event()),
+            exact(&self.last_engagement_event, f.flags.last_engagement_event()),
         ]
         .into_iter()
         .flatten()
@@ -163,12 +193,22 @@ impl InsightFilter {
     /// As an `Include`: every non-empty filter matches (AND); within one,
     /// any value (OR).
     pub fn includes(&self, record: &InsightRecord) -> bool {
-        self.verdicts(record).all(|v| v)
+        self.includes_fields(record.filter_fields())
     }
 
     /// As an `Exclude`: any non-empty filter matches.
     pub fn excludes(&self, record: &InsightRecord) -> bool {
-        self.verdicts(record).any(|v| v)
+        self.excludes_fields(record.filter_fields())
+    }
+
+    /// [`includes`](Self::includes) on borrowed fields.
+    pub fn includes_fields(&self, fields: FilterFields<'_>) -> bool {
+        self.verdicts(fields).all(|v| v)
+    }
+
+    /// [`excludes`](Self::excludes) on borrowed fields.
+    pub fn excludes_fields(&self, fields: FilterFields<'_>) -> bool {
+        self.verdicts(fields).any(|v| v)
     }
 }
 

@@ -2,6 +2,8 @@
 //! insights (filtered, sampled) and metrics (grouped, per day).
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use ses_export_model::types::{Metric, MetricAggregation, MetricDimensionName};
@@ -12,7 +14,7 @@ use crate::filter::InsightFilter;
 use crate::insight::InsightRecord;
 use crate::metrics::{DailyCounts, MetricCounts};
 use crate::rng;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, RecordFilter, StoreError};
 
 /// A message-insights selection.
 #[derive(Debug, Clone)]
@@ -70,17 +72,17 @@ pub async fn select_insights(
 ) -> Result<InsightSelection, StoreError> {
     let mut selection = InsightSelection::default();
     let mut sample: BinaryHeap<Sampled> = BinaryHeap::with_capacity(query.max_results.min(1 << 16) + 1);
-    let mut scan = store.scan_insights(account, query.interval);
+    let scanned = Arc::new(AtomicU64::new(0));
+    let (include, exclude) = (query.include.clone(), query.exclude.clone());
+    let keep: RecordFilter =
+        Arc::new(move |fields| include.includes_fields(fields) && !exclude.excludes_fields(fields));
+    let mut scan = store.scan_insights_where(account, query.interval, keep, Arc::clone(&scanned));
     while let Some(record) = scan.next().await {
         let record = record?;
-        selection.processed += 1;
-        if selection.processed.is_multiple_of(4096) && !keep_going() {
+        selection.matched += 1;
+        if selection.matched.is_multiple_of(1024) && !keep_going() {
             break;
         }
-        if !query.include.includes(&record) || query.exclude.excludes(&record) {
-            continue;
-        }
-        selection.matched += 1;
         let key = rng::hash(
             query.seed,
             &[record.message_id.as_bytes(), record.destination.as_bytes()],
@@ -92,6 +94,8 @@ pub async fn select_insights(
             sample.push(Sampled(key, record));
         }
     }
+    drop(scan);
+    selection.processed = scanned.load(Ordering::Relaxed);
     let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| s.1).collect();
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     selection.records = records;

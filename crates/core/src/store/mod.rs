@@ -29,6 +29,9 @@ pub use sqlite::SqliteEventStore;
 /// A stream of insight records in export order.
 pub type InsightStream = BoxStream<'static, Result<InsightRecord, StoreError>>;
 
+/// Which records a scan keeps, decided on their fields.
+pub type RecordFilter = std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync>;
+
 /// Keeps SES events per account and answers the queries built on them.
 ///
 /// Contract, for every backend:
@@ -48,6 +51,31 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// The insight records whose send time is in `interval`.
     fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream;
+
+    /// Like [`scan_insights`](Self::scan_insights), keeping only the
+    /// records `keep` accepts and counting in `scanned` every record of the
+    /// interval looked at. A backend may decide on a stored row's fields
+    /// before it builds the record, which is what makes this cheaper.
+    fn scan_insights_where(
+        &self,
+        account: &AccountId,
+        interval: Interval,
+        keep: RecordFilter,
+        scanned: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> InsightStream {
+        use futures_util::StreamExt;
+        let records = self.scan_insights(account, interval).filter(move |record| {
+            let kept = match record {
+                Ok(record) => {
+                    scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    keep(record.filter_fields())
+                }
+                Err(_) => true,
+            };
+            std::future::ready(kept)
+        });
+        Box::pin(records)
+    }
 
     /// One message with its recipients and their events, for
     /// `GetMessageInsights`; `None` when the account has no such message.

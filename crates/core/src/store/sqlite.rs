@@ -6,6 +6,7 @@
 //! sort; rollups are one row per account, UTC day and dimension values.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -14,10 +15,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use ses_export_model::types::BounceType;
 
 use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
-use super::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
+use super::{
+    EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, RecordFilter, StoreError, StoredEvent,
+};
 use crate::AccountId;
 use crate::clock::Interval;
 use crate::event::{EventKind, SesEvent};
+use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
 use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
 
@@ -366,8 +370,15 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
 }
 
 /// Streams `sql`'s records (bound to `params`) from a fresh reader
-/// connection on a blocking thread, a chunk at a time.
-fn stream_records(path: PathBuf, sql: String, params: (String, i64, i64)) -> InsightStream {
+/// connection on a blocking thread, a chunk at a time. With `keep`, a row
+/// is judged on its borrowed columns and only built into a record when
+/// kept; `scanned` counts every row looked at.
+fn stream_records(
+    path: PathBuf,
+    sql: String,
+    params: (String, i64, i64),
+    keep: Option<(RecordFilter, Arc<AtomicU64>)>,
+) -> InsightStream {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
     let no_runtime = tx.clone();
     let producer = move || {
@@ -377,6 +388,12 @@ fn stream_records(path: PathBuf, sql: String, params: (String, i64, i64)) -> Ins
             let mut rows = stmt.query(rusqlite::params![params.0, params.1, params.2])?;
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
             while let Some(row) = rows.next()? {
+                if let Some((keep, scanned)) = &keep {
+                    scanned.fetch_add(1, Ordering::Relaxed);
+                    if !keep(filter_fields(row)?) {
+                        continue;
+                    }
+                }
                 chunk.push(record_from_row(row)?);
                 if chunk.len() == SCAN_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
                     return Ok(()); // the reader went away
@@ -407,6 +424,27 @@ fn stream_records(path: PathBuf, sql: String, params: (String, i64, i64)) -> Ins
         };
         futures_util::stream::iter(items)
     }))
+}
+
+/// The filter fields of a row of [`RECORD_COLUMNS`], borrowed.
+fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
+    let text = |i: usize| -> rusqlite::Result<Option<&'r str>> {
+        match row.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            value => value
+                .as_str()
+                .map(Some)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
+        }
+    };
+    Ok(FilterFields {
+        destination: text(2)?.unwrap_or_default(),
+        from_email_address: text(3)?,
+        subject: text(4)?,
+        isp: text(5)?.unwrap_or_default(),
+        tenant_name: text(8)?,
+        flags: EventFlags(row.get(10)?),
+    })
 }
 
 #[async_trait]
@@ -440,6 +478,26 @@ impl EventStore for SqliteEventStore {
             self.inner.path.clone(),
             sql,
             (account.to_string(), interval.start, interval.end),
+            None,
+        )
+    }
+
+    fn scan_insights_where(
+        &self,
+        account: &AccountId,
+        interval: Interval,
+        keep: RecordFilter,
+        scanned: Arc<AtomicU64>,
+    ) -> InsightStream {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
+             ORDER BY send_ts, message_id, destination"
+        );
+        stream_records(
+            self.inner.path.clone(),
+            sql,
+            (account.to_string(), interval.start, interval.end),
+            Some((keep, scanned)),
         )
     }
 
