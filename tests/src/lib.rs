@@ -163,6 +163,11 @@ impl Server {
         self.child.id()
     }
 
+    /// Waits up to `timeout` for the server to exit by itself.
+    pub async fn wait(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()
+    }
+
     /// Kills the server without warning (SIGKILL).
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill");

@@ -648,3 +648,33 @@ async fn presigned_query_requests_are_verified() {
     let (status, _) = download(&presign("wrong")).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_a_graceful_stop() {
+    let server = Server::start(&["--rate-limits", "off"]).await;
+    let health = server.unsigned("GET", "/healthz", b"").await;
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    server.client().list_export_jobs().send().await.expect("list");
+    server.unsigned("GET", "/v2/email/export-jobs/x", b"").await;
+    let metrics = server.unsigned("GET", "/metrics", b"").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    assert!(
+        text.contains("ses_export_requests_total{operation=\"ListExportJobs\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ses_export_requests_total{operation=\"GetExportJob\",status=\"403\"} 1"),
+        "{text}"
+    );
+
+    // SIGTERM: the server stops serving and exits cleanly.
+    let pid = server.pid().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exited = server.wait(Duration::from_secs(10)).await;
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "exit status after SIGTERM");
+}
