@@ -68,6 +68,18 @@ async fn s3_urls_go_to_a_folder_per_bucket_by_default() {
     let file = server.data_dir.join(format!("buckets/my-exports/daily/{id}.csv"));
     check_csv(&std::fs::read_to_string(&file).expect("the export file"), &lines);
     export_to(&server, "s3://my-exports/fixed/name.json", DataFormat::Json).await;
+    // A bucket name S3 would refuse is refused when the job is created, and makes no folder.
+    let bad = server
+        .signed(
+            "POST",
+            "/v2/email/export-jobs",
+            br#"{"ExportDataSource": {"MessageInsightsDataSource": {"StartDate": 1, "EndDate": 2}}, "ExportDestination": {"DataFormat": "CSV", "S3Url": "s3://Bad_Bucket/x.csv"}}"#,
+            ses_export_tests::DEV,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("not a valid S3 bucket name"), "{}", bad.text());
+    assert!(!server.data_dir.join("buckets/Bad_Bucket").exists());
     let json = std::fs::read_to_string(server.data_dir.join("buckets/my-exports/fixed/name.json")).expect("file");
     assert_eq!(json.lines().count(), expectations::rows(&lines).len());
 }

@@ -18,7 +18,7 @@ use crate::job::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUp
 use crate::limits::{LimitedOperation, RateLimiter};
 use crate::query::{self, DimensionSelect, InsightQuery, MetricsQuery};
 use crate::signing::{SigningKey, uuid_v4};
-use crate::storage::{Storage, s3_target};
+use crate::storage::{Storage, s3_target, valid_bucket_name};
 use crate::store::{EventStore, MessageDetail};
 use crate::validate;
 
@@ -178,9 +178,12 @@ impl ExportService {
             }
             let (bucket, _) = s3_target(url, "x", "csv")
                 .ok_or_else(|| ServiceError::BadRequest(format!("S3Url {url} does not name a bucket and key")))?;
-            self.storage
-                .bucket(&bucket)
-                .map_err(|e| ServiceError::BadRequest(format!("S3Url {url}: {e}")))?;
+            // Only the name is checked here; the job opens the bucket.
+            if !valid_bucket_name(&bucket) {
+                return Err(ServiceError::BadRequest(format!(
+                    "S3Url {url}: {bucket:?} is not a valid S3 bucket name"
+                )));
+            }
         }
         let source_type = if input.export_data_source.metrics_data_source.is_some() {
             ExportSourceType::MetricsData

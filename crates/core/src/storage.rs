@@ -26,6 +26,30 @@ pub enum BucketBackend {
     S3 { endpoint: Option<String> },
 }
 
+impl BucketBackend {
+    /// The store behind bucket `name` (a local bucket's folder is made on
+    /// first use).
+    pub fn open(&self, name: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+        if !valid_bucket_name(name) {
+            return Err(StorageError(format!("{name:?} is not a valid S3 bucket name")));
+        }
+        match self {
+            BucketBackend::Local(root) => {
+                let dir = root.join(name);
+                std::fs::create_dir_all(&dir)?;
+                Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
+            }
+            BucketBackend::S3 { endpoint } => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(name);
+                if let Some(endpoint) = endpoint {
+                    builder = builder.with_endpoint(endpoint).with_allow_http(true);
+                }
+                Ok(Arc::new(builder.build()?))
+            }
+        }
+    }
+}
+
 /// The object stores exports are written to.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -79,23 +103,7 @@ impl Storage {
 
     /// The store behind bucket `name`.
     pub fn bucket(&self, name: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
-        if !valid_bucket_name(name) {
-            return Err(StorageError(format!("{name:?} is not a valid S3 bucket name")));
-        }
-        match &self.buckets {
-            BucketBackend::Local(root) => {
-                let dir = root.join(name);
-                std::fs::create_dir_all(&dir)?;
-                Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
-            }
-            BucketBackend::S3 { endpoint } => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(name);
-                if let Some(endpoint) = endpoint {
-                    builder = builder.with_endpoint(endpoint).with_allow_http(true);
-                }
-                Ok(Arc::new(builder.build()?))
-            }
-        }
+        self.buckets.open(name)
     }
 
     /// Opens a writer for `key` in `store`: nothing is visible until

@@ -419,12 +419,8 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
 
 /// The size `gzip` expands to, reading at most `bound + 1` bytes of it.
 fn expanded_size(gzip: &[u8], bound: u64) -> std::io::Result<u64> {
-    let decoder = flate2_reader(gzip);
+    let decoder = ses_export_core::event::gzip_reader(gzip);
     std::io::copy(&mut decoder.take(bound + 1), &mut std::io::sink())
-}
-
-fn flate2_reader(gzip: &[u8]) -> impl Read + '_ {
-    ses_export_core::event::gzip_reader(gzip)
 }
 
 /// `GET /_ses-export/v1/exports/{key}?X-Amz-Expires=..&X-Amz-Signature=..`:

@@ -71,10 +71,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         let pool = ses_export_core::pg::connect(url, 16)
             .await
             .map_err(|e| format!("--database-url: {e}"))?;
-        let buckets =
-            Storage::new(&data_dir.join("exports"), backend.clone()).map_err(|e| format!("opening storage: {e}"))?;
-        let managed = buckets
-            .bucket(bucket)
+        let managed = backend
+            .open(bucket)
             .map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
         let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
             RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
