@@ -143,6 +143,21 @@ impl Server {
         Response::from(request.send().await.expect("send")).await
     }
 
+    /// `127.0.0.1:PORT`, for raw sockets.
+    pub fn address(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
+    /// The SigV4 headers (`host` included) for `method path` over `body`,
+    /// signed now with the development credential.
+    pub fn signature_headers(&self, method: &str, path: &str, body: &[u8]) -> Vec<(String, String)> {
+        let url = format!("{}{path}", self.url);
+        let mut headers = sign(method, &url, &self.address(), body, DEV, SystemTime::now());
+        headers.push(("host".to_owned(), self.address()));
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        headers
+    }
+
     /// Sends an unsigned request.
     pub async fn unsigned(&self, method: &str, path: &str, body: &[u8]) -> Response {
         let request = http_client()
@@ -174,6 +189,24 @@ impl Server {
     }
 }
 
+/// `messages` generated messages (seeded) as JSON Lines, sent over the
+/// five days from 2024-01-01.
+pub fn generated_lines(seed: u64, messages: u64) -> String {
+    let config = ses_export_core::generate::GeneratorConfig {
+        seed,
+        messages,
+        start: 1_704_067_200_000,
+        days: 5,
+        account_id: "000000000000".into(),
+    };
+    let mut out = String::new();
+    for line in ses_export_core::generate::EventGenerator::new(config) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 /// One HTTP client for the process, so connections are reused.
 pub fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
@@ -201,6 +234,33 @@ pub fn sign(
         creds,
         at,
     )
+}
+
+/// The SigV4 headers for a request to SES with `x-amz-content-sha256`
+/// set to `UNSIGNED-PAYLOAD`, as S3 clients send it.
+pub fn sign_unsigned_payload(method: &str, url: &str, host: &str, creds: (&str, &str)) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("ses")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .expect("signing params")
+        .into();
+    let headers = [("host", host), ("content-type", "application/json")];
+    let request =
+        SignableRequest::new(method, url, headers.into_iter(), SignableBody::UnsignedPayload).expect("signable");
+    let (instructions, _) = sign(request, &params).expect("sign").into_parts();
+    let (headers, _) = instructions.into_parts();
+    headers
+        .iter()
+        .map(|h| (h.name().to_owned(), h.value().to_owned()))
+        .collect()
 }
 
 /// Gets an object from an S3-compatible server, signed as S3 wants it.

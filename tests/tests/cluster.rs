@@ -79,7 +79,7 @@ async fn three_servers_share_jobs_limits_and_data() {
         "--managed-bucket",
         "managed",
         "--signing-secret",
-        "cluster-secret",
+        "cluster-signing-secret-of-at-least-32-bytes",
         "--workers",
         "1",
         "--lease-seconds",

@@ -112,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 max_results: 10_000,
                 seed: 7,
             };
-            let s = runtime.block_on(select_insights(&*store, &account(), &query, &|| true))?;
+            let s = runtime.block_on(select_insights(&*store, &account(), &query, &Default::default()))?;
             serde_json::json!({"processed": s.processed, "matched": s.matched, "exported": s.records.len()})
         }
         "metrics" => {

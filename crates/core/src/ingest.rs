@@ -87,7 +87,11 @@ pub async fn ingest<R: BufRead + Send + 'static>(
                     }),
                 },
                 Err(e) => {
-                    let _ = tx.blocking_send(Parsed::Failed(e, std::mem::take(&mut errors)));
+                    // What was read before the break is kept, then the
+                    // failure is reported.
+                    let batch = std::mem::take(&mut events);
+                    let _ = tx.blocking_send(Parsed::Batch(batch, std::mem::take(&mut errors)));
+                    let _ = tx.blocking_send(Parsed::Failed(e, Vec::new()));
                     return;
                 }
             }

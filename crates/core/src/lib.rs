@@ -31,3 +31,18 @@ pub mod worker;
 
 pub use account::AccountId;
 pub use ses_export_model as model;
+
+/// Syncs the folder that holds `path`, so a file just created or renamed
+/// there survives power loss (the file's own data is synced separately).
+pub fn fsync_dir(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
 use ses_export_model::types::{Metric, MetricAggregation, MetricDimensionName};
@@ -14,7 +14,7 @@ use crate::filter::InsightFilter;
 use crate::insight::InsightRecord;
 use crate::metrics::{DailyCounts, MetricCounts};
 use crate::rng;
-use crate::store::{EventStore, RecordFilter, StoreError};
+use crate::store::{EventStore, RecordFilter, ScanControl, StoreError};
 
 /// A message-insights selection.
 #[derive(Debug, Clone)]
@@ -62,25 +62,25 @@ impl Ord for Sampled {
 }
 
 /// Runs a message-insights selection. Memory holds at most `max_results`
-/// records, however many match; `keep_going` is asked now and then and
-/// stops the scan (with what was found so far) when it says no.
+/// records, however many match. Setting `stop` ends the scan (with what was
+/// found so far) within [`crate::store::SCAN_CHECK_ROWS`] rows read.
 pub async fn select_insights(
     store: &dyn EventStore,
     account: &AccountId,
     query: &InsightQuery,
-    keep_going: &(dyn Fn() -> bool + Sync),
+    stop: &Arc<AtomicBool>,
 ) -> Result<InsightSelection, StoreError> {
     let mut selection = InsightSelection::default();
     let mut sample: BinaryHeap<Sampled> = BinaryHeap::with_capacity(query.max_results.min(1 << 16) + 1);
-    let scanned = Arc::new(AtomicU64::new(0));
+    let control = Arc::new(ScanControl::new(Arc::clone(stop)));
     let (include, exclude) = (query.include.clone(), query.exclude.clone());
     let keep: RecordFilter =
         Arc::new(move |fields| include.includes_fields(fields) && !exclude.excludes_fields(fields));
-    let mut scan = store.scan_insights_where(account, query.interval, keep, Arc::clone(&scanned));
+    let mut scan = store.scan_insights_where(account, query.interval, keep, Arc::clone(&control));
     while let Some(record) = scan.next().await {
         let record = record?;
         selection.matched += 1;
-        if selection.matched.is_multiple_of(1024) && !keep_going() {
+        if control.stopped() {
             break;
         }
         let key = rng::hash(
@@ -95,7 +95,7 @@ pub async fn select_insights(
         }
     }
     drop(scan);
-    selection.processed = scanned.load(Ordering::Relaxed);
+    selection.processed = control.scanned.load(Ordering::Relaxed);
     let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| s.1).collect();
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     selection.records = records;

@@ -18,7 +18,7 @@ use crate::job::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUp
 use crate::limits::{LimitedOperation, RateLimiter};
 use crate::query::{self, DimensionSelect, InsightQuery, MetricsQuery};
 use crate::signing::{SigningKey, uuid_v4};
-use crate::storage::{Storage, s3_target, valid_bucket_name};
+use crate::storage::{BucketAccess, Storage, s3_target, valid_bucket_name};
 use crate::store::{EventStore, MessageDetail};
 use crate::validate;
 
@@ -120,6 +120,8 @@ pub struct ExportService {
     pub(crate) running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
     /// This process's name on the leases it takes.
     pub(crate) worker_id: String,
+    /// Set once the process is stopping: workers take no new jobs.
+    pub(crate) stopping: AtomicBool,
 }
 
 fn job_store_error(e: JobStoreError) -> ServiceError {
@@ -145,6 +147,29 @@ impl ExportService {
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashMap::new()),
             worker_id: uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts a shutdown: running jobs stop at their next safe point (a
+    /// scan checks every [`crate::store::SCAN_CHECK_ROWS`] rows it reads)
+    /// and stay `PROCESSING`, to be run again by the next server; no new
+    /// job is taken.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for flag in self.running.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Closes the stores for a clean exit (SQLite: the write-ahead log is
+    /// folded into the database file).
+    pub async fn close(&self) {
+        if let Err(e) = self.events.close().await {
+            tracing::warn!(error = %e, "closing the event store");
+        }
+        if let Err(e) = self.jobs.close().await {
+            tracing::warn!(error = %e, "closing the job store");
         }
     }
 
@@ -161,9 +186,12 @@ impl ExportService {
         }
     }
 
+    /// `CreateExportJob`; `buckets` are those the caller may name in
+    /// `S3Url`.
     pub async fn create_export_job(
         &self,
         account: &AccountId,
+        buckets: &BucketAccess,
         input: CreateExportJobRequest,
     ) -> Result<CreateExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::CreateExportJob).await?;
@@ -182,6 +210,11 @@ impl ExportService {
             if !valid_bucket_name(&bucket) {
                 return Err(ServiceError::BadRequest(format!(
                     "S3Url {url}: {bucket:?} is not a valid S3 bucket name"
+                )));
+            }
+            if self.storage.is_managed_bucket(&bucket) || !buckets.allows(&bucket) {
+                return Err(ServiceError::BadRequest(format!(
+                    "S3Url {url}: this account may not write to bucket {bucket}"
                 )));
             }
         }
@@ -475,7 +508,13 @@ impl ExportService {
         if expires < Timestamp::now().secs() {
             return Ok(None);
         }
-        match self.storage.managed().get(&object_store::path::Path::from(key)).await {
+        match self
+            .storage
+            .managed()
+            .store
+            .get(&object_store::path::Path::from(key))
+            .await
+        {
             Ok(result) => {
                 use futures_util::StreamExt;
                 let size = result.meta.size;
@@ -491,7 +530,7 @@ impl ExportService {
     }
 
     /// Runs one claimed job to its end; see [`crate::worker`].
-    pub(crate) async fn run_job(&self, job: ExportJob) {
+    pub(crate) async fn run_job(&self, job: ExportJob, run: String) {
         let key = (job.account.clone(), job.job_id.clone());
         let cancelled = Arc::new(AtomicBool::new(false));
         self.running
@@ -502,7 +541,7 @@ impl ExportService {
         // the job was cancelled (perhaps on another server) or taken over.
         let heartbeat = {
             let jobs = Arc::clone(&self.jobs);
-            let (account, job_id, owner) = (job.account.clone(), job.job_id.clone(), self.worker_id.clone());
+            let (account, job_id, owner) = (job.account.clone(), job.job_id.clone(), run.clone());
             let cancelled = Arc::clone(&cancelled);
             let lease = self.config.lease;
             tokio::spawn(async move {
@@ -520,10 +559,13 @@ impl ExportService {
                 }
             })
         };
-        let outcome = crate::worker::export(self, &job, &cancelled).await;
+        if self.stopping.load(Ordering::SeqCst) {
+            cancelled.store(true, Ordering::SeqCst);
+        }
+        let outcome = crate::worker::export(self, &job, &run, &cancelled).await;
         heartbeat.abort();
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        crate::worker::finish(self, job, outcome).await;
+        crate::worker::finish(self, job, &run, outcome).await;
     }
 }
 

@@ -33,6 +33,9 @@ impl SigningKey {
     }
 
     /// The key in `path`, made (readable by the owner only) when missing.
+    /// The file appears whole or not at all: the key is written and synced
+    /// under a temporary name first, then linked into place (so of two
+    /// servers starting at once, one key wins and both use it).
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
         match std::fs::read(path) {
             Ok(bytes) if bytes.len() == 32 => {
@@ -46,14 +49,26 @@ impl SigningKey {
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::random()?;
+                let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
                 let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
+                options.write(true).create(true).truncate(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path)?;
-                file.write_all(&key.0)?;
-                file.sync_all()?;
-                Ok(key)
+                let written = options.open(&temporary).and_then(|mut file| {
+                    file.write_all(&key.0)?;
+                    file.sync_all()
+                });
+                let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+                let _ = std::fs::remove_file(&temporary);
+                match linked {
+                    Ok(()) => {
+                        crate::fsync_dir(path)?;
+                        Ok(key)
+                    }
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }

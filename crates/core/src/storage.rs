@@ -3,8 +3,15 @@
 //! `object_store`: a folder per bucket under the data dir by default, or a
 //! real S3-compatible service.
 //!
-//! Files are written through `object_store`'s buffered writer, so an object
-//! appears only once it is complete, and an aborted write leaves nothing.
+//! Each run of a job writes its own staging object (`<key>.<run>.partial`)
+//! through `object_store`'s buffered writer; only a complete staging object
+//! is renamed to the final key (and, on local disk, synced), so a final
+//! object is always whole, and a run that loses its job deletes only its own
+//! staging object.
+//!
+//! [`StorageError`] keeps two texts apart: a reason in the user's terms,
+//! which may reach `FailureInfo`, and the detail (paths, library errors),
+//! which goes to the log only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,41 +36,86 @@ pub enum BucketBackend {
 impl BucketBackend {
     /// The store behind bucket `name` (a local bucket's folder is made on
     /// first use).
-    pub fn open(&self, name: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    pub fn open(&self, name: &str) -> Result<Bucket, StorageError> {
         if !valid_bucket_name(name) {
-            return Err(StorageError(format!("{name:?} is not a valid S3 bucket name")));
+            return Err(StorageError::new("the bucket name is not valid", name));
         }
         match self {
-            BucketBackend::Local(root) => {
-                let dir = root.join(name);
-                std::fs::create_dir_all(&dir)?;
-                Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
-            }
+            BucketBackend::Local(root) => Bucket::local(&root.join(name)),
             BucketBackend::S3 { endpoint } => {
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(name);
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(true);
                 }
-                Ok(Arc::new(builder.build()?))
+                Ok(Bucket {
+                    store: Arc::new(builder.build()?),
+                    local: None,
+                })
             }
         }
+    }
+}
+
+/// One object store, and the folder behind it when it is on this machine
+/// (whose files are then synced before a job completes).
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub store: Arc<dyn ObjectStore>,
+    local: Option<Arc<LocalFileSystem>>,
+}
+
+impl Bucket {
+    /// The folder `dir` (made when missing) as a store.
+    pub fn local(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
+        Ok(Bucket {
+            store: Arc::clone(&local) as Arc<dyn ObjectStore>,
+            local: Some(local),
+        })
+    }
+
+    /// Any object store (a cluster's shared bucket).
+    pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
+        Bucket { store, local: None }
     }
 }
 
 /// The object stores exports are written to.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    managed: Arc<dyn ObjectStore>,
+    managed: Bucket,
+    /// The managed bucket's name when it is an S3 bucket, which no
+    /// `S3Url` may name.
+    managed_name: Option<String>,
     buckets: BucketBackend,
 }
 
-/// A destination that cannot be used.
+/// Why storage could not be used: a reason in the user's terms (safe for
+/// `FailureInfo`) and the detail for the log.
 #[derive(Debug)]
-pub struct StorageError(pub String);
+pub struct StorageError {
+    reason: &'static str,
+    detail: String,
+}
+
+impl StorageError {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        StorageError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// What went wrong, in words for the user: no paths, no library errors.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "{} ({})", self.reason, self.detail)
     }
 }
 
@@ -71,49 +123,129 @@ impl std::error::Error for StorageError {}
 
 impl From<object_store::Error> for StorageError {
     fn from(e: object_store::Error) -> Self {
-        StorageError(e.to_string())
+        let detail = e.to_string();
+        let reason = match &e {
+            object_store::Error::NotFound { .. } => "the bucket or key does not exist",
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                "access to the bucket was denied"
+            }
+            _ if detail.contains("NoSuchBucket") => "the bucket does not exist",
+            _ if detail.contains("AccessDenied") || detail.contains("InvalidAccessKeyId") => {
+                "access to the bucket was denied"
+            }
+            object_store::Error::Generic { source, .. } => match source.downcast_ref::<std::io::Error>() {
+                Some(io) => io_reason(io),
+                None => "the storage service did not accept the write",
+            },
+            _ => "the storage service did not accept the write",
+        };
+        StorageError { reason, detail }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => "no space is left on the storage",
+        std::io::ErrorKind::PermissionDenied => "access to the storage was denied",
+        _ => "the storage could not be written",
     }
 }
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        StorageError(e.to_string())
+        StorageError {
+            reason: io_reason(&e),
+            detail: e.to_string(),
+        }
     }
 }
 
 impl Storage {
     /// Managed storage in the folder `managed`, buckets per `buckets`.
     pub fn new(managed: &Path, buckets: BucketBackend) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(managed)?;
         Ok(Storage {
-            managed: Arc::new(LocalFileSystem::new_with_prefix(managed)?),
+            managed: Bucket::local(managed)?,
+            managed_name: None,
             buckets,
         })
     }
 
-    /// Managed storage in any object store (a cluster's shared bucket).
-    pub fn with_managed(managed: Arc<dyn ObjectStore>, buckets: BucketBackend) -> Self {
-        Storage { managed, buckets }
+    /// Managed storage in the S3 bucket `name` (a cluster's shared bucket).
+    pub fn with_managed_bucket(name: &str, buckets: BucketBackend) -> Result<Self, StorageError> {
+        Ok(Storage {
+            managed: buckets.open(name)?,
+            managed_name: Some(name.to_owned()),
+            buckets,
+        })
     }
 
     /// The managed store, where downloads are served from.
-    pub fn managed(&self) -> &Arc<dyn ObjectStore> {
+    pub fn managed(&self) -> &Bucket {
         &self.managed
     }
 
+    /// Whether `name` is the managed bucket, which no `S3Url` may name.
+    pub fn is_managed_bucket(&self, name: &str) -> bool {
+        self.managed_name.as_deref() == Some(name)
+    }
+
     /// The store behind bucket `name`.
-    pub fn bucket(&self, name: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    pub fn bucket(&self, name: &str) -> Result<Bucket, StorageError> {
         self.buckets.open(name)
     }
 
-    /// Opens a writer for `key` in `store`: nothing is visible until
-    /// [`ExportWriter::finish`], and [`ExportWriter::abort`] leaves nothing.
-    pub fn writer(store: Arc<dyn ObjectStore>, key: &str) -> ExportWriter {
-        let path = ObjectPath::from(key);
+    /// Opens run `run`'s writer for `key` in `bucket`: it writes the staging
+    /// object `<key>.<run>.partial`; nothing is at `key` until
+    /// [`StagedExport::publish`], and [`ExportWriter::abort`] leaves nothing.
+    pub fn writer(bucket: Bucket, key: &str, run: &str) -> ExportWriter {
+        let staging = ObjectPath::from(format!("{key}.{run}.partial"));
         ExportWriter {
-            inner: BufWriter::new(Arc::clone(&store), path.clone()),
-            store,
-            path,
+            inner: BufWriter::new(Arc::clone(&bucket.store), staging.clone()),
+            bucket,
+            staging,
+            key: ObjectPath::from(key),
+        }
+    }
+}
+
+/// The buckets an account may name in `S3Url` (SPEC §9). Real S3 writes use
+/// the server's own credentials, so this list is what keeps one account
+/// out of another's objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketAccess {
+    /// Any bucket (the development credential).
+    Any,
+    /// Buckets named exactly, or by a prefix with a trailing `*`.
+    Only(Vec<String>),
+}
+
+impl BucketAccess {
+    /// A list of names and `prefix*` patterns; a pattern must keep at least
+    /// three characters before its `*`, so no list reads as "any bucket" by
+    /// accident.
+    pub fn only(patterns: Vec<String>) -> Result<Self, String> {
+        for pattern in &patterns {
+            let stem = pattern.strip_suffix('*').unwrap_or(pattern);
+            let stem_ok = stem
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+            if stem.len() < 3 || !stem_ok {
+                return Err(format!(
+                    "{pattern:?} is not a bucket name or a prefix of at least 3 characters followed by *"
+                ));
+            }
+        }
+        Ok(BucketAccess::Only(patterns))
+    }
+
+    /// Whether `bucket` may be named.
+    pub fn allows(&self, bucket: &str) -> bool {
+        match self {
+            BucketAccess::Any => true,
+            BucketAccess::Only(patterns) => patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => bucket.starts_with(prefix),
+                None => bucket == p,
+            }),
         }
     }
 }
@@ -148,12 +280,13 @@ pub fn s3_target(url: &str, job_id: &str, extension: &str) -> Option<(String, St
     Some((bucket.to_owned(), key))
 }
 
-/// An export file being written.
+/// An export file being written to its staging object.
 #[derive(Debug)]
 pub struct ExportWriter {
     inner: BufWriter,
-    store: Arc<dyn ObjectStore>,
-    path: ObjectPath,
+    bucket: Bucket,
+    staging: ObjectPath,
+    key: ObjectPath,
 }
 
 impl ExportWriter {
@@ -162,35 +295,77 @@ impl ExportWriter {
         Ok(())
     }
 
-    /// Completes the object; it becomes visible whole.
-    pub async fn finish(mut self) -> Result<FinishedExport, StorageError> {
+    /// Completes the staging object.
+    pub async fn finish(mut self) -> Result<StagedExport, StorageError> {
         self.inner.shutdown().await?;
-        Ok(FinishedExport {
-            store: self.store,
-            path: self.path,
+        Ok(StagedExport {
+            bucket: self.bucket,
+            staging: self.staging,
+            key: self.key,
         })
     }
 
     /// Drops what was written; nothing becomes visible.
     pub async fn abort(mut self) {
         if let Err(e) = self.inner.abort().await {
-            tracing::warn!(error = %e, path = %self.path, "aborting an export write");
+            tracing::warn!(error = %e, path = %self.staging, "aborting an export write");
         }
     }
 }
 
-/// A complete export object, which can still be taken back (when a cancel
-/// won the race against the finish).
+/// A complete staging object, not yet at its final key.
 #[derive(Debug)]
-pub struct FinishedExport {
-    store: Arc<dyn ObjectStore>,
-    path: ObjectPath,
+pub struct StagedExport {
+    bucket: Bucket,
+    staging: ObjectPath,
+    key: ObjectPath,
 }
 
-impl FinishedExport {
+impl StagedExport {
+    /// Moves the staging object to the final key and, on local disk, syncs
+    /// the file and its folder: once this returns, the export survives
+    /// power loss.
+    pub async fn publish(self) -> Result<PublishedExport, StorageError> {
+        let store = &self.bucket.store;
+        if let Err(e) = store.rename(&self.staging, &self.key).await {
+            self.discard().await;
+            return Err(e.into());
+        }
+        if let Some(local) = &self.bucket.local {
+            let path = local.path_to_filesystem(&self.key)?;
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&path)?.sync_all()?;
+                crate::fsync_dir(&path)
+            })
+            .await
+            .map_err(|e| StorageError::new("the storage could not be written", e.to_string()))??;
+        }
+        Ok(PublishedExport {
+            bucket: self.bucket,
+            key: self.key,
+        })
+    }
+
+    /// Deletes the staging object (a run that lost its job).
+    pub async fn discard(self) {
+        if let Err(e) = self.bucket.store.delete(&self.staging).await {
+            tracing::warn!(error = %e, path = %self.staging, "deleting a staging export");
+        }
+    }
+}
+
+/// An export at its final key, which can still be taken back (when a
+/// cancel won the race against the finish).
+#[derive(Debug)]
+pub struct PublishedExport {
+    bucket: Bucket,
+    key: ObjectPath,
+}
+
+impl PublishedExport {
     pub async fn delete(self) {
-        if let Err(e) = self.store.delete(&self.path).await {
-            tracing::warn!(error = %e, path = %self.path, "deleting a cancelled export");
+        if let Err(e) = self.bucket.store.delete(&self.key).await {
+            tracing::warn!(error = %e, path = %self.key, "deleting a cancelled export");
         }
     }
 }

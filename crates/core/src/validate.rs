@@ -176,7 +176,24 @@ pub fn batch_get_metric_data(input: &BatchGetMetricDataRequest) -> Vec<Violation
         }
         if query.start_date > query.end_date {
             out.push(later(&path, query.end_date));
+        } else {
+            let days = crate::clock::day_of(query.end_date.as_millis())
+                - crate::clock::day_of(query.start_date.as_millis())
+                + 1;
+            if days > MAX_METRIC_DAYS {
+                out.push(Violation::new(
+                    format!("{path}.endDate"),
+                    Some(query.end_date.as_secs_f64().to_string()),
+                    format!(
+                        "Member must be within {MAX_METRIC_DAYS} days of startDate (the interval spans {days} days)"
+                    ),
+                ));
+            }
         }
     }
     out
 }
+
+/// The most days one `BatchGetMetricData` query answers (three years), so
+/// an answer's size is bounded before it is built.
+pub const MAX_METRIC_DAYS: i64 = 1096;

@@ -1,9 +1,12 @@
 //! Workers: take `CREATED` jobs from the job store, run them, and record
-//! how they ended. Each status change is a compare-and-set, so a cancel and
-//! a finishing worker can never both win; the loser cleans up after itself.
+//! how they ended. Each run holds the job under a lease of its own; it
+//! writes a staging object of its own, publishes it to the final key, and
+//! only then ends the job with a compare-and-set on status and lease owner,
+//! so a cancel, a takeover after an expired lease and a finishing run can
+//! never both win, and the loser deletes only what is its own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ses_export_model::types::{ExportSourceType, JobStatus};
@@ -13,7 +16,7 @@ use crate::job::{ExportJob, JobStatistics, JobUpdate};
 use crate::query::{select_insights, select_metrics};
 use crate::rng;
 use crate::service::{ExportService, insight_query, metrics_query, now};
-use crate::storage::{ExportWriter, FinishedExport, Storage, s3_target};
+use crate::storage::{ExportWriter, StagedExport, Storage, s3_target};
 
 /// How often an idle worker looks for work it was not woken for.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -33,15 +36,21 @@ pub async fn run_workers(service: Arc<ExportService>, count: usize, mut shutdown
             Err(e) => tracing::error!(error = %e, "could not requeue interrupted jobs"),
         }
     }
+    let runs = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..count {
         let service = Arc::clone(&service);
+        let runs = Arc::clone(&runs);
         let mut shutdown = shutdown.clone();
         workers.push(tokio::spawn(async move {
-            while !*shutdown.borrow() {
+            while !*shutdown.borrow() && !service.stopping.load(Ordering::SeqCst) {
                 let lease = service.config.lease.as_millis() as i64;
-                match service.jobs.claim(&service.worker_id, now(), lease).await {
-                    Ok(Some(job)) => service.run_job(job).await,
+                // Every claim is a run with a lease owner of its own, so a
+                // run whose lease expired cannot end a rerun's job, even on
+                // the same server.
+                let run = format!("{}-{}", service.worker_id, runs.fetch_add(1, Ordering::Relaxed));
+                match service.jobs.claim(&run, now(), lease).await {
+                    Ok(Some(job)) => service.run_job(job, run).await,
                     Ok(None) => {
                         let woken = service.wake.notified();
                         tokio::select! {
@@ -67,16 +76,22 @@ pub async fn run_workers(service: Arc<ExportService>, count: usize, mut shutdown
 /// How a job's work ended.
 pub(crate) enum Outcome {
     Written {
-        file: FinishedExport,
+        file: StagedExport,
         output_key: Option<String>,
         statistics: JobStatistics,
     },
-    Cancelled,
+    /// Stopped by a cancel, a lost lease or a shutdown; nothing is left.
+    Stopped,
     Failed(String),
 }
 
 /// Runs the export of `job`, writing its file; stops early when `cancelled`.
-pub(crate) async fn export(service: &ExportService, job: &ExportJob, cancelled: &AtomicBool) -> Outcome {
+pub(crate) async fn export(
+    service: &ExportService,
+    job: &ExportJob,
+    run: &str,
+    cancelled: &Arc<AtomicBool>,
+) -> Outcome {
     let hold_until = tokio::time::Instant::now() + service.config.min_job_duration;
     let request = &job.request;
     let format = request.export_destination.data_format.clone();
@@ -107,8 +122,7 @@ pub(crate) async fn export(service: &ExportService, job: &ExportJob, cancelled: 
                 Ok(q) => q,
                 Err(e) => return Outcome::Failed(e.to_string()),
             };
-            let keep_going = || !cancelled.load(Ordering::SeqCst);
-            match select_insights(&*service.events, &job.account, &query, &keep_going).await {
+            match select_insights(&*service.events, &job.account, &query, cancelled).await {
                 Ok(selection) => {
                     let rows: Vec<_> = selection.records.iter().map(insight_cells).collect();
                     let stats = JobStatistics {
@@ -126,31 +140,31 @@ pub(crate) async fn export(service: &ExportService, job: &ExportJob, cancelled: 
     // Hold the job in PROCESSING as configured, still answering cancels.
     while tokio::time::Instant::now() < hold_until {
         if cancelled.load(Ordering::SeqCst) {
-            return Outcome::Cancelled;
+            return Outcome::Stopped;
         }
         tokio::time::sleep(Duration::from_millis(20).min(hold_until - tokio::time::Instant::now())).await;
     }
     if cancelled.load(Ordering::SeqCst) {
-        return Outcome::Cancelled;
+        return Outcome::Stopped;
     }
 
     let writer = RowWriter::new(format, columns);
-    let (store, key, output_key) = match &request.export_destination.s3_url {
+    let (bucket, key, output_key) = match &request.export_destination.s3_url {
         Some(url) => {
             let Some((bucket, key)) = s3_target(url, &job.job_id, writer.extension()) else {
                 return Outcome::Failed(format!("S3Url {url} does not name a bucket and key."));
             };
             match service.storage.bucket(&bucket) {
                 Ok(store) => (store, key, None),
-                Err(e) => return Outcome::Failed(format!("The export could not be written to {url}: {e}")),
+                Err(e) => return write_failed(job, &destination(job), &e),
             }
         }
         None => {
             let key = format!("{}/{}.{}", job.account, job.job_id, writer.extension());
-            (Arc::clone(service.storage.managed()), key.clone(), Some(key))
+            (service.storage.managed().clone(), key.clone(), Some(key))
         }
     };
-    let mut file = Storage::writer(store, &key);
+    let mut file = Storage::writer(bucket, &key, run);
     let written = write_rows(&mut file, &writer, &rows, cancelled).await;
     match written {
         Ok(true) => match file.finish().await {
@@ -159,17 +173,35 @@ pub(crate) async fn export(service: &ExportService, job: &ExportJob, cancelled: 
                 output_key,
                 statistics,
             },
-            Err(e) => Outcome::Failed(format!("The export could not be written: {e}")),
+            Err(e) => write_failed(job, &destination(job), &e),
         },
         Ok(false) => {
             file.abort().await;
-            Outcome::Cancelled
+            Outcome::Stopped
         }
         Err(e) => {
             file.abort().await;
-            Outcome::Failed(format!("The export could not be written: {e}"))
+            write_failed(job, &destination(job), &e)
         }
     }
+}
+
+/// Where a job's file goes, as the user would name it.
+fn destination(job: &ExportJob) -> String {
+    match &job.request.export_destination.s3_url {
+        Some(url) => url.clone(),
+        None => "the service's export storage".to_owned(),
+    }
+}
+
+/// A failed write, in the user's terms for `FailureInfo`; the detail
+/// (paths, library errors) goes to the log.
+fn write_failed(job: &ExportJob, destination: &str, e: &crate::storage::StorageError) -> Outcome {
+    tracing::error!(error = %e, job = %job.job_id, "writing an export failed");
+    Outcome::Failed(format!(
+        "The export could not be written to {destination}: {}.",
+        e.reason()
+    ))
 }
 
 fn failed(job: &ExportJob, e: impl std::fmt::Display) -> Outcome {
@@ -199,22 +231,57 @@ async fn write_rows(
     Ok(true)
 }
 
-/// Records how a job ended: compare-and-set from `PROCESSING`. When a
-/// cancel got there first, the written file is taken back.
-pub(crate) async fn finish(service: &ExportService, job: ExportJob, outcome: Outcome) {
-    let (status, update, file) = match outcome {
+/// Records how a job ended: a written file is published to its final key
+/// first, then the job ends by a compare-and-set on `PROCESSING` and this
+/// run's lease. A run that lost its lease deletes only its own staging
+/// object; when a cancel won, the published file is taken back.
+pub(crate) async fn finish(service: &ExportService, job: ExportJob, run: &str, outcome: Outcome) {
+    let (status, update, published) = match outcome {
         Outcome::Written {
             file,
             output_key,
             statistics,
         } => {
-            let update = JobUpdate {
-                completed: Some(now()),
-                statistics: Some(statistics),
-                output_key,
-                ..JobUpdate::default()
-            };
-            (JobStatus::Completed, update, Some(file))
+            // Still ours? A run that lost its lease publishes nothing.
+            let until = now() + service.config.lease.as_millis() as i64;
+            match service.jobs.renew(&job.account, &job.job_id, run, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(job = %job.job_id, "the job was cancelled or taken over; its staging file is removed");
+                    file.discard().await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, job = %job.job_id, "checking a job's lease failed");
+                    file.discard().await;
+                    return;
+                }
+            }
+            match file.publish().await {
+                Ok(published) => {
+                    let update = JobUpdate {
+                        completed: Some(now()),
+                        statistics: Some(statistics),
+                        output_key,
+                        ..JobUpdate::default()
+                    };
+                    (JobStatus::Completed, update, Some(published))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, job = %job.job_id, "publishing an export failed");
+                    let message = format!(
+                        "The export could not be written to {}: {}.",
+                        destination(&job),
+                        e.reason()
+                    );
+                    let update = JobUpdate {
+                        completed: Some(now()),
+                        failure: Some(message),
+                        ..JobUpdate::default()
+                    };
+                    (JobStatus::Failed, update, None)
+                }
+            }
         }
         Outcome::Failed(message) => {
             let update = JobUpdate {
@@ -224,32 +291,30 @@ pub(crate) async fn finish(service: &ExportService, job: ExportJob, outcome: Out
             };
             (JobStatus::Failed, update, None)
         }
-        // The canceller already moved the job to CANCELLED.
-        Outcome::Cancelled => return,
+        // Cancelled, taken over or shut down: the job is someone else's
+        // business now (a shut-down server's job is run again later).
+        Outcome::Stopped => return,
     };
-    let moved = service
+    let ended = service
         .jobs
-        .transition(
-            &job.account,
-            &job.job_id,
-            &[JobStatus::Processing],
-            status.clone(),
-            update,
-        )
+        .finish(&job.account, &job.job_id, run, status.clone(), update)
         .await;
-    match moved {
-        Ok(Some((_, true))) => tracing::info!(job = %job.job_id, status = %status, "export job ended"),
-        Ok(_) => {
-            tracing::info!(job = %job.job_id, "export job was cancelled as it finished; its file is removed");
-            if let Some(file) = file {
-                file.delete().await;
+    match ended {
+        Ok(true) => tracing::info!(job = %job.job_id, status = %status, "export job ended"),
+        Ok(false) => {
+            // Only a cancel takes the file back: a run that took the job over
+            // writes the same key, and its job must find its file.
+            let now_cancelled = matches!(
+                service.jobs.get(&job.account, &job.job_id).await,
+                Ok(Some(current)) if current.status == JobStatus::Cancelled
+            );
+            if let Some(published) = published
+                && now_cancelled
+            {
+                tracing::info!(job = %job.job_id, "export job was cancelled as it finished; its file is removed");
+                published.delete().await;
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, job = %job.job_id, "recording the end of an export job failed");
-            if let Some(file) = file {
-                file.delete().await;
-            }
-        }
+        Err(e) => tracing::error!(error = %e, job = %job.job_id, "recording the end of an export job failed"),
     }
 }

@@ -282,7 +282,7 @@ async fn check_filters(store: &dyn EventStore) {
             max_results: 1000,
             seed: 1,
         };
-        let selection = select_insights(store, &account(), &query, &|| true)
+        let selection = select_insights(store, &account(), &query, &Default::default())
             .await
             .expect("select");
         let got: Vec<&str> = selection.records.iter().map(|r| r.message_id.as_str()).collect();
@@ -308,7 +308,7 @@ async fn interval_ends_are_inclusive() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let selection = select_insights(&store, &account(), &query(T0 + 2, T0 + 4), &|| true)
+    let selection = select_insights(&store, &account(), &query(T0 + 2, T0 + 4), &Default::default())
         .await
         .expect("select");
     assert_eq!(ids(selection), "m2 m3 m4");
@@ -341,7 +341,7 @@ async fn max_results_takes_a_reproducible_uniform_sample_in_export_order() {
                 max_results,
                 seed,
             };
-            select_insights(store, &account(), &query, &|| true)
+            select_insights(store, &account(), &query, &Default::default())
                 .await
                 .expect("select")
         }

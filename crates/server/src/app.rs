@@ -6,23 +6,27 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, RawPathParams, State};
+use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use ses_export_core::AccountId;
+use ses_export_core::ingest::IngestFailure;
 use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
+use ses_export_core::storage::BucketAccess;
 use ses_export_model::error::ErrorBody;
 use ses_export_model::operation::{self, Operation};
 use ses_export_model::{ErrorCode, parse_input};
+use sha2::{Digest, Sha256};
 
-use crate::credentials::Credentials;
-use crate::sigv4::{self, AuthError, Verifier};
+use crate::credentials::{Credentials, Identity};
+use crate::sigv4::{self, AuthError, SignedHead, Verifier};
 
 /// Where the ingest endpoint is.
 pub const INGEST_PATH: &str = "/_ses-export/v1/events";
@@ -35,6 +39,10 @@ pub struct AppState {
     pub verifier: Verifier,
     pub max_body_bytes: usize,
     pub max_ingest_bytes: usize,
+    /// How long a request body may go without a byte.
+    pub body_timeout: Duration,
+    /// Ingest bodies in flight; a request that finds none free is 429.
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -89,11 +97,15 @@ pub fn app(state: AppState) -> Router {
     let router = route::<operation::GetMessageInsights>(router);
     let router = route::<operation::BatchGetMetricData>(router);
     router
-        .route(INGEST_PATH, post(ingest))
-        .route(&format!("{DOWNLOAD_PATH}{{*key}}"), get(download))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route(INGEST_PATH, post(ingest).fallback(method_not_allowed))
+        .route(
+            &format!("{DOWNLOAD_PATH}{{*key}}"),
+            get(download).fallback(method_not_allowed),
+        )
+        .route("/healthz", get(|| async { "ok\n" }).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(unknown)
+        .layer(axum::middleware::map_response(with_request_id))
         .with_state(state)
 }
 
@@ -105,12 +117,13 @@ fn route<O: Serve>(router: Router<AppState>) -> Router<AppState> {
         "DELETE" => MethodFilter::DELETE,
         _ => MethodFilter::POST,
     };
+    let serve = || on(method, handle::<O>).fallback(method_not_allowed);
     // The model's URI templates are axum's: `/v2/email/export-jobs/{JobId}`.
-    let router = router.route(spec.uri, on(method, handle::<O>));
+    let router = router.route(spec.uri, serve());
     // `/v2/email/insights/{MessageId}/`: botocore sends the trailing slash,
     // the Rust SDK does not. Both are the operation.
     match spec.uri.strip_suffix('/') {
-        Some(trimmed) if !trimmed.is_empty() => router.route(trimmed, on(method, handle::<O>)),
+        Some(trimmed) if !trimmed.is_empty() => router.route(trimmed, serve()),
         _ => router,
     }
 }
@@ -119,6 +132,8 @@ fn route<O: Serve>(router: Router<AppState>) -> Router<AppState> {
 #[derive(Debug)]
 pub struct Caller {
     pub account: AccountId,
+    /// The buckets the caller may name in `S3Url`.
+    pub buckets: Arc<BucketAccess>,
     /// `http://host:port` as the caller reached us, for download URLs.
     pub base_url: String,
 }
@@ -138,7 +153,7 @@ impl Serve for operation::CreateExportJob {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.create_export_job(&c.account, input)
+        s.create_export_job(&c.account, &c.buckets, input)
     }
 }
 
@@ -198,6 +213,9 @@ pub struct WireError {
     status: StatusCode,
     error_type: &'static str,
     message: String,
+    /// Members beside `message` (an ingest that failed partway says what
+    /// it kept).
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl WireError {
@@ -206,6 +224,7 @@ impl WireError {
             status: StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             error_type: code.name(),
             message: message.into(),
+            extra: None,
         }
     }
 
@@ -218,6 +237,7 @@ impl WireError {
             status: StatusCode::FORBIDDEN,
             error_type,
             message: message.into(),
+            extra: None,
         }
     }
 }
@@ -251,13 +271,23 @@ impl From<AuthError> for WireError {
                 "The security token included in the request is invalid.",
             ),
             AuthError::Invalid(m) => WireError::forbidden("InvalidSignatureException", m),
+            AuthError::Conflicting => WireError::bad_request(
+                "A request is signed either with an Authorization header or with a pre-signed query, not both.",
+            ),
         }
     }
 }
 
 impl IntoResponse for WireError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&ErrorBody { message: self.message }).unwrap_or_default();
+        let body = match self.extra {
+            None => serde_json::to_vec(&ErrorBody { message: self.message }),
+            Some(mut members) => {
+                members.insert("message".to_owned(), serde_json::Value::String(self.message));
+                serde_json::to_vec(&members)
+            }
+        }
+        .unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -279,30 +309,66 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-fn with_request_id(mut response: Response) -> Response {
-    let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-amzn-RequestId", value);
+/// Every answer carries an `x-amzn-RequestId`, whatever produced it.
+async fn with_request_id(mut response: Response) -> Response {
+    if !response.headers().contains_key("x-amzn-RequestId") {
+        let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert("x-amzn-RequestId", value);
+        }
     }
     response
 }
 
-/// Reads the body, refusing it (unread beyond the limit) when too large.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, WireError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| WireError::bad_request(format!("The request body is larger than the limit of {limit} bytes.")))
+/// Reads a body of at most `limit` bytes, each part arriving within
+/// `silence` of the last, and returns it with its SHA-256 (hex). A body
+/// announced larger than `limit` is refused before a byte of it is read.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    silence: Duration,
+) -> Result<(Bytes, String), WireError> {
+    let too_large = || WireError::bad_request(format!("The request body is larger than the limit of {limit} bytes."));
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
+    let mut hash = Sha256::new();
+    loop {
+        let frame = match tokio::time::timeout(silence, body.frame()).await {
+            Err(_) => {
+                return Err(WireError::bad_request(format!(
+                    "The request body stopped arriving: nothing came for {} seconds.",
+                    silence.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(WireError::bad_request(format!(
+                    "The request body could not be read: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            hash.update(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok((bytes.freeze(), sigv4::hex(&hash.finalize())))
 }
 
-/// Checks the signature; returns the caller's account.
-fn authenticate(
-    state: &AppState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<AccountId, WireError> {
-    let request = sigv4::Request {
+/// The parts of a request the verifier reads; the body is never among them.
+fn signable<'a>(method: &'a Method, uri: &'a Uri, headers: &HeaderMap) -> sigv4::Request<'a> {
+    sigv4::Request {
         method: method.as_str(),
         path: uri.path(),
         query: uri.query().unwrap_or(""),
@@ -315,12 +381,62 @@ fn authenticate(
                 )
             })
             .collect(),
-        body,
-    };
-    let access_key = state.verifier.access_key(&request)?;
-    let (secret, account) = state.credentials.get(&access_key).ok_or(AuthError::UnknownKey)?;
-    state.verifier.verify(&request, secret, SystemTime::now())?;
-    Ok(account.clone())
+        body: &[],
+    }
+}
+
+/// A request whose head passed authentication; its body is still unread.
+struct Admitted<'a> {
+    request: sigv4::Request<'a>,
+    head: SignedHead<'a>,
+    identity: &'a Identity,
+}
+
+/// Authenticates from the head alone (SPEC §9): form, key, scope, clock,
+/// `host`, the payload hash's kind, and, when the head claims the body's
+/// hash, the signature itself. Nothing of the body is read.
+fn admit<'a>(
+    state: &'a AppState,
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &HeaderMap,
+) -> Result<Admitted<'a>, WireError> {
+    let request = signable(method, uri, headers);
+    let (head, identity) = state.verifier.check_head(&request, SystemTime::now(), |key| {
+        state
+            .credentials
+            .get(key)
+            .map(|identity| (identity.secret.as_str(), identity))
+    })?;
+    if let Some(claimed) = head.claimed_payload_hash() {
+        state.verifier.check_signature(&request, &head, claimed)?;
+    }
+    Ok(Admitted {
+        request,
+        head,
+        identity,
+    })
+}
+
+impl<'a> Admitted<'a> {
+    /// Reads the body under `limit` and finishes the signature check: the
+    /// body must hash to what the head claimed, or, when it claimed nothing,
+    /// the signature must hold over the body's hash.
+    async fn body(
+        self,
+        state: &AppState,
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+    ) -> Result<(&'a Identity, Bytes), WireError> {
+        let (bytes, hash) = read_body(headers, body, limit, state.body_timeout).await?;
+        match self.head.claimed_payload_hash() {
+            Some(claimed) if !claimed.eq_ignore_ascii_case(&hash) => return Err(sigv4::payload_mismatch().into()),
+            Some(_) => {}
+            None => state.verifier.check_signature(&self.request, &self.head, &hash)?,
+        }
+        Ok((self.identity, bytes))
+    }
 }
 
 fn base_url(headers: &HeaderMap) -> String {
@@ -341,13 +457,14 @@ async fn handle<O: Serve>(
 ) -> Response {
     let name = O::spec().name;
     let result = async {
-        let body = read_body(body, state.max_body_bytes).await?;
-        let account = authenticate(&state, &method, &uri, &headers, &body)?;
+        let admitted = admit(&state, &method, &uri, &headers)?;
+        let (identity, body) = admitted.body(&state, &headers, body, state.max_body_bytes).await?;
         let params = params.map_err(|e| WireError::bad_request(e.body_text()))?;
         let labels: Vec<(&str, &str)> = params.iter().collect();
         let input: O::Input = parse_input(&body, &labels).map_err(|e| WireError::bad_request(e.to_string()))?;
         let caller = Caller {
-            account,
+            account: identity.account.clone(),
+            buckets: Arc::clone(&identity.buckets),
             base_url: base_url(&headers),
         };
         let output = O::serve(&state.service, &caller, input).await?;
@@ -357,7 +474,7 @@ async fn handle<O: Serve>(
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     state.metrics.count(name, response.status());
-    with_request_id(response)
+    response
 }
 
 /// `POST /_ses-export/v1/events`: JSON Lines of SES records, optionally
@@ -365,8 +482,16 @@ async fn handle<O: Serve>(
 /// account.
 async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let result = async {
-        let body = read_body(body, state.max_ingest_bytes).await?;
-        let account = authenticate(&state, &method, &uri, &headers, &body)?;
+        let admitted = admit(&state, &method, &uri, &headers)?;
+        // Bodies in flight are bounded before one more is read.
+        let Ok(_slot) = Arc::clone(&state.ingest_slots).try_acquire_owned() else {
+            return Err(WireError::of(
+                ErrorCode::TooManyRequestsException,
+                "Too many ingest requests are in flight; retry later.",
+            ));
+        };
+        let (identity, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
+        let account = identity.account.clone();
         let gzip = body.starts_with(&[0x1f, 0x8b]);
         if gzip {
             // Measure the expanded size before keeping anything, so an
@@ -376,14 +501,10 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
             let size = tokio::task::spawn_blocking(move || expanded_size(&bytes, bound))
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            match size {
-                Ok(n) if n <= bound => {}
-                Ok(_) => {
-                    return Err(WireError::bad_request(format!(
-                        "The decompressed body is larger than the limit of {bound} bytes."
-                    )));
-                }
-                Err(e) => return Err(WireError::bad_request(format!("The body is not valid gzip: {e}"))),
+            if size > bound {
+                return Err(WireError::bad_request(format!(
+                    "The decompressed body is larger than the limit of {bound} bytes."
+                )));
             }
         }
         let input = ses_export_core::event::open_events(std::io::Cursor::new(body))
@@ -396,40 +517,72 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
             ses_export_core::ingest::DEFAULT_BATCH,
             &|_| {},
         )
-        .await
-        .map_err(|e| match e.cause {
-            ses_export_core::ingest::IngestFailure::Read(read) => {
-                WireError::bad_request(format!("The body could not be read: {read}"))
-            }
-            ses_export_core::ingest::IngestFailure::Store(store) => ServiceError::Internal(store.to_string()).into(),
-        })?;
-        {
+        .await;
+        let count = |report: &ses_export_core::ingest::IngestReport| {
             let mut counts = state.metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
             counts[0] += report.accepted;
             counts[1] += report.duplicates;
             counts[2] += report.rejected;
+        };
+        match report {
+            Ok(report) => {
+                count(&report);
+                Ok(json_response(StatusCode::OK, &report))
+            }
+            Err(e) => {
+                // What was kept before the failure stays kept; say how much.
+                count(&e.report);
+                let mut error = match e.cause {
+                    IngestFailure::Read(read) => WireError::bad_request(format!(
+                        "The body could not be read past a point: {read}. The events before it were kept."
+                    )),
+                    IngestFailure::Store(store) => {
+                        let mut error = WireError::from(ServiceError::Internal(store.to_string()));
+                        error.message.push_str(" The events counted as accepted were kept.");
+                        error
+                    }
+                };
+                error.extra = match serde_json::to_value(&e.report) {
+                    Ok(serde_json::Value::Object(members)) => Some(members),
+                    _ => None,
+                };
+                Err(error)
+            }
         }
-        Ok::<_, WireError>(json_response(StatusCode::OK, &report))
     }
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     state.metrics.count("Ingest", response.status());
-    with_request_id(response)
+    response
 }
 
-/// The size `gzip` expands to, reading at most `bound + 1` bytes of it.
-fn expanded_size(gzip: &[u8], bound: u64) -> std::io::Result<u64> {
-    let decoder = ses_export_core::event::gzip_reader(gzip);
-    std::io::copy(&mut decoder.take(bound + 1), &mut std::io::sink())
+/// The size `gzip` expands to, reading at most `bound + 1` bytes of it. A
+/// stream that breaks counts up to the break: the ingest then keeps the
+/// lines before it and reports the rest.
+fn expanded_size(gzip: &[u8], bound: u64) -> u64 {
+    let mut decoder = ses_export_core::event::gzip_reader(gzip).take(bound + 1);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    while let Ok(n) = decoder.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    total
 }
 
 /// `GET /_ses-export/v1/exports/{key}?X-Amz-Expires=..&X-Amz-Signature=..`:
 /// a managed export, by its pre-signed URL; anything else is 403.
-async fn download(
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
-) -> Response {
+async fn download(State(state): State<AppState>, uri: Uri) -> Response {
+    let key = sigv4::percent_decode(uri.path().strip_prefix(DOWNLOAD_PATH).unwrap_or_default());
+    let query: BTreeMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (sigv4::percent_decode(k), sigv4::percent_decode(v)))
+        .collect();
     let expires = query.get("X-Amz-Expires").map_or("", String::as_str);
     let signature = query.get("X-Amz-Signature").map_or("", String::as_str);
     let response = match state.service.open_download(&key, expires, signature).await {
@@ -451,7 +604,7 @@ async fn download(
         Err(e) => WireError::from(e).into_response(),
     };
     state.metrics.count("Download", response.status());
-    with_request_id(response)
+    response
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -464,10 +617,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn unknown(method: Method, uri: Uri) -> Response {
-    let error = WireError {
+    WireError {
         status: StatusCode::NOT_FOUND,
         error_type: "UnknownOperationException",
         message: format!("No operation is served at {method} {}", uri.path()),
-    };
-    with_request_id(error.into_response())
+        extra: None,
+    }
+    .into_response()
+}
+
+/// A path that exists, asked with a method it does not take.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    WireError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        error_type: "MethodNotAllowedException",
+        message: format!("{method} is not allowed on {}", uri.path()),
+        extra: None,
+    }
+    .into_response()
 }

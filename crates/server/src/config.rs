@@ -63,10 +63,58 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_MAX_INGEST_BYTES", default_value_t = 64 << 20)]
     pub max_ingest_bytes: usize,
 
-    /// Secret for download URLs and page tokens; servers sharing one
-    /// database must share it. Default: a key kept in the data dir.
-    #[arg(long, env = "SES_EXPORT_SIGNING_SECRET", hide_env_values = true)]
+    /// Secret for download URLs and page tokens, at least 32 bytes; servers
+    /// sharing one database must share it. Default: a key kept in the data
+    /// dir.
+    #[arg(
+        long,
+        env = "SES_EXPORT_SIGNING_SECRET",
+        hide_env_values = true,
+        conflicts_with = "signing_secret_file"
+    )]
     pub signing_secret: Option<String>,
+
+    /// A file holding the signing secret (trailing newline ignored), so it
+    /// stays out of the process list and the environment.
+    #[arg(long, env = "SES_EXPORT_SIGNING_SECRET_FILE")]
+    pub signing_secret_file: Option<PathBuf>,
+
+    /// Accept the development credential (`test` / `test`) on an address
+    /// other than loopback. Anyone who can reach the port can then use it.
+    #[arg(long, env = "SES_EXPORT_ALLOW_DEV_CREDENTIAL")]
+    pub allow_dev_credential: bool,
+
+    /// Seconds a client has to send a request's header block; an idle
+    /// keep-alive connection closes after the same time.
+    #[arg(long, env = "SES_EXPORT_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub header_timeout: u64,
+
+    /// Seconds a request body may go without a byte before it is refused.
+    #[arg(long, env = "SES_EXPORT_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "SES_EXPORT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Ingest bodies read and stored at once; more are answered 429.
+    #[arg(long, env = "SES_EXPORT_MAX_INGEST_INFLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_ingest_inflight: u32,
+
+    /// Seconds a SIGTERM or SIGINT waits for requests in flight and jobs to
+    /// reach a safe point before the server exits anyway.
+    #[arg(long, env = "SES_EXPORT_SHUTDOWN_TIMEOUT", default_value_t = 20)]
+    pub shutdown_timeout: u64,
+
+    /// Delete events, insight records and rollups of messages sent more than
+    /// this many days ago (a day at a time); 0 keeps them forever.
+    #[arg(long, env = "SES_EXPORT_EVENT_RETENTION_DAYS", default_value_t = 0)]
+    pub event_retention_days: u32,
+
+    /// Delete managed export files this many days after their job ended; 0
+    /// keeps them forever. The job's record stays.
+    #[arg(long, env = "SES_EXPORT_EXPORT_RETENTION_DAYS", default_value_t = 7)]
+    pub export_retention_days: u32,
 
     /// With PostgreSQL: the bucket (on --s3-endpoint-url or AWS) where every
     /// server keeps and serves managed exports.

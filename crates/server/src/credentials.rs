@@ -1,11 +1,14 @@
-//! Who may call: access keys with their secrets and accounts, from a TOML
-//! file, or the one development credential when there is no file.
+//! Who may call: access keys with their secrets, accounts and the buckets
+//! their accounts may write to, from a TOML file, or the one development
+//! credential when there is no file.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use ses_export_core::AccountId;
+use ses_export_core::storage::BucketAccess;
 
 /// The development credential: access key `test`, secret `test`.
 pub const DEVELOPMENT_KEY: &str = "test";
@@ -22,11 +25,23 @@ struct Entry {
     access_key_id: String,
     secret_access_key: String,
     account_id: String,
+    /// Buckets the account may name in `S3Url` (`team-*` matches a prefix);
+    /// none when absent.
+    #[serde(default)]
+    s3_buckets: Vec<String>,
 }
 
-/// Access key id to (secret, account).
+/// What an access key stands for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub secret: String,
+    pub account: AccountId,
+    pub buckets: Arc<BucketAccess>,
+}
+
+/// Access key id to its identity.
 #[derive(Clone)]
-pub struct Credentials(HashMap<String, (String, AccountId)>);
+pub struct Credentials(HashMap<String, Identity>);
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +54,11 @@ impl Credentials {
     pub fn development() -> Self {
         Credentials(HashMap::from([(
             DEVELOPMENT_KEY.to_owned(),
-            (DEVELOPMENT_KEY.to_owned(), AccountId::development()),
+            Identity {
+                secret: DEVELOPMENT_KEY.to_owned(),
+                account: AccountId::development(),
+                buckets: Arc::new(BucketAccess::Any),
+            },
         )]))
     }
 
@@ -60,10 +79,14 @@ impl Credentials {
             if entry.access_key_id.is_empty() || entry.secret_access_key.is_empty() {
                 return Err(format!("credentials entry {}: empty access key id or secret", i + 1));
             }
-            if map
-                .insert(entry.access_key_id.clone(), (entry.secret_access_key, account))
-                .is_some()
-            {
+            let buckets = BucketAccess::only(entry.s3_buckets)
+                .map_err(|e| format!("credentials entry {}: s3_buckets: {e}", i + 1))?;
+            let identity = Identity {
+                secret: entry.secret_access_key,
+                account,
+                buckets: Arc::new(buckets),
+            };
+            if map.insert(entry.access_key_id.clone(), identity).is_some() {
                 return Err(format!("access key {} appears twice", entry.access_key_id));
             }
         }
@@ -73,8 +96,8 @@ impl Credentials {
         Ok(Credentials(map))
     }
 
-    /// The secret and account of `access_key`.
-    pub fn get(&self, access_key: &str) -> Option<&(String, AccountId)> {
+    /// What `access_key` stands for.
+    pub fn get(&self, access_key: &str) -> Option<&Identity> {
         self.0.get(access_key)
     }
 }
@@ -88,9 +111,24 @@ mod tests {
         let ok = "[[credentials]]\naccess_key_id = \"AKIAEXAMPLE1\"\nsecret_access_key = \"secret-one\"\naccount_id = \"111111111111\"\n";
         let creds = Credentials::parse(ok).expect("valid");
         assert_eq!(
-            creds.get("AKIAEXAMPLE1").map(|(s, a)| (s.as_str(), a.as_str())),
+            creds
+                .get("AKIAEXAMPLE1")
+                .map(|i| (i.secret.as_str(), i.account.as_str())),
             Some(("secret-one", "111111111111"))
         );
+        let listed = ok.replace(
+            "\"111111111111\"\n",
+            "\"111111111111\"\ns3_buckets = [\"reports\", \"team-*\"]\n",
+        );
+        let parsed = Credentials::parse(&listed).expect("buckets");
+        let buckets = &parsed.get("AKIAEXAMPLE1").expect("key").buckets;
+        assert!(buckets.allows("reports") && buckets.allows("team-a") && !buckets.allows("other"));
+        assert!(
+            !creds.get("AKIAEXAMPLE1").expect("key").buckets.allows("reports"),
+            "none unless listed"
+        );
+        let bad = ok.replace("\"111111111111\"\n", "\"111111111111\"\ns3_buckets = [\"*\"]\n");
+        assert!(Credentials::parse(&bad).expect_err("bare *").contains("s3_buckets"));
         let bad_account = ok.replace("111111111111", "1111");
         assert!(Credentials::parse(&bad_account).expect_err("bad").contains("entry 1"));
         assert!(Credentials::parse("").is_err());

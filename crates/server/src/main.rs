@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ses_export_server::run(config)) {
+    let result = runtime.block_on(ses_export_server::run(config));
+    // A scan still running on a blocking thread past the shutdown deadline
+    // does not hold the exit; its job is run again at the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ses-export-server: {e}");

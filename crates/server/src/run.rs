@@ -1,9 +1,17 @@
 //! Wiring: configuration to stores, service, workers and the listening
-//! socket; graceful shutdown on SIGTERM or Ctrl-C.
+//! socket; connection limits (hyper's header timeout, a bound on
+//! connections served at once) and a shutdown with a deadline on SIGTERM
+//! or Ctrl-C.
 
+use std::future::Future;
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 
 use ses_export_core::job::{JobStore, SqliteJobStore};
 use ses_export_core::limits::{RateLimiter, TokenBuckets, Unlimited};
@@ -30,7 +38,28 @@ struct Backends {
 /// databases, storage and keys. Errors say what to fix.
 pub async fn build_state(config: &Config) -> Result<AppState, String> {
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("creating the data dir {}: {e}", data_dir.display()))?;
+    secure_data_dir(data_dir)?;
+    let credentials = match &config.credentials {
+        Some(path) => {
+            warn_if_readable_by_others(path);
+            Credentials::load(path)?
+        }
+        None if !config.listen.ip().is_loopback() && !config.allow_dev_credential => {
+            return Err(format!(
+                "--listen {} is reachable from other machines, and without --credentials the server would accept \
+                 the development credential (test / test) that anyone knows: give --credentials FILE, listen on \
+                 127.0.0.1, or pass --allow-dev-credential if that is really what you want",
+                config.listen
+            ));
+        }
+        None => {
+            tracing::warn!(
+                "no --credentials file: accepting the development credential (access key `test`, secret `test`, account 000000000000)"
+            );
+            Credentials::development()
+        }
+    };
+    let signing_secret = signing_secret(config)?;
     let shared = config
         .database_url
         .as_deref()
@@ -61,7 +90,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
                     .to_owned(),
             );
         };
-        let Some(secret) = &config.signing_secret else {
+        let Some(secret) = &signing_secret else {
             return Err(
                 "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
                             and page tokens made by one server are valid on the others"
@@ -71,9 +100,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         let pool = ses_export_core::pg::connect(url, 16)
             .await
             .map_err(|e| format!("--database-url: {e}"))?;
-        let managed = backend
-            .open(bucket)
-            .map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
+        let storage =
+            Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
         let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
             RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
             RateLimits::Off => Arc::new(Unlimited),
@@ -82,7 +110,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
             events: Arc::new(ses_export_core::pg::PgEventStore::new(pool.clone())),
             jobs: Arc::new(ses_export_core::pg::PgJobStore::new(pool)),
             limiter,
-            storage: Storage::with_managed(managed, backend),
+            storage,
             key: SigningKey::from_secret(secret.as_bytes()),
         }
     } else {
@@ -105,7 +133,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
             RateLimits::Off => Arc::new(Unlimited),
         };
         let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
-        let key = match &config.signing_secret {
+        let key = match &signing_secret {
             Some(secret) => SigningKey::from_secret(secret.as_bytes()),
             None => {
                 let path = data_dir.join("signing.key");
@@ -118,15 +146,6 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
             limiter,
             storage,
             key,
-        }
-    };
-    let credentials = match &config.credentials {
-        Some(path) => Credentials::load(path)?,
-        None => {
-            tracing::warn!(
-                "no --credentials file: accepting the development credential (access key `test`, secret `test`, account 000000000000)"
-            );
-            Credentials::development()
         }
     };
     let service = ExportService::new(
@@ -150,11 +169,79 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         verifier: Verifier::ses(),
         max_body_bytes: config.max_body_bytes,
         max_ingest_bytes: config.max_ingest_bytes,
+        body_timeout: Duration::from_secs(config.body_timeout),
+        ingest_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_inflight as usize)),
         metrics: Arc::new(Metrics::default()),
     })
 }
 
-/// Runs the server until SIGTERM or Ctrl-C.
+/// The smallest signing secret accepted: 256 bits.
+const MIN_SIGNING_SECRET_BYTES: usize = 32;
+
+/// The signing secret from `--signing-secret` or `--signing-secret-file`,
+/// refused when shorter than [`MIN_SIGNING_SECRET_BYTES`].
+fn signing_secret(config: &Config) -> Result<Option<String>, String> {
+    let (secret, source) = match (&config.signing_secret, &config.signing_secret_file) {
+        (Some(secret), _) => (secret.clone(), "--signing-secret".to_owned()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--signing-secret-file {}: {e}", path.display()))?;
+            warn_if_readable_by_others(path);
+            (
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+                format!("--signing-secret-file {}", path.display()),
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.len() < MIN_SIGNING_SECRET_BYTES {
+        return Err(format!(
+            "{source}: the signing secret is {} bytes; it must be at least {MIN_SIGNING_SECRET_BYTES} (for example \
+             the output of `openssl rand -hex 32`)",
+            secret.len()
+        ));
+    }
+    Ok(Some(secret))
+}
+
+/// Makes the data dir (0700) and makes every file and folder the server
+/// creates from now on private to its user (umask 077: files 0600).
+fn secure_data_dir(dir: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating the data dir {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("making the data dir {} private: {e}", dir.display()))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating the data dir {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Warns when a file of secrets can be read by users other than its owner.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o044 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "this file holds secrets and other users can read it; chmod 600 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then stops within
+/// `--shutdown-timeout`: no new connections, requests in flight finish,
+/// workers stop at their next safe point, the databases are closed.
 pub async fn run(config: Config) -> Result<(), String> {
     let state = build_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -166,7 +253,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let worker_task = tokio::spawn(ses_export_core::worker::run_workers(
+    let mut worker_task = tokio::spawn(ses_export_core::worker::run_workers(
         Arc::clone(&state.service),
         workers,
         stopped,
@@ -176,14 +263,75 @@ pub async fn run(config: Config) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     tracing::info!(%address, workers, data_dir = %config.data_dir.display(), "ses-export-server started");
 
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))?;
-    tracing::info!("shutting down: waiting for running jobs to reach a safe point");
+    let service = Arc::clone(&state.service);
+    let graceful = serve(listener, app(state), &config, shutdown_signal()).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_timeout);
+    tracing::info!("shutting down: finishing requests in flight, stopping jobs at a safe point");
+    service.begin_shutdown();
     let _ = stop.send(true);
-    let _ = worker_task.await;
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = (&mut worker_task).await;
+    };
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
+        tracing::warn!(
+            seconds = config.shutdown_timeout,
+            "shutdown deadline reached: closing the connections and jobs still open"
+        );
+        worker_task.abort();
+    }
+    service.close().await;
     Ok(())
+}
+
+/// Accepts connections until `shutdown` resolves; returns the handle that
+/// drains the connections still open.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper times the header block from the moment it waits for one, which
+    // is also how long an idle keep-alive connection stays open.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.header_timeout))
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        // A connection is accepted only when one of the slots is free.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    graceful
 }
 
 async fn shutdown_signal() {

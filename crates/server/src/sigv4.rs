@@ -15,6 +15,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The payload hash S3 allows and SES does not: it signs no body.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// A request as the verifier needs it.
@@ -40,6 +41,9 @@ pub enum AuthError {
     /// A signature that is malformed, wrong, expired or from the wrong
     /// time: `InvalidSignatureException`, with the reason.
     Invalid(String),
+    /// Both an Authorization header and a pre-signed query: a malformed
+    /// request (400), not a failed signature.
+    Conflicting,
 }
 
 /// How paths are put in canonical form.
@@ -102,9 +106,89 @@ impl Verifier {
         Ok(parse(request)?.credential.access_key)
     }
 
-    /// Verifies `request`, signed with `secret`, as of `now`.
-    pub fn verify(&self, request: &Request<'_>, secret: &str, now: SystemTime) -> Result<(), AuthError> {
+    /// Everything that can be decided from the request line and headers
+    /// alone (SPEC §9): the signature's form, the access key (through
+    /// `lookup`, which gives the key's secret and whatever else the caller
+    /// keeps with it), the credential scope, the clock window, `host` among
+    /// the signed headers, and a payload hash that binds the body. The body
+    /// of `request` is not looked at, so a request that fails here costs no
+    /// more than its head.
+    pub fn check_head<'k, T>(
+        &self,
+        request: &Request<'_>,
+        now: SystemTime,
+        lookup: impl FnOnce(&str) -> Option<(&'k str, T)>,
+    ) -> Result<(SignedHead<'k>, T), AuthError> {
         let parsed = parse(request)?;
+        let (secret, found) = lookup(&parsed.credential.access_key).ok_or(AuthError::UnknownKey)?;
+        self.check_scope_and_time(&parsed, now)?;
+        if !parsed.signed_headers.iter().any(|h| h == "host") {
+            return Err(AuthError::Invalid(
+                "'Host' must be a 'SignedHeader' in the AWS Authorization.".to_owned(),
+            ));
+        }
+        let claimed_payload_hash = match header(request, "x-amz-content-sha256") {
+            Some(claimed) if claimed == UNSIGNED_PAYLOAD || claimed.starts_with("STREAMING-") => {
+                return Err(AuthError::Invalid(format!(
+                    "x-amz-content-sha256 {claimed} is not accepted: sign the SHA-256 of the body."
+                )));
+            }
+            Some(claimed) if claimed.len() == 64 && claimed.bytes().all(|b| b.is_ascii_hexdigit()) => Some(claimed),
+            Some(_) => {
+                return Err(AuthError::Invalid(
+                    "x-amz-content-sha256 must be the hex SHA-256 of the body.".to_owned(),
+                ));
+            }
+            None => None,
+        };
+        Ok((
+            SignedHead {
+                parsed,
+                secret,
+                claimed_payload_hash,
+            },
+            found,
+        ))
+    }
+
+    /// Checks the signature of a request whose head passed
+    /// [`check_head`](Self::check_head), over `payload_hash`: the hash
+    /// the head claims (checked against the body as it streams in) or the
+    /// body's, computed.
+    pub fn check_signature(
+        &self,
+        request: &Request<'_>,
+        head: &SignedHead<'_>,
+        payload_hash: &str,
+    ) -> Result<(), AuthError> {
+        let parsed = &head.parsed;
+        let credential = &parsed.credential;
+        let key = signing_key(head.secret, &credential.date, &credential.region, &credential.service);
+        let Some(provided) = unhex(&parsed.signature) else {
+            return Err(mismatch());
+        };
+        let creq = canonical_request(request, &parsed.signed_headers, payload_hash, self.path_rules);
+        let sts = string_to_sign(&parsed.amz_date, credential, &creq);
+        hmac(&key, sts.as_bytes())
+            .verify_slice(&provided)
+            .map_err(|_| mismatch())
+    }
+
+    /// Verifies `request`, body included, signed with `secret`, as of
+    /// `now`: [`check_head`](Self::check_head), the body against a claimed
+    /// hash, then [`check_signature`](Self::check_signature).
+    pub fn verify(&self, request: &Request<'_>, secret: &str, now: SystemTime) -> Result<(), AuthError> {
+        let (head, ()) = self.check_head(request, now, |_| Some((secret, ())))?;
+        let body_hash = hex(&Sha256::digest(request.body));
+        let payload_hash = match head.claimed_payload_hash() {
+            Some(claimed) if !claimed.eq_ignore_ascii_case(&body_hash) => return Err(payload_mismatch()),
+            Some(claimed) => claimed.to_owned(),
+            None => body_hash,
+        };
+        self.check_signature(request, &head, &payload_hash)
+    }
+
+    fn check_scope_and_time(&self, parsed: &Parsed, now: SystemTime) -> Result<(), AuthError> {
         let credential = &parsed.credential;
         if credential.service != self.service {
             return Err(AuthError::Invalid(format!(
@@ -150,35 +234,36 @@ impl Verifier {
                 }
             }
         }
-
-        let body_hash = hex(&Sha256::digest(request.body));
-        let candidates: Vec<String> = match header(request, "x-amz-content-sha256") {
-            Some(claimed) if claimed == UNSIGNED_PAYLOAD || claimed.starts_with("STREAMING-") => vec![claimed],
-            Some(claimed) => {
-                if !claimed.eq_ignore_ascii_case(&body_hash) {
-                    return Err(AuthError::Invalid(
-                        "The provided 'x-amz-content-sha256' header does not match what was computed.".to_owned(),
-                    ));
-                }
-                vec![claimed]
-            }
-            // A pre-signed URL may have been signed either way.
-            None if parsed.presigned_expires.is_some() => vec![body_hash, UNSIGNED_PAYLOAD.to_owned()],
-            None => vec![body_hash],
-        };
-        let key = signing_key(secret, &credential.date, &credential.region, &credential.service);
-        let Some(provided) = unhex(&parsed.signature) else {
-            return Err(mismatch());
-        };
-        for payload_hash in candidates {
-            let creq = canonical_request(request, &parsed.signed_headers, &payload_hash, self.path_rules);
-            let sts = string_to_sign(&parsed.amz_date, credential, &creq);
-            if hmac(&key, sts.as_bytes()).verify_slice(&provided).is_ok() {
-                return Ok(());
-            }
-        }
-        Err(mismatch())
+        Ok(())
     }
+}
+
+/// The head of a request whose signature's form, key, scope and time
+/// are good; the signature itself is checked once the payload hash is
+/// known.
+#[derive(Debug)]
+pub struct SignedHead<'k> {
+    parsed: Parsed,
+    secret: &'k str,
+    claimed_payload_hash: Option<String>,
+}
+
+impl SignedHead<'_> {
+    /// The access key that signed.
+    pub fn access_key(&self) -> &str {
+        &self.parsed.credential.access_key
+    }
+
+    /// The body's SHA-256 (hex) that the signature covers, when the head
+    /// says it (`x-amz-content-sha256`); the body must then match it.
+    pub fn claimed_payload_hash(&self) -> Option<&str> {
+        self.claimed_payload_hash.as_deref()
+    }
+}
+
+/// The answer to a body whose SHA-256 is not the one the head claims.
+pub fn payload_mismatch() -> AuthError {
+    AuthError::Invalid("The provided 'x-amz-content-sha256' header does not match what was computed.".to_owned())
 }
 
 fn mismatch() -> AuthError {
@@ -211,7 +296,13 @@ fn query_params(query: &str) -> Vec<(String, String)> {
 }
 
 fn parse(request: &Request<'_>) -> Result<Parsed, AuthError> {
+    let presigned = query_params(request.query)
+        .iter()
+        .any(|(k, _)| k == "X-Amz-Algorithm" || k == "X-Amz-Signature" || k == "X-Amz-Credential");
     if let Some(authorization) = header(request, "authorization") {
+        if presigned {
+            return Err(AuthError::Conflicting);
+        }
         let rest = authorization
             .strip_prefix(ALGORITHM)
             .ok_or_else(|| AuthError::Invalid(format!("Unsupported authorization type; only {ALGORITHM} is")))?;
@@ -439,7 +530,8 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as SigV4 writes hashes and signatures.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

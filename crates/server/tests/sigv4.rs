@@ -303,3 +303,135 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A request signed here by the suite's own functions, with the signed
+/// headers and the payload hash each case chooses.
+fn signed_by_hand(signed: &[&str], payload_hash: &str, claimed: Option<&str>, body: &'static [u8]) -> Request<'static> {
+    let now = SystemTime::now();
+    let amz_date = ses_export_server::sigv4::format_amz_date(now);
+    let mut headers = vec![
+        ("host".to_owned(), "localhost:4599".to_owned()),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+    ];
+    if let Some(claimed) = claimed {
+        headers.push(("x-amz-content-sha256".to_owned(), claimed.to_owned()));
+    }
+    let mut request = Request {
+        method: "POST",
+        path: "/v2/email/list-export-jobs",
+        query: "",
+        headers,
+        body,
+    };
+    let signed: Vec<String> = signed.iter().map(|s| (*s).to_owned()).collect();
+    let credential = Credential {
+        access_key: "test".into(),
+        date: amz_date[..8].to_owned(),
+        region: "us-east-1".into(),
+        service: "ses".into(),
+    };
+    let creq = canonical_request(&request, &signed, payload_hash, PathRules::NON_S3);
+    let sts = string_to_sign(&amz_date, &credential, &creq);
+    let signature = sign(&signing_key(SECRET, &credential.date, "us-east-1", "ses"), &sts);
+    request.headers.push((
+        "authorization".to_owned(),
+        format!(
+            "AWS4-HMAC-SHA256 Credential=test/{}/us-east-1/ses/aws4_request, SignedHeaders={}, Signature={signature}",
+            credential.date,
+            signed.join(";")
+        ),
+    ));
+    request
+}
+
+/// SPEC §9: `host` is signed, the payload hash binds the body, S3's
+/// unsigned and streaming hashes are refused.
+#[test]
+fn signatures_must_cover_the_host_and_the_body() {
+    let body: &'static [u8] = b"{}";
+    let hash = hex(&sha256(body));
+    let other = hex(&sha256(b"{\"PageSize\": 1}"));
+    let streaming = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+    let cases: [(&str, Request<'static>, Option<&str>); 7] = [
+        (
+            "host and date signed",
+            signed_by_hand(&["host", "x-amz-date"], &hash, None, body),
+            None,
+        ),
+        (
+            "the body's hash claimed",
+            signed_by_hand(
+                &["host", "x-amz-date", "x-amz-content-sha256"],
+                &hash,
+                Some(&hash),
+                body,
+            ),
+            None,
+        ),
+        (
+            "host not signed",
+            signed_by_hand(&["x-amz-date"], &hash, None, body),
+            Some("'Host' must be a 'SignedHeader'"),
+        ),
+        (
+            "another body's hash claimed",
+            signed_by_hand(
+                &["host", "x-amz-date", "x-amz-content-sha256"],
+                &other,
+                Some(&other),
+                body,
+            ),
+            Some("does not match what was computed"),
+        ),
+        (
+            "UNSIGNED-PAYLOAD",
+            signed_by_hand(
+                &["host", "x-amz-date", "x-amz-content-sha256"],
+                "UNSIGNED-PAYLOAD",
+                Some("UNSIGNED-PAYLOAD"),
+                body,
+            ),
+            Some("is not accepted"),
+        ),
+        (
+            "streaming",
+            signed_by_hand(
+                &["host", "x-amz-date", "x-amz-content-sha256"],
+                streaming,
+                Some(streaming),
+                body,
+            ),
+            Some("is not accepted"),
+        ),
+        (
+            "a hash that is not hex",
+            signed_by_hand(
+                &["host", "x-amz-date", "x-amz-content-sha256"],
+                "nothex",
+                Some("nothex"),
+                body,
+            ),
+            Some("hex SHA-256"),
+        ),
+    ];
+    for (name, request, refused) in cases {
+        let verdict = Verifier::ses().verify(&request, SECRET, SystemTime::now());
+        match refused {
+            None => assert_eq!(verdict, Ok(()), "{name}"),
+            Some(reason) => {
+                assert!(
+                    matches!(&verdict, Err(AuthError::Invalid(m)) if m.contains(reason)),
+                    "{name}: {verdict:?}"
+                )
+            }
+        }
+    }
+
+    // The header form and the query form at once: a malformed request.
+    let mut both = signed_by_hand(&["host", "x-amz-date"], &hash, None, body);
+    both.query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00";
+    assert_eq!(
+        Verifier::ses().verify(&both, SECRET, SystemTime::now()),
+        Err(AuthError::Conflicting)
+    );
+}

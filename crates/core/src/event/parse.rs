@@ -82,6 +82,38 @@ struct RawRecipient {
     diagnostic_code: Option<String>,
 }
 
+/// The most recipients a message may list: SES's own limit per message.
+pub const MAX_RECIPIENTS: usize = 50;
+/// The most bytes of message-level text (source, from, subject, tags) a
+/// record may carry: SES truncates headers at 10 KiB.
+pub const MAX_TEXT_BYTES: usize = 10 * 1024;
+
+/// Refuses a record whose cost in the store would not follow its size
+/// (SPEC §9): too many recipients, or too much message-level text.
+fn check_bounds(mail: &Mail, named: usize) -> Result<(), String> {
+    let listed = mail.destination.len().max(named);
+    if listed > MAX_RECIPIENTS {
+        return Err(format!(
+            "the message lists {listed} recipients; SES sends a message to at most {MAX_RECIPIENTS}"
+        ));
+    }
+    let text = [&mail.source, &mail.source_arn, &mail.from, &mail.subject]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+        + mail
+            .tags
+            .iter()
+            .map(|(name, values)| name.len() + values.iter().map(String::len).sum::<usize>())
+            .sum::<usize>();
+    if text > MAX_TEXT_BYTES {
+        return Err(format!(
+            "the message's text (source, from, subject, tags) is {text} bytes; at most {MAX_TEXT_BYTES} are accepted"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses one record: an SES event-publishing record, an SES notification
 /// (`notificationType`), or an SNS notification wrapping either.
 pub fn parse_record(text: &str) -> Result<SesEvent, String> {
@@ -188,6 +220,7 @@ fn event(raw: RawRecord) -> Result<SesEvent, String> {
     if recipients.is_empty() && mail.destination.is_empty() {
         return Err("the event names no recipient and mail.destination is empty".to_owned());
     }
+    check_bounds(&mail, recipients.len())?;
 
     let bounce = match kind {
         EventKind::Bounce => Some(BounceDetail {

@@ -146,6 +146,12 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Moves every `PROCESSING` job back to `CREATED`: after a crash, before
     /// workers start, so no job is lost or left hanging. Returns how many.
     async fn requeue_processing(&self) -> Result<u64, JobStoreError>;
+
+    /// Makes what is stored self-contained and durable for a clean exit;
+    /// the store may still be used afterwards.
+    async fn close(&self) -> Result<(), JobStoreError> {
+        Ok(())
+    }
 }
 
 /// Why a job store call failed.

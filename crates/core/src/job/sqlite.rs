@@ -67,7 +67,8 @@ impl SqliteJobStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, JobStoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // A state change is visible only once it would survive power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS
@@ -345,5 +346,9 @@ impl JobStore for SqliteJobStore {
             Ok(n as u64)
         })
         .await
+    }
+
+    async fn close(&self) -> Result<(), JobStoreError> {
+        self.with(|conn| Ok(crate::store::sqlite::fold_wal(conn)?)).await
     }
 }

@@ -34,8 +34,12 @@ fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     }
 }
 
-const RECORD_COLUMNS: &str = "send_ts, message_id, destination, from_address, subject, isp, email_identity, \
-                              configuration_set, tenant_name, recipient_count, flags";
+/// The columns of an insight record, its message's text joined in.
+const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
+                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
+/// The tables [`RECORD_COLUMNS`] come from.
+const RECORD_TABLES: &str =
+    "ses_insights i LEFT JOIN ses_messages m ON m.account = i.account AND m.message_id = i.message_id";
 
 fn record(row: &Row) -> InsightRecord {
     InsightRecord {
@@ -194,18 +198,16 @@ impl EventStore for PgEventStore {
         if !merged.records.is_empty() {
             let r: Vec<&InsightRecord> = merged.records.iter().map(|(r, _)| r).collect();
             tx.execute(
-                "INSERT INTO ses_insights (account, send_ts, message_id, destination, from_address, subject, isp, \
+                "INSERT INTO ses_insights (account, send_ts, message_id, destination, isp, \
                  email_identity, configuration_set, tenant_name, recipient_count, flags) \
-                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                 $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[]) \
+                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::int4[], $10::int4[]) \
                  ON CONFLICT (account, send_ts, message_id, destination) DO UPDATE SET flags = EXCLUDED.flags",
                 &[
                     &account,
                     &r.iter().map(|r| r.send_timestamp).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.message_id.as_str()).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.destination.as_str()).collect::<Vec<_>>(),
-                    &r.iter().map(|r| r.from_email_address.as_deref()).collect::<Vec<_>>(),
-                    &r.iter().map(|r| r.subject.as_deref()).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.isp.as_str()).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.email_identity.as_deref()).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.configuration_set.as_deref()).collect::<Vec<_>>(),
@@ -273,8 +275,8 @@ impl EventStore for PgEventStore {
         let stream = futures_util::stream::once(async move {
             let client = pool.get().await.map_err(generic)?;
             let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM ses_insights WHERE account = $1 AND send_ts BETWEEN $2 AND $3 \
-                 ORDER BY send_ts, message_id, destination"
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
+                 ORDER BY i.send_ts, i.message_id, i.destination"
             );
             let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
                 vec![Box::new(account), Box::new(interval.start), Box::new(interval.end)];
@@ -395,8 +397,8 @@ impl EventStore for PgEventStore {
             }
         }
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM ses_insights WHERE account = $1 AND send_ts BETWEEN $2 AND $3 \
-             AND recipient_count = 1"
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
+             AND i.recipient_count = 1"
         );
         for part in split.partial {
             let records: Vec<InsightRecord> = client

@@ -26,7 +26,8 @@ pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dy
     Box::new(e)
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE ses_messages (
     account      TEXT COLLATE "C" NOT NULL,
     message_id   TEXT COLLATE "C" NOT NULL,
@@ -109,7 +110,12 @@ CREATE TABLE rate_buckets (
     updated   BIGINT NOT NULL,
     PRIMARY KEY (account, operation)
 );
-"#];
+"#,
+    // A message's text is kept once, in ses_messages (SPEC §9).
+    r#"
+ALTER TABLE ses_insights DROP COLUMN from_address, DROP COLUMN subject;
+"#,
+];
 
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;

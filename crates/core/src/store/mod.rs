@@ -8,7 +8,7 @@
 pub mod conformance;
 pub(crate) mod ingest;
 mod memory;
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::fmt;
 
@@ -53,27 +53,33 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream;
 
     /// Like [`scan_insights`](Self::scan_insights), keeping only the
-    /// records `keep` accepts and counting in `scanned` every record of the
-    /// interval looked at. A backend may decide on a stored row's fields
-    /// before it builds the record, which is what makes this cheaper.
+    /// records `keep` accepts, counting in `control.scanned` every record
+    /// of the interval looked at, and ending early once `control.stop` is
+    /// set (checked at least every [`SCAN_CHECK_ROWS`] rows read, kept or
+    /// not). A backend may decide on a stored row's fields before it builds
+    /// the record, which is what makes this cheaper.
     fn scan_insights_where(
         &self,
         account: &AccountId,
         interval: Interval,
         keep: RecordFilter,
-        scanned: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        control: std::sync::Arc<ScanControl>,
     ) -> InsightStream {
         use futures_util::StreamExt;
-        let records = self.scan_insights(account, interval).filter(move |record| {
-            let kept = match record {
-                Ok(record) => {
-                    scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    keep(record.filter_fields())
-                }
-                Err(_) => true,
-            };
-            std::future::ready(kept)
-        });
+        let go_on = std::sync::Arc::clone(&control);
+        let records = self
+            .scan_insights(account, interval)
+            .take_while(move |_| std::future::ready(!go_on.stopped()))
+            .filter(move |record| {
+                let kept = match record {
+                    Ok(record) => {
+                        control.scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        keep(record.filter_fields())
+                    }
+                    Err(_) => true,
+                };
+                std::future::ready(kept)
+            });
         Box::pin(records)
     }
 
@@ -88,6 +94,39 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// Metric counts of single-recipient messages sent in `interval`, per UTC
     /// day and dimension values, merged (see [`crate::metrics::merge_daily`]).
     async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
+
+    /// Makes what is stored self-contained and durable for a clean exit;
+    /// the store may still be used afterwards.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A scan checks [`ScanControl::stop`] at least this often, in rows read.
+pub const SCAN_CHECK_ROWS: u64 = 10_000;
+
+/// A scan's progress, and how its reader tells it to stop.
+#[derive(Debug, Default)]
+pub struct ScanControl {
+    /// Rows of the interval looked at.
+    pub scanned: std::sync::atomic::AtomicU64,
+    /// Set (by a cancel, a lost lease, a shutdown) to end the scan early.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ScanControl {
+    /// A control that stops when `stop` is set.
+    pub fn new(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        ScanControl {
+            scanned: Default::default(),
+            stop,
+        }
+    }
+
+    /// Whether the scan should end now.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// What one `ingest` call kept.

@@ -6,7 +6,7 @@
 //! sort; rollups are one row per account, UTC day and dimension values.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -16,7 +16,8 @@ use ses_export_model::types::BounceType;
 
 use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
 use super::{
-    EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, RecordFilter, StoreError, StoredEvent,
+    EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
+    ScanControl, StoreError, StoredEvent,
 };
 use crate::AccountId;
 use crate::clock::Interval;
@@ -30,7 +31,8 @@ const BACKEND: &str = "sqlite";
 const SCAN_CHUNK: usize = 512;
 
 /// The schema, by version; `PRAGMA user_version` says which ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     account      TEXT NOT NULL,
     message_id   TEXT NOT NULL,
@@ -91,7 +93,31 @@ CREATE TABLE metric_days (
     delivery_complaint INTEGER NOT NULL,
     PRIMARY KEY (account, day, email_identity, configuration_set, isp, tenant_name)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // A message's text (from address, subject) is kept once, in `messages`,
+    // not once per recipient (SPEC §9): insight rows lose their copies.
+    r#"
+CREATE TABLE insights_v2 (
+    account           TEXT NOT NULL,
+    send_ts           INTEGER NOT NULL,
+    message_id        TEXT NOT NULL,
+    destination       TEXT NOT NULL,
+    isp               TEXT NOT NULL,
+    email_identity    TEXT,
+    configuration_set TEXT,
+    tenant_name       TEXT,
+    recipient_count   INTEGER NOT NULL,
+    flags             INTEGER NOT NULL,
+    PRIMARY KEY (account, send_ts, message_id, destination)
+) WITHOUT ROWID;
+INSERT INTO insights_v2
+    SELECT account, send_ts, message_id, destination, isp, email_identity, configuration_set, tenant_name,
+           recipient_count, flags
+    FROM insights;
+DROP TABLE insights;
+ALTER TABLE insights_v2 RENAME TO insights;
+"#,
+];
 
 /// The SQLite [`EventStore`].
 #[derive(Debug, Clone)]
@@ -103,7 +129,8 @@ pub struct SqliteEventStore {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    /// Opened on first use, dropped by `close`.
+    reader: Mutex<Option<Connection>>,
 }
 
 fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -151,7 +178,9 @@ impl SqliteEventStore {
         // Checkpoint every ~64 MiB of WAL rather than every 4 MiB: fewer
         // copies of hot pages during bulk ingest.
         writer.pragma_update(None, "wal_autocheckpoint", 4096)?;
-        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        // An acknowledged ingest survives power loss (SPEC §9): in WAL mode,
+        // FULL syncs the log at every commit.
+        writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", -65536)?;
         writer.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut writer)?;
@@ -165,7 +194,7 @@ impl SqliteEventStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
+                reader: Mutex::new(Some(reader)),
             }),
         })
     }
@@ -176,15 +205,31 @@ impl SqliteEventStore {
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&lock(&inner.reader)))
-            .await
-            .map_err(generic)?
+        tokio::task::spawn_blocking(move || {
+            let mut reader = lock(&inner.reader);
+            let conn = match &mut *reader {
+                Some(conn) => conn,
+                empty => empty.insert(open_reader(&inner.path)?),
+            };
+            work(conn)
+        })
+        .await
+        .map_err(generic)?
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(conn: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic mid-transaction drops the transaction, which rolls it back.
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Folds the write-ahead log into the database and leaves WAL mode, so the
+/// database is one self-contained file (SPEC §9). Needs the other
+/// connections closed; when one is still open, the log is checkpointed and
+/// stays.
+pub(crate) fn fold_wal(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -292,17 +337,15 @@ impl IngestTxn for SqliteTxn<'_> {
             ])?;
         } else {
             let mut stmt = self.tx.prepare_cached(
-                "INSERT INTO insights (account, send_ts, message_id, destination, from_address, subject, isp, \
-                 email_identity, configuration_set, tenant_name, recipient_count, flags) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO insights (account, send_ts, message_id, destination, isp, email_identity, \
+                 configuration_set, tenant_name, recipient_count, flags) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             stmt.execute(params![
                 self.account,
                 r.send_timestamp,
                 r.message_id,
                 r.destination,
-                r.from_email_address,
-                r.subject,
                 r.isp,
                 r.email_identity,
                 r.configuration_set,
@@ -350,8 +393,13 @@ impl IngestTxn for SqliteTxn<'_> {
     }
 }
 
-const RECORD_COLUMNS: &str = "send_ts, message_id, destination, from_address, subject, isp, email_identity, \
-                              configuration_set, tenant_name, recipient_count, flags";
+/// The columns of an insight record, its message's text joined in; the
+/// insight rows drive the scan (a LEFT JOIN keeps SQLite from reordering
+/// it), so records come in the insights key's order.
+const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
+                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
+/// The tables [`RECORD_COLUMNS`] come from.
+const RECORD_TABLES: &str = "insights i LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
     Ok(InsightRecord {
@@ -377,7 +425,7 @@ fn stream_records(
     path: PathBuf,
     sql: String,
     params: (String, i64, i64),
-    keep: Option<(RecordFilter, Arc<AtomicU64>)>,
+    keep: Option<(RecordFilter, Arc<ScanControl>)>,
 ) -> InsightStream {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
     let no_runtime = tx.clone();
@@ -387,9 +435,18 @@ fn stream_records(
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(rusqlite::params![params.0, params.1, params.2])?;
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+            let mut read: u64 = 0;
             while let Some(row) = rows.next()? {
-                if let Some((keep, scanned)) = &keep {
-                    scanned.fetch_add(1, Ordering::Relaxed);
+                read += 1;
+                // Rows read, not rows kept: a filter that keeps nothing
+                // still hears a cancel or a shutdown.
+                if read.is_multiple_of(SCAN_CHECK_ROWS)
+                    && (tx.is_closed() || keep.as_ref().is_some_and(|(_, control)| control.stopped()))
+                {
+                    return Ok(());
+                }
+                if let Some((keep, control)) = &keep {
+                    control.scanned.fetch_add(1, Ordering::Relaxed);
                     if !keep(filter_fields(row)?) {
                         continue;
                     }
@@ -471,8 +528,8 @@ impl EventStore for SqliteEventStore {
 
     fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
-             ORDER BY send_ts, message_id, destination"
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+             ORDER BY i.send_ts, i.message_id, i.destination"
         );
         stream_records(
             self.inner.path.clone(),
@@ -487,17 +544,17 @@ impl EventStore for SqliteEventStore {
         account: &AccountId,
         interval: Interval,
         keep: RecordFilter,
-        scanned: Arc<AtomicU64>,
+        control: Arc<ScanControl>,
     ) -> InsightStream {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
-             ORDER BY send_ts, message_id, destination"
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+             ORDER BY i.send_ts, i.message_id, i.destination"
         );
         stream_records(
             self.inner.path.clone(),
             sql,
             (account.to_string(), interval.start, interval.end),
-            Some((keep, scanned)),
+            Some((keep, control)),
         )
     }
 
@@ -602,8 +659,8 @@ impl EventStore for SqliteEventStore {
                 }
             }
             let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM insights WHERE account = ?1 AND send_ts BETWEEN ?2 AND ?3 \
-                 AND recipient_count = 1"
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+                 AND i.recipient_count = 1"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             for part in split.partial {
@@ -615,5 +672,68 @@ impl EventStore for SqliteEventStore {
             Ok(merge_daily(rows))
         })
         .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            lock(&inner.reader).take();
+            fold_wal(&lock(&inner.writer))?;
+            Ok(())
+        })
+        .await
+        .map_err(generic)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made by the first schema (text copied into every insight
+    /// row) opens under the current one with nothing lost, and its text is
+    /// then kept once per message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_schema_stores_are_migrated() {
+        let dir = tempfile::tempdir().expect("temp");
+        let path = dir.path().join("events.sqlite");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            conn.pragma_update(None, "user_version", 1).expect("version");
+            conn.execute(
+                "INSERT INTO messages VALUES ('000000000000', 'm1', 5, 'from@example.com', 'Hello', '[]')",
+                [],
+            )
+            .expect("message");
+            conn.execute(
+                "INSERT INTO insights VALUES ('000000000000', 5, 'm1', 'to@example.com', 'from@example.com', \
+                 'Hello', 'UNKNOWN_ISP', 'example.com', NULL, NULL, 1, 1)",
+                [],
+            )
+            .expect("insight");
+        }
+        let store = SqliteEventStore::open(&path).expect("migrated");
+        let records: Vec<InsightRecord> = store
+            .scan_insights(&AccountId::development(), Interval::new(0, 10))
+            .map(|r| r.expect("record"))
+            .collect()
+            .await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].from_email_address.as_deref(), Some("from@example.com"));
+        assert_eq!(records[0].subject.as_deref(), Some("Hello"));
+        assert_eq!(records[0].destination, "to@example.com");
+        let conn = Connection::open(&path).expect("open");
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('insights')")
+            .expect("columns")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        assert!(
+            !columns.iter().any(|c| c == "subject" || c == "from_address"),
+            "{columns:?}"
+        );
     }
 }
