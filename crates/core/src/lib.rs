@@ -21,6 +21,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pg;
 pub mod query;
+pub mod retention;
 mod rng;
 pub mod service;
 pub mod signing;

@@ -676,7 +676,7 @@ fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsRespons
     }
 }
 
-/// The time now, in milliseconds.
-pub(crate) fn now() -> Millis {
+/// The time now, in milliseconds since the epoch.
+pub fn now() -> Millis {
     Timestamp::now().as_millis()
 }

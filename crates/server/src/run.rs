@@ -256,6 +256,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut worker_task = tokio::spawn(ses_export_core::worker::run_workers(
         Arc::clone(&state.service),
         workers,
+        stopped.clone(),
+    ));
+    let retention = ses_export_core::retention::Retention {
+        event_days: config.event_retention_days,
+        export_days: config.export_retention_days,
+    };
+    tokio::spawn(ses_export_core::retention::run_retention(
+        Arc::clone(&state.service),
+        retention,
         stopped,
     ));
 

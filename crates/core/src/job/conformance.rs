@@ -26,6 +26,7 @@ where
     check_claims_are_exclusive(new_store().await).await;
     check_requeue(&*new_store().await).await;
     check_leases(&*new_store().await).await;
+    check_export_retention(&*new_store().await).await;
 }
 
 fn account(n: u8) -> AccountId {
@@ -319,6 +320,49 @@ pub async fn check_leases(store: &dyn JobStore) {
         .await
         .expect("cancel");
     assert!(!store.renew(&account(1), "b", "w1", 40_000).await.expect("renew"));
+}
+
+/// Retention: jobs that ended before a time and still have a managed file
+/// are listed oldest first, across accounts; clearing the file keeps the job.
+pub async fn check_export_retention(store: &dyn JobStore) {
+    for (n, (account_n, id, completed)) in [(1, "old", 1_000), (2, "older", 500), (1, "young", 9_000)]
+        .into_iter()
+        .enumerate()
+    {
+        store.create(&job(account_n, id, n as i64), 20).await.expect("create");
+        let owner = format!("w-{id}");
+        store.claim(&owner, 100, LEASE).await.expect("claim").expect("a job");
+        let done = JobUpdate {
+            completed: Some(completed),
+            output_key: Some(format!("{id}.csv")),
+            ..JobUpdate::default()
+        };
+        assert!(
+            store
+                .finish(&account(account_n), id, &owner, JobStatus::Completed, done)
+                .await
+                .expect("finish")
+        );
+    }
+    let ended = store.ended_with_output(5_000, 10).await.expect("ended");
+    let ids: Vec<&str> = ended.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(ids, ["older", "old"]);
+    assert_eq!(store.ended_with_output(5_000, 1).await.expect("ended").len(), 1);
+    store.clear_output(&account(2), "older").await.expect("clear");
+    let ids: Vec<String> = store
+        .ended_with_output(5_000, 10)
+        .await
+        .expect("ended")
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(ids, ["old"]);
+    let kept = store
+        .get(&account(2), "older")
+        .await
+        .expect("get")
+        .expect("the job stays");
+    assert_eq!((kept.status, kept.output_key), (JobStatus::Completed, None));
 }
 
 fn job_fixture_request() -> CreateExportJobRequest {

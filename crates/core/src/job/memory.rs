@@ -155,4 +155,23 @@ impl JobStore for MemoryJobStore {
         }
         Ok(n)
     }
+
+    async fn ended_with_output(&self, before: Millis, limit: usize) -> Result<Vec<ExportJob>, JobStoreError> {
+        let jobs = self.lock();
+        let mut ended: Vec<ExportJob> = jobs
+            .values()
+            .filter(|j| j.output_key.is_some() && j.completed.is_some_and(|t| t < before))
+            .cloned()
+            .collect();
+        ended.sort_by_key(|j| j.completed);
+        ended.truncate(limit);
+        Ok(ended)
+    }
+
+    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+        if let Some(job) = self.lock().get_mut(&(account.clone(), job_id.to_owned())) {
+            job.output_key = None;
+        }
+        Ok(())
+    }
 }

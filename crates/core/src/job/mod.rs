@@ -147,6 +147,14 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// workers start, so no job is lost or left hanging. Returns how many.
     async fn requeue_processing(&self) -> Result<u64, JobStoreError>;
 
+    /// Up to `limit` jobs of any account that ended before `before` and
+    /// still have a managed export file (`output_key`), oldest first.
+    async fn ended_with_output(&self, before: Millis, limit: usize) -> Result<Vec<ExportJob>, JobStoreError>;
+
+    /// Forgets a job's managed export file (it was deleted): the job keeps
+    /// its record, and `GetExportJob` no longer gives a download URL.
+    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError>;
+
     /// Makes what is stored self-contained and durable for a clean exit;
     /// the store may still be used afterwards.
     async fn close(&self) -> Result<(), JobStoreError> {

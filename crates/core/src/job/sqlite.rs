@@ -348,6 +348,33 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
+    async fn ended_with_output(&self, before: Millis, limit: usize) -> Result<Vec<ExportJob>, JobStoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM export_jobs WHERE output_key IS NOT NULL AND completed < ?1 \
+                 ORDER BY completed LIMIT ?2"
+            ))?;
+            let jobs = stmt
+                .query_map(params![before, limit], job_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+        let (account, job_id) = (account.to_string(), job_id.to_owned());
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE export_jobs SET output_key = NULL WHERE account = ?1 AND job_id = ?2",
+                params![account, job_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn close(&self) -> Result<(), JobStoreError> {
         self.with(|conn| Ok(crate::store::sqlite::fold_wal(conn)?)).await
     }

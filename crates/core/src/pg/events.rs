@@ -364,6 +364,40 @@ impl EventStore for PgEventStore {
         }))
     }
 
+    async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await.map_err(generic)?;
+        let tx = client.transaction().await.map_err(generic)?;
+        let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
+        // The oldest messages, their events and records, in a few set-based
+        // statements; SKIP LOCKED leaves messages an ingest holds to a later
+        // call rather than waiting for it.
+        let deleted = tx
+            .query(
+                "WITH old AS (SELECT account, message_id, send_ts FROM ses_messages WHERE send_ts < $1 \
+                 ORDER BY send_ts LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 gone_events AS (DELETE FROM ses_events e USING old \
+                   WHERE e.account = old.account AND e.message_id = old.message_id), \
+                 gone_records AS (DELETE FROM ses_insights i USING old \
+                   WHERE i.account = old.account AND i.send_ts = old.send_ts AND i.message_id = old.message_id) \
+                 DELETE FROM ses_messages m USING old WHERE m.account = old.account AND m.message_id = old.message_id \
+                 RETURNING m.message_id",
+                &[&before, &limit],
+            )
+            .await
+            .map_err(generic)?
+            .len();
+        if deleted < max_messages {
+            tx.execute(
+                "DELETE FROM ses_metric_days WHERE day < $1",
+                &[&crate::clock::day_of(before)],
+            )
+            .await
+            .map_err(generic)?;
+        }
+        tx.commit().await.map_err(generic)?;
+        Ok(deleted as u64)
+    }
+
     async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let client = self.client().await?;
         let account = account.as_str();

@@ -282,4 +282,31 @@ impl JobStore for PgJobStore {
             .await
             .map_err(generic)
     }
+
+    async fn ended_with_output(&self, before: Millis, limit: usize) -> Result<Vec<ExportJob>, JobStoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM export_jobs WHERE output_key IS NOT NULL AND completed < $1 \
+                     ORDER BY completed LIMIT $2"
+                ),
+                &[&before, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(generic)?;
+        rows.iter().map(job).collect()
+    }
+
+    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE export_jobs SET output_key = NULL WHERE account = $1 AND job_id = $2",
+                &[&account.as_str(), &job_id],
+            )
+            .await
+            .map_err(generic)?;
+        Ok(())
+    }
 }

@@ -114,6 +114,7 @@ CREATE TABLE rate_buckets (
     // A message's text is kept once, in ses_messages (SPEC §9).
     r#"
 ALTER TABLE ses_insights DROP COLUMN from_address, DROP COLUMN subject;
+CREATE INDEX ses_messages_by_send_ts ON ses_messages (send_ts);
 "#,
 ];
 

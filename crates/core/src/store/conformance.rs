@@ -35,6 +35,7 @@ where
     check_message_insights(&*new_store().await).await;
     check_scan_bounds_are_inclusive(&*new_store().await).await;
     check_daily_counts_match_a_recount(&*new_store().await).await;
+    check_expire_keeps_the_young(&*new_store().await).await;
 }
 
 /// The account most checks use.
@@ -363,6 +364,68 @@ pub async fn check_daily_counts_match_a_recount(store: &dyn EventStore) {
         let slow = merge_daily(recount(records.iter().filter(|r| interval.contains(r.send_timestamp))));
         assert_eq!(fast, slow, "{interval:?}");
     }
+}
+
+/// Retention: `expire` deletes, across accounts, exactly the messages sent
+/// before the cutoff (events, records, rollups of those days), in steps of
+/// the size asked, and leaves everything younger as it was.
+pub async fn check_expire_keeps_the_young(store: &dyn EventStore) {
+    let stream = generated(13, 300);
+    for who in [account(), other_account()] {
+        for chunk in stream.chunks(97) {
+            ingest(store, &who, chunk.to_vec()).await;
+        }
+    }
+    let before = T0 + DAY_MILLIS;
+    let young = Interval::new(before, T0 + 30 * DAY_MILLIS);
+    let young_records = |records: Vec<InsightRecord>| -> Vec<InsightRecord> {
+        records.into_iter().filter(|r| r.send_timestamp >= before).collect()
+    };
+    let kept_records = young_records(scan_all(store, &account()).await);
+    let kept_counts = store.daily_counts(&account(), young).await.expect("counts");
+    let old_messages: HashSet<&str> = stream
+        .iter()
+        .filter(|e| e.mail.timestamp < before)
+        .map(|e| e.mail.message_id.as_str())
+        .collect();
+    assert!(!old_messages.is_empty() && !kept_records.is_empty());
+
+    let mut deleted = 0;
+    loop {
+        let step = store.expire(before, 40).await.expect("expire");
+        assert!(step <= 40);
+        deleted += step;
+        if step < 40 {
+            break;
+        }
+    }
+    assert_eq!(deleted, 2 * old_messages.len() as u64, "both accounts' old messages");
+    for who in [account(), other_account()] {
+        let all = scan_all(store, &who).await;
+        assert!(all.iter().all(|r| r.send_timestamp >= before), "an old record is left");
+        let old_counts = store
+            .daily_counts(&who, Interval::new(T0 - DAY_MILLIS, before - 1))
+            .await
+            .expect("counts");
+        assert!(old_counts.is_empty(), "old rollups are left: {old_counts:?}");
+    }
+    assert_eq!(scan_all(store, &account()).await, kept_records, "young records changed");
+    assert_eq!(
+        store.daily_counts(&account(), young).await.expect("counts"),
+        kept_counts
+    );
+    let old_id = old_messages.iter().next().expect("an old message");
+    assert!(
+        store
+            .message_insights(&account(), old_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // The events went too: ingesting the old ones again keeps them anew.
+    let old_events: Vec<SesEvent> = stream.iter().filter(|e| e.mail.timestamp < before).cloned().collect();
+    let again = ingest(store, &account(), old_events).await;
+    assert!(again.accepted > 0 && again.duplicates == 0, "{again:?}");
 }
 
 /// A store that the next large batch will fill: it must fail whole, leaving

@@ -245,6 +245,38 @@ impl EventStore for MemoryEventStore {
         }))
     }
 
+    async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
+        let mut accounts = self.lock();
+        let mut old: Vec<(Millis, AccountId, String)> = accounts
+            .iter()
+            .flat_map(|(account, data)| {
+                data.messages
+                    .values()
+                    .filter(|m| m.send_timestamp < before)
+                    .map(|m| (m.send_timestamp, account.clone(), m.message_id.clone()))
+            })
+            .collect();
+        old.sort();
+        let done = old.len() <= max_messages;
+        old.truncate(max_messages);
+        for (_, account, message_id) in &old {
+            let Some(data) = accounts.get_mut(account) else {
+                continue;
+            };
+            data.messages.remove(message_id);
+            data.events.remove(message_id);
+            data.event_keys.retain(|(m, _, _)| m != message_id);
+            data.records.retain(|(_, m, _), _| m != message_id);
+        }
+        if done {
+            let first_kept = crate::clock::day_of(before);
+            for data in accounts.values_mut() {
+                data.rollups.retain(|(day, _), _| *day >= first_kept);
+            }
+        }
+        Ok(old.len() as u64)
+    }
+
     async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let accounts = self.lock();
         let Some(data) = accounts.get(account) else {

@@ -95,6 +95,14 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// day and dimension values, merged (see [`crate::metrics::merge_daily`]).
     async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
 
+    /// Retention: deletes, oldest first, up to `max_messages` messages of
+    /// any account sent before `before` (a UTC day's start), with their
+    /// events and insight records, in one atomic step; once no such message
+    /// is left, also the rollups of the days before `before`. Returns how
+    /// many messages it deleted. Each call is short, so ingest goes on
+    /// between calls.
+    async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError>;
+
     /// Makes what is stored self-contained and durable for a clean exit;
     /// the store may still be used afterwards.
     async fn close(&self) -> Result<(), StoreError> {

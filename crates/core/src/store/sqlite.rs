@@ -20,7 +20,7 @@ use super::{
     ScanControl, StoreError, StoredEvent,
 };
 use crate::AccountId;
-use crate::clock::Interval;
+use crate::clock::{Interval, Millis, day_of};
 use crate::event::{EventKind, SesEvent};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
@@ -116,6 +116,8 @@ INSERT INTO insights_v2
     FROM insights;
 DROP TABLE insights;
 ALTER TABLE insights_v2 RENAME TO insights;
+-- Retention deletes the oldest messages first.
+CREATE INDEX messages_by_send_ts ON messages (send_ts);
 "#,
 ];
 
@@ -672,6 +674,36 @@ impl EventStore for SqliteEventStore {
             Ok(merge_daily(rows))
         })
         .await
+    }
+
+    async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction()?;
+            let old: Vec<(String, String, i64)> = tx
+                .prepare_cached(
+                    "SELECT account, message_id, send_ts FROM messages WHERE send_ts < ?1 ORDER BY send_ts LIMIT ?2",
+                )?
+                .query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (account, message_id, send_ts) in &old {
+                tx.prepare_cached("DELETE FROM events WHERE account = ?1 AND message_id = ?2")?
+                    .execute(params![account, message_id])?;
+                tx.prepare_cached("DELETE FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3")?
+                    .execute(params![account, send_ts, message_id])?;
+                tx.prepare_cached("DELETE FROM messages WHERE account = ?1 AND message_id = ?2")?
+                    .execute(params![account, message_id])?;
+            }
+            if old.len() < max_messages {
+                tx.execute("DELETE FROM metric_days WHERE day < ?1", params![day_of(before)])?;
+            }
+            tx.commit()?;
+            Ok(old.len() as u64)
+        })
+        .await
+        .map_err(generic)?
     }
 
     async fn close(&self) -> Result<(), StoreError> {
