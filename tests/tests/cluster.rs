@@ -217,6 +217,25 @@ async fn three_servers_share_jobs_limits_and_data() {
     }
     check(more.clone()).await;
     ids.extend(more);
+
+    // The managed bucket holds every account's exports: no S3Url may name
+    // it, not even the development credential's, which may name any other.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    let refused = survivors[0]
+        .create_export_job()
+        .export_data_source(source(30))
+        .export_destination(
+            ExportDestination::builder()
+                .data_format(DataFormat::Csv)
+                .s3_url("s3://managed/000000000000/stolen.csv")
+                .build()
+                .expect("dest"),
+        )
+        .send()
+        .await
+        .expect_err("the managed bucket is never a destination");
+    assert_eq!(refused.code(), Some("BadRequestException"), "{refused:?}");
+    assert!(refused.message().unwrap_or_default().contains("managed"), "{refused:?}");
     println!(
         "cluster: {} jobs through 3 servers, server 0 killed mid-run, all COMPLETED",
         ids.len()

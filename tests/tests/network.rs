@@ -148,7 +148,7 @@ async fn connections_and_ingest_bodies_are_bounded() {
     let mut request = head("POST", INGEST, &headers, body.len()).into_bytes();
     request.extend_from_slice(&body[..10]);
     slow.write_all(&request).await.expect("part of a body");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let second = server.signed("POST", INGEST, b"{}\n", DEV).await;
     assert_eq!(second.status, 429, "{}", second.text());
     assert_eq!(
@@ -298,6 +298,42 @@ async fn one_line_cannot_multiply_into_the_store() {
         .await
         .expect("1,096 days");
     assert_eq!(answered.results()[0].timestamps().len(), 1096);
+
+    // An export's cost follows the data, not the interval: year 1 to 9999.
+    let metrics = aws_sdk_sesv2::types::MetricsDataSource::builder()
+        .dimensions(aws_sdk_sesv2::types::MetricDimensionName::Isp, vec!["*".to_owned()])
+        .namespace(aws_sdk_sesv2::types::MetricNamespace::Vdm)
+        .metrics(
+            aws_sdk_sesv2::types::ExportMetric::builder()
+                .name(Metric::Send)
+                .aggregation(aws_sdk_sesv2::types::MetricAggregation::Volume)
+                .build(),
+        )
+        .start_date(DateTime::from_secs(-62_135_596_800))
+        .end_date(DateTime::from_secs(253_402_300_799))
+        .build()
+        .expect("metrics source");
+    let created = server
+        .client()
+        .create_export_job()
+        .export_data_source(ExportDataSource::builder().metrics_data_source(metrics).build())
+        .export_destination(
+            ExportDestination::builder()
+                .data_format(DataFormat::Csv)
+                .build()
+                .expect("dest"),
+        )
+        .send()
+        .await
+        .expect("create");
+    let started = Instant::now();
+    let job = wait_for_end(&server.client(), created.job_id().expect("id")).await;
+    assert_eq!(job.job_status(), Some(&JobStatus::Completed));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

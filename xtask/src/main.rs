@@ -4,6 +4,7 @@
 mod bench;
 mod codegen;
 mod model;
+mod proof;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +20,14 @@ tasks:
   bench [--messages N]
                       measure ingest and queries over N generated messages
                       (default 1,000,000) beside DuckDB; writes docs/benchmarks.md
+  fuzz [--inputs N] [--seed S]
+                      feed N mutated requests, event lines, signatures and
+                      download paths (default 10,000,000) to the server in
+                      process; fails on a panic or a 5xx
+  soak [--seconds N] [--clients C]
+                      run the release server under C clients (default 64)
+                      for N seconds (default 60), every operation mixed;
+                      fails on a 5xx or on memory or open files growing
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +38,8 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(false),
         ["codegen", "--check"] => codegen::run(true),
         ["bench", rest @ ..] => bench::run(rest),
+        ["fuzz", rest @ ..] => proof::fuzz(rest),
+        ["soak", rest @ ..] => proof::soak(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())

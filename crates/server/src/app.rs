@@ -105,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(unknown)
-        .layer(axum::middleware::map_response(with_request_id))
+        .layer(axum::middleware::from_fn(framing))
         .with_state(state)
 }
 
@@ -309,13 +309,39 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-/// Every answer carries an `x-amzn-RequestId`, whatever produced it.
-async fn with_request_id(mut response: Response) -> Response {
-    if !response.headers().contains_key("x-amzn-RequestId") {
+/// What every answer gets, whatever produced it: an `x-amzn-RequestId`,
+/// and `Connection: close` when the request's body was not read to its end
+/// (a refusal before the body): the server then closes the connection, and
+/// the header tells the client not to send another request on it.
+async fn framing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = request.into_parts();
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() != b"0");
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(!has_body));
+    let request = if has_body {
+        let flag = Arc::clone(&finished);
+        let end = futures_util::stream::once(async move {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, axum::Error>(Bytes::new())
+        });
+        axum::extract::Request::from_parts(parts, Body::from_stream(body.into_data_stream().chain(end)))
+    } else {
+        axum::extract::Request::from_parts(parts, body)
+    };
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key("x-amzn-RequestId") {
         let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
         if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert("x-amzn-RequestId", value);
+            headers.insert("x-amzn-RequestId", value);
         }
+    }
+    if !finished.load(std::sync::atomic::Ordering::Relaxed) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -337,7 +363,8 @@ async fn read_body(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut bytes = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
+    // Memory grows with what arrives, not with what a header announces.
+    let mut bytes = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize).min(64 << 10));
     let mut hash = Sha256::new();
     loop {
         let frame = match tokio::time::timeout(silence, body.frame()).await {
