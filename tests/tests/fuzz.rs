@@ -271,11 +271,15 @@ fn signed_headers(method: &str, path: &str, query: &str, body: &[u8]) -> Vec<(St
     out
 }
 
-/// One generated input: a request, and what it exercises.
+/// One generated input: what it exercises, and a request when it goes
+/// through the router.
 struct Input {
     target: &'static str,
-    request: Option<(String, String, Vec<(String, String)>, Vec<u8>)>,
+    request: Option<FuzzRequest>,
 }
+
+/// A request to send: method, path and query, headers, body.
+struct FuzzRequest(String, String, Vec<(String, String)>, Vec<u8>);
 
 fn event_seeds() -> Vec<Value> {
     MIXED
@@ -315,7 +319,7 @@ fn generate(i: u64, rng: &mut Rng, operations: &[Operation], events: &[Value]) -
             let headers = signed_headers(op.method, &path, "", &body);
             Input {
                 target: "operation bodies",
-                request: Some((op.method.to_owned(), path, headers, body)),
+                request: Some(FuzzRequest(op.method.to_owned(), path, headers, body)),
             }
         }
         1 | 4 => {
@@ -341,7 +345,7 @@ fn generate(i: u64, rng: &mut Rng, operations: &[Operation], events: &[Value]) -
             let request = (i % 500 == 1).then(|| {
                 let path = "/_ses-export/v1/events".to_owned();
                 let headers = signed_headers("POST", &path, "", &body);
-                ("POST".to_owned(), path, headers, body)
+                FuzzRequest("POST".to_owned(), path, headers, body)
             });
             Input {
                 target: "event lines",
@@ -390,7 +394,7 @@ fn generate(i: u64, rng: &mut Rng, operations: &[Operation], events: &[Value]) -
             };
             Input {
                 target: "SigV4 headers",
-                request: Some((op.method.to_owned(), path, headers, body)),
+                request: Some(FuzzRequest(op.method.to_owned(), path, headers, body)),
             }
         }
         _ => {
@@ -405,7 +409,7 @@ fn generate(i: u64, rng: &mut Rng, operations: &[Operation], events: &[Value]) -
             let tail = String::from_utf8_lossy(&tail).replace([' ', '#'], "");
             Input {
                 target: "download paths",
-                request: Some((
+                request: Some(FuzzRequest(
                     "GET".to_owned(),
                     format!("/_ses-export/v1/exports/{tail}"),
                     Vec::new(),
@@ -446,7 +450,7 @@ async fn fuzz_lane(router: axum::Router, lane: u64, lanes: u64, inputs: u64, see
         };
         *tally.by_target.lock().expect("tally").entry(input.target).or_default() += 1;
         tally.inputs.fetch_add(1, Ordering::Relaxed);
-        if let Some((method, path, headers, body)) = input.request {
+        if let Some(FuzzRequest(method, path, headers, body)) = input.request {
             let mut builder = Request::builder().method(method.as_str()).uri(&path);
             for (name, value) in &headers {
                 builder = builder.header(name, value);
