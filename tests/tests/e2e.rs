@@ -170,7 +170,11 @@ async fn message_insights_exports_match_the_records_row_by_row() {
             engagement.into()
         };
         assert_eq!(g["LAST_ENGAGEMENT_EVENT"], engagement);
-        assert_eq!(g["LAST_DELIVERY_EVENT"], w.last_delivery_event());
+        let delivery = match w.last_delivery_event() {
+            "" => serde_json::Value::Null,
+            event => event.into(),
+        };
+        assert_eq!(g["LAST_DELIVERY_EVENT"], delivery);
     }
 
     // Ingesting the same data again adds nothing.
@@ -189,7 +193,7 @@ async fn metrics_exports_and_batch_get_metric_data_agree_with_the_records() {
     let (start, end) = (T0 + DAY / 2, T0 + 4 * DAY);
     let counted: Vec<&expectations::Row> = rows
         .iter()
-        .filter(|r| r.recipients == 1 && r.sent() && (start * 1000..=end * 1000).contains(&r.sent_ms))
+        .filter(|r| r.shows_every_event() && r.sent() && (start * 1000..=end * 1000).contains(&r.sent_ms))
         .collect();
 
     let source = MetricsDataSource::builder()
@@ -278,7 +282,7 @@ async fn get_message_insights_reports_each_recipients_events() {
     let rows = expectations::rows(&lines);
     let bounced = rows
         .iter()
-        .find(|r| r.events.iter().any(|e| e.starts_with("Bounce")))
+        .find(|r| r.shows_every_event() && r.events.iter().any(|e| e.starts_with("Bounce")))
         .expect("a bounce in 200 messages");
     let client = server.client();
     let out = client

@@ -26,8 +26,18 @@ pub struct Row {
 }
 
 impl Row {
+    /// Whether AWS shows this recipient's delivery and engagement events:
+    /// one recipient, not at the mailbox simulator.
+    pub fn shows_every_event(&self) -> bool {
+        self.recipients == 1
+            && !self
+                .destination
+                .to_ascii_lowercase()
+                .ends_with("@simulator.amazonses.com")
+    }
+
     pub fn last_delivery_event(&self) -> &'static str {
-        let has = |e: &str| self.events.contains(e);
+        let has = |e: &str| self.shows_every_event() && self.events.contains(e);
         if has("Complaint") {
             "COMPLAINT"
         } else if has("Delivery") {
@@ -46,7 +56,9 @@ impl Row {
     }
 
     pub fn last_engagement_event(&self) -> &'static str {
-        if self.events.contains("Click") {
+        if !self.shows_every_event() {
+            ""
+        } else if self.events.contains("Click") {
             "CLICK"
         } else if self.events.contains("Open") {
             "OPEN"
@@ -59,6 +71,7 @@ impl Row {
         self.events.iter().any(|e| {
             ["Send", "Delivery", "Complaint", "DeliveryDelay", "Open", "Click"].contains(&e.as_str())
                 || e.starts_with("Bounce")
+                || e.starts_with("Complaint")
         })
     }
 
@@ -151,11 +164,18 @@ pub fn rows(lines: &str) -> Vec<Row> {
             "DeliveryDelay" => named(&record["deliveryDelay"]["delayedRecipients"], Some("emailAddress")),
             _ => destination.clone(),
         };
+        // The account-level suppression list: a Permanent bounce that is no
+        // PERMANENT_BOUNCE, a complaint that is no COMPLAINT.
+        let suppressed = |detail: &Value, field: &str| detail[field].as_str() == Some("OnAccountSuppressionList");
         let event = if kind == "Bounce" {
-            format!(
-                "Bounce:{}",
-                record["bounce"]["bounceType"].as_str().unwrap_or("Undetermined")
-            )
+            let bounce_type = record["bounce"]["bounceType"].as_str().unwrap_or("Undetermined");
+            if bounce_type == "Permanent" && suppressed(&record["bounce"], "bounceSubType") {
+                "Bounce:Suppressed".to_owned()
+            } else {
+                format!("Bounce:{bounce_type}")
+            }
+        } else if kind == "Complaint" && suppressed(&record["complaint"], "complaintSubType") {
+            "Complaint:Suppressed".to_owned()
         } else {
             kind.clone()
         };

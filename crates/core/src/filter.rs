@@ -7,7 +7,7 @@ use std::fmt;
 
 use ses_export_model::types::{DeliveryEventType, EngagementEventType, MessageInsightsFilters};
 
-use crate::insight::{EventFlags, InsightRecord};
+use crate::insight::{EventFlags, InsightRecord, shows_every_event};
 
 /// The fields a filter looks at, borrowed: from a record, or from a stored
 /// row before it is made into one (so a store can drop what fails without
@@ -19,7 +19,9 @@ pub struct FilterFields<'a> {
     pub subject: Option<&'a str>,
     pub isp: &'a str,
     pub tenant_name: Option<&'a str>,
+    /// Every flag the record has; filters see what it shows.
     pub flags: EventFlags,
+    pub recipient_count: u32,
 }
 
 impl InsightRecord {
@@ -32,6 +34,7 @@ impl InsightRecord {
             isp: &self.isp,
             tenant_name: self.tenant_name.as_deref(),
             flags: self.flags,
+            recipient_count: self.recipient_count,
         }
     }
 }
@@ -177,14 +180,15 @@ impl InsightFilter {
         fn exact_text(values: &[String], value: Option<&str>) -> Option<bool> {
             (!values.is_empty()).then(|| value.is_some_and(|v| values.iter().any(|x| x == v)))
         }
+        let shown = f.flags.shown(shows_every_event(f.recipient_count, f.destination));
         [
             text(&self.from_email_address, f.from_email_address),
             text(&self.destination, Some(f.destination)),
             text(&self.subject, f.subject),
             exact_text(&self.isp, Some(f.isp)),
             exact_text(&self.tenant_name, f.tenant_name),
-            exact(&self.last_delivery_event, f.flags.last_delivery_event()),
-            exact(&self.last_engagement_event, f.flags.last_engagement_event()),
+            exact(&self.last_delivery_event, shown.last_delivery_event()),
+            exact(&self.last_engagement_event, shown.last_engagement_event()),
         ]
         .into_iter()
         .flatten()

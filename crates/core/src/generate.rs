@@ -57,7 +57,8 @@ const ISPS: &[IspProfile] = &[
         domains: &["gmail.com", "googlemail.com"],
         share: 0.32,
         bounce: 0.010,
-        complaint: 0.0008,
+        // Gmail has no feedback loop with SES: it sends no complaints.
+        complaint: 0.0,
         open: 0.35,
         click: 0.30,
     },
@@ -117,9 +118,18 @@ const ISPS: &[IspProfile] = &[
         open: 0.15,
         click: 0.20,
     },
+    // Developers send to the mailbox simulator while testing.
+    IspProfile {
+        domains: &["simulator.amazonses.com"],
+        share: 0.01,
+        bounce: 0.0,
+        complaint: 0.0,
+        open: 0.0,
+        click: 0.0,
+    },
     IspProfile {
         domains: &["example-corp.com", "acme.io", "university.edu", "startup.dev"],
-        share: 0.25,
+        share: 0.24,
         bounce: 0.035,
         complaint: 0.0010,
         open: 0.20,
@@ -135,6 +145,9 @@ const IDENTITIES: &[(&str, f64)] = &[
 const SENDERS: &[&str] = &["news", "info", "no-reply", "alerts", "billing"];
 const CONFIGURATION_SETS: &[(Option<&str>, f64)] =
     &[(Some("marketing"), 0.45), (Some("transactional"), 0.4), (None, 0.15)];
+/// The configuration set that publishes Open and Click events; SES inserts
+/// trackers only there, so only its messages are ever opened or clicked.
+const TRACKED_SET: &str = "marketing";
 const TENANTS: &[(Option<&str>, f64)] = &[
     (Some("tenant-a"), 0.3),
     (Some("tenant-b"), 0.2),
@@ -151,7 +164,9 @@ const SUBJECTS: &[&str] = &[
     "Nouveautés de la semaine",
 ];
 const BOUNCE_TYPES: &[((&str, &str), f64)] = &[
-    (("Permanent", "General"), 0.55),
+    (("Permanent", "General"), 0.47),
+    // Addresses on the account-level suppression list: SES does not try.
+    (("Permanent", "OnAccountSuppressionList"), 0.08),
     (("Permanent", "NoEmail"), 0.15),
     (("Transient", "MailboxFull"), 0.2),
     (("Transient", "General"), 0.05),
@@ -257,6 +272,12 @@ impl EventGenerator {
             tags,
         };
 
+        let tracked = mail
+            .tags
+            .get("ses:configuration-set")
+            .and_then(|s| s.first())
+            .map(String::as_str)
+            == Some(TRACKED_SET);
         let mut emit = |event: EventJson<'_>| {
             if let Ok(line) = serde_json::to_string(&event) {
                 self.pending.push(line);
@@ -310,7 +331,7 @@ impl EventGenerator {
                 "reportingMTA": "a8-70.smtp-out.amazonses.com",
             });
             emit(EventJson::new("Delivery", &mail).with("delivery", delivery));
-            if rng.chance(isp.open) {
+            if tracked && rng.chance(isp.open) {
                 let opens = if rng.chance(0.25) { 2 } else { 1 };
                 let mut open_at = t;
                 for _ in 0..opens {
@@ -331,7 +352,10 @@ impl EventGenerator {
                 }
             }
             if rng.chance(isp.complaint) {
+                // Now and then from the account-level suppression list.
+                let sub_type = rng.chance(0.1).then_some("OnAccountSuppressionList");
                 let complaint = serde_json::json!({
+                    "complaintSubType": sub_type,
                     "timestamp": format_iso8601(t + 3_600_000 + rng.below(3 * DAY_MILLIS as u64) as i64),
                     "complainedRecipients": [{"emailAddress": address}],
                     "complaintFeedbackType": "abuse",

@@ -74,6 +74,25 @@ pub fn email_identity(mail: &Mail) -> Option<String> {
     mail.source.as_deref().and_then(domain_of).map(str::to_owned)
 }
 
+/// The `bounceSubType` and `complaintSubType` of what the account-level
+/// suppression list stopped.
+pub const ON_ACCOUNT_SUPPRESSION_LIST: &str = "OnAccountSuppressionList";
+
+/// The mailbox simulator's domain.
+const SIMULATOR_DOMAIN: &str = "simulator.amazonses.com";
+
+/// Whether `address` is at the mailbox simulator (any case).
+pub fn is_simulator(address: &str) -> bool {
+    domain_of(address).is_some_and(|d| d.eq_ignore_ascii_case(SIMULATOR_DOMAIN))
+}
+
+/// Whether a record shows every event and counts toward metrics: its
+/// message had one recipient, not at the mailbox simulator. AWS's metrics
+/// and insight event types leave out the others' delivery and engagement.
+pub fn shows_every_event(recipient_count: u32, destination: &str) -> bool {
+    recipient_count == 1 && !is_simulator(destination)
+}
+
 /// Which kinds of event a record has seen, as bits. Ingestion only ever
 /// adds bits, so the order events arrive in cannot change the result.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -92,6 +111,19 @@ impl EventFlags {
     pub const REJECT: EventFlags = EventFlags(1 << 9);
     pub const RENDERING_FAILURE: EventFlags = EventFlags(1 << 10);
     pub const SUBSCRIPTION: EventFlags = EventFlags(1 << 11);
+    /// A Permanent bounce with `bounceSubType` `OnAccountSuppressionList`:
+    /// SES did not try to send, so it is no PERMANENT_BOUNCE.
+    pub const SUPPRESSED_BOUNCE: EventFlags = EventFlags(1 << 12);
+    /// A complaint with `complaintSubType` `OnAccountSuppressionList`: no
+    /// COMPLAINT anywhere.
+    pub const SUPPRESSED_COMPLAINT: EventFlags = EventFlags(1 << 13);
+
+    /// What a record of a multi-recipient message, or of a recipient at the
+    /// mailbox simulator, shows (AWS's `DeliveryEventType`,
+    /// `EngagementEventType` and `InsightsEvent.Type` exclude the rest).
+    const ALWAYS_SHOWN: EventFlags = EventFlags(
+        Self::SEND.0 | Self::REJECT.0 | Self::RENDERING_FAILURE.0 | Self::DELIVERY_DELAY.0 | Self::SUBSCRIPTION.0,
+    );
 
     /// Events that show a message was sent even when its Send record is lost.
     const SENT: EventFlags = EventFlags(
@@ -103,19 +135,26 @@ impl EventFlags {
             | Self::COMPLAINT.0
             | Self::OPEN.0
             | Self::CLICK.0
-            | Self::DELIVERY_DELAY.0,
+            | Self::DELIVERY_DELAY.0
+            | Self::SUPPRESSED_BOUNCE.0
+            | Self::SUPPRESSED_COMPLAINT.0,
     );
 
-    /// The bit for one event.
-    pub fn of(kind: EventKind, bounce_type: Option<&BounceType>) -> EventFlags {
+    /// The bit for one event: its kind, a bounce's type, and whether it
+    /// came from the account-level suppression list (`sub_type`, the
+    /// bounce's or the complaint's).
+    pub fn of(kind: EventKind, bounce_type: Option<&BounceType>, sub_type: Option<&str>) -> EventFlags {
+        let suppressed = sub_type == Some(ON_ACCOUNT_SUPPRESSION_LIST);
         match kind {
             EventKind::Send => Self::SEND,
             EventKind::Delivery => Self::DELIVERY,
             EventKind::Bounce => match bounce_type {
+                Some(BounceType::Permanent) if suppressed => Self::SUPPRESSED_BOUNCE,
                 Some(BounceType::Permanent) => Self::PERMANENT_BOUNCE,
                 Some(BounceType::Transient) => Self::TRANSIENT_BOUNCE,
                 _ => Self::UNDETERMINED_BOUNCE,
             },
+            EventKind::Complaint if suppressed => Self::SUPPRESSED_COMPLAINT,
             EventKind::Complaint => Self::COMPLAINT,
             EventKind::Open => Self::OPEN,
             EventKind::Click => Self::CLICK,
@@ -138,6 +177,21 @@ impl EventFlags {
     /// follows a send.
     pub fn sent(self) -> bool {
         self.0 & Self::SENT.0 != 0
+    }
+
+    /// The flags a record shows: all of them when `every_event` (a
+    /// single-recipient message to a real mailbox), else only the events
+    /// AWS lists for every recipient, with SEND kept when the message was
+    /// sent.
+    pub fn shown(self, every_event: bool) -> EventFlags {
+        if every_event {
+            return self;
+        }
+        let mut shown = EventFlags(self.0 & Self::ALWAYS_SHOWN.0);
+        if self.sent() {
+            shown = shown.union(Self::SEND);
+        }
+        shown
     }
 
     /// The highest of SEND < BOUNCE < DELIVERY < COMPLAINT seen; a bounce
@@ -220,17 +274,24 @@ impl InsightRecord {
         (self.send_timestamp, &self.message_id, &self.destination)
     }
 
+    /// The flags the record shows (SPEC §5, "Which events a record shows").
+    pub fn shown_flags(&self) -> EventFlags {
+        self.flags
+            .shown(shows_every_event(self.recipient_count, &self.destination))
+    }
+
     pub fn last_delivery_event(&self) -> Option<DeliveryEventType> {
-        self.flags.last_delivery_event()
+        self.shown_flags().last_delivery_event()
     }
 
     pub fn last_engagement_event(&self) -> Option<EngagementEventType> {
-        self.flags.last_engagement_event()
+        self.shown_flags().last_engagement_event()
     }
 
-    /// Whether the record counts toward VDM metrics at all.
+    /// Whether the record counts toward VDM metrics at all: a
+    /// single-recipient message to a recipient not at the mailbox simulator.
     pub fn counts_toward_metrics(&self) -> bool {
-        self.recipient_count == 1
+        shows_every_event(self.recipient_count, &self.destination)
     }
 
     /// The metric dimensions' values, empty where the record has none.

@@ -1,6 +1,7 @@
 //! VDM metrics: what each metric counts, per message and recipient, and the
 //! dimension values they are grouped by.
 
+use std::collections::BTreeSet;
 use std::ops::{AddAssign, SubAssign};
 
 use ses_export_model::types::{Metric, MetricDimensionName};
@@ -33,10 +34,15 @@ pub fn slot(metric: &Metric) -> Option<usize> {
 pub struct MetricCounts(pub [i64; 10]);
 
 impl MetricCounts {
-    /// What one message and recipient with `flags` adds to each metric.
+    /// What one eligible message and recipient with `flags` adds to each
+    /// metric, as rolled up. `DELIVERY_OPEN`, `DELIVERY_CLICK` and
+    /// `DELIVERY_COMPLAINT` are 0 here: they are deliveries that could be
+    /// opened, clicked or complained about, which depends on what the
+    /// account's events teach over time ([`Learned::apply`], when read).
+    /// Suppression-list bounces and complaints have bits of their own, so
+    /// they are neither `PERMANENT_BOUNCE` nor `COMPLAINT`.
     pub fn of(flags: EventFlags) -> MetricCounts {
         let has = |f| flags.contains(f);
-        let delivered = has(EventFlags::DELIVERY);
         let bits = [
             flags.sent(),
             has(EventFlags::COMPLAINT),
@@ -44,10 +50,10 @@ impl MetricCounts {
             has(EventFlags::TRANSIENT_BOUNCE),
             has(EventFlags::OPEN),
             has(EventFlags::CLICK),
-            delivered,
-            delivered && has(EventFlags::OPEN),
-            delivered && has(EventFlags::CLICK),
-            delivered && has(EventFlags::COMPLAINT),
+            has(EventFlags::DELIVERY),
+            false,
+            false,
+            false,
         ];
         MetricCounts(bits.map(i64::from))
     }
@@ -74,6 +80,85 @@ impl SubAssign for MetricCounts {
     fn sub_assign(&mut self, other: MetricCounts) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a -= b;
+        }
+    }
+}
+
+/// One thing an account's events teach (SPEC §5, Metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lesson {
+    /// The configuration set publishes Open events, so SES inserts open
+    /// trackers into its messages.
+    OpenTracked,
+    /// The configuration set publishes Click events: its links are wrapped.
+    ClickTracked,
+    /// The ISP sends complaints: it has a feedback loop with SES.
+    FeedbackLoop,
+}
+
+impl Lesson {
+    /// The lesson's code in a store.
+    pub fn code(self) -> i16 {
+        match self {
+            Lesson::OpenTracked => 0,
+            Lesson::ClickTracked => 1,
+            Lesson::FeedbackLoop => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Lesson> {
+        match code {
+            0 => Some(Lesson::OpenTracked),
+            1 => Some(Lesson::ClickTracked),
+            2 => Some(Lesson::FeedbackLoop),
+            _ => None,
+        }
+    }
+}
+
+/// What an account's events have taught: open- and click-tracked
+/// configuration sets, ISPs with a feedback loop. It only grows, so a late
+/// Open, Click or Complaint raises these metrics for earlier days too, and
+/// the order events arrive in does not matter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Learned {
+    pub open_tracked: BTreeSet<String>,
+    pub click_tracked: BTreeSet<String>,
+    pub feedback_loops: BTreeSet<String>,
+}
+
+impl Learned {
+    pub fn learn(&mut self, lesson: Lesson, value: String) {
+        match lesson {
+            Lesson::OpenTracked => self.open_tracked.insert(value),
+            Lesson::ClickTracked => self.click_tracked.insert(value),
+            Lesson::FeedbackLoop => self.feedback_loops.insert(value),
+        };
+    }
+
+    /// Fills in `DELIVERY_OPEN`, `DELIVERY_CLICK` and `DELIVERY_COMPLAINT`
+    /// of rolled-up counts: the deliveries of an open-tracked (click-tracked)
+    /// configuration set, and to an ISP with a feedback loop. A message
+    /// without a configuration set carries no tracker.
+    pub fn apply(&self, rows: &mut [DailyCounts]) {
+        let [delivery, open, click, complaint] = [
+            Metric::Delivery,
+            Metric::DeliveryOpen,
+            Metric::DeliveryClick,
+            Metric::DeliveryComplaint,
+        ]
+        .map(|m| slot(&m).unwrap_or_default());
+        for row in rows {
+            let delivered = row.counts.0[delivery];
+            let set = &row.dimensions.configuration_set;
+            let tracked = |sets: &BTreeSet<String>| !set.is_empty() && sets.contains(set);
+            row.counts.0[open] = if tracked(&self.open_tracked) { delivered } else { 0 };
+            row.counts.0[click] = if tracked(&self.click_tracked) { delivered } else { 0 };
+            row.counts.0[complaint] = if self.feedback_loops.contains(&row.dimensions.isp) {
+                delivered
+            } else {
+                0
+            };
         }
     }
 }
@@ -149,22 +234,59 @@ mod tests {
             (&[EventFlags::UNDETERMINED_BOUNCE], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             (&[EventFlags::DELIVERY_DELAY], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
             (&[EventFlags::OPEN], [1, 0, 0, 0, 1, 0, 0, 0, 0, 0]),
+            // The three "could be" metrics are filled in when read.
             (
                 &[EventFlags::SEND, EventFlags::DELIVERY, EventFlags::OPEN],
-                [1, 0, 0, 0, 1, 0, 1, 1, 0, 0],
+                [1, 0, 0, 0, 1, 0, 1, 0, 0, 0],
             ),
             (
                 &[EventFlags::DELIVERY, EventFlags::CLICK],
-                [1, 0, 0, 0, 0, 1, 1, 0, 1, 0],
+                [1, 0, 0, 0, 0, 1, 1, 0, 0, 0],
             ),
             (&[EventFlags::COMPLAINT], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
             (
                 &[EventFlags::COMPLAINT, EventFlags::DELIVERY],
-                [1, 1, 0, 0, 0, 0, 1, 0, 0, 1],
+                [1, 1, 0, 0, 0, 0, 1, 0, 0, 0],
+            ),
+            // The suppression list: sent, but neither a bounce nor a complaint.
+            (&[EventFlags::SUPPRESSED_BOUNCE], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (
+                &[EventFlags::DELIVERY, EventFlags::SUPPRESSED_COMPLAINT],
+                [1, 0, 0, 0, 0, 0, 1, 0, 0, 0],
             ),
         ];
         for (flags, expected) in cases {
             assert_eq!(MetricCounts::of(f(flags)).0, *expected, "{flags:?}");
         }
+    }
+
+    /// Deliveries that could be opened, clicked, complained about: by what
+    /// the account has learned, whatever day they were on.
+    #[test]
+    fn learned_sets_decide_the_could_be_metrics() {
+        let row = |set: &str, isp: &str, delivered: i64| DailyCounts {
+            day: 1,
+            dimensions: DimensionValues {
+                configuration_set: set.to_owned(),
+                isp: isp.to_owned(),
+                ..DimensionValues::default()
+            },
+            counts: MetricCounts([delivered, 0, 0, 0, 0, 0, delivered, 0, 0, 0]),
+        };
+        let mut rows = vec![
+            row("tracked", "Yahoo", 5),
+            row("plain", "Gmail", 3),
+            row("", "Yahoo", 2),
+        ];
+        let mut learned = Learned::default();
+        learned.learn(Lesson::OpenTracked, "tracked".to_owned());
+        learned.learn(Lesson::ClickTracked, "tracked".to_owned());
+        learned.learn(Lesson::FeedbackLoop, "Yahoo".to_owned());
+        learned.apply(&mut rows);
+        let could: Vec<[i64; 3]> = rows
+            .iter()
+            .map(|r| [r.counts.0[7], r.counts.0[8], r.counts.0[9]])
+            .collect();
+        assert_eq!(could, [[5, 5, 5], [0, 0, 0], [0, 0, 2]]);
     }
 }

@@ -644,36 +644,56 @@ fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsRespons
             detail
                 .recipients
                 .into_iter()
-                .map(|r| EmailInsights {
-                    destination: Some(r.destination),
-                    isp: Some(r.isp),
-                    events: Some(
-                        r.events
-                            .into_iter()
-                            .map(|e| {
-                                let bounce = e.bounce_type.map(|bounce_type| Bounce {
-                                    bounce_type: Some(bounce_type),
-                                    bounce_sub_type: e.bounce_sub_type.clone(),
-                                    diagnostic_code: e.diagnostic_code.clone(),
-                                });
-                                let complaint = (e.kind == crate::event::EventKind::Complaint).then(|| Complaint {
-                                    complaint_sub_type: e.complaint_sub_type.clone(),
-                                    complaint_feedback_type: e.complaint_feedback_type.clone(),
-                                });
-                                let details = (bounce.is_some() || complaint.is_some())
-                                    .then_some(EventDetails { bounce, complaint });
-                                InsightsEvent {
-                                    timestamp: Timestamp::from_millis(e.timestamp),
-                                    r#type: Some(e.kind.event_type()),
-                                    details,
-                                }
-                            })
-                            .collect(),
-                    ),
+                .map(|r| {
+                    let every_event = crate::insight::shows_every_event(r.recipient_count, &r.destination);
+                    EmailInsights {
+                        destination: Some(r.destination),
+                        isp: Some(r.isp),
+                        events: Some(
+                            r.events
+                                .into_iter()
+                                .filter(|e| shown_event(e, every_event))
+                                .map(|e| {
+                                    let bounce = e.bounce_type.map(|bounce_type| Bounce {
+                                        bounce_type: Some(bounce_type),
+                                        bounce_sub_type: e.bounce_sub_type.clone(),
+                                        diagnostic_code: e.diagnostic_code.clone(),
+                                    });
+                                    let complaint = (e.kind == crate::event::EventKind::Complaint).then(|| Complaint {
+                                        complaint_sub_type: e.complaint_sub_type.clone(),
+                                        complaint_feedback_type: e.complaint_feedback_type.clone(),
+                                    });
+                                    let details = (bounce.is_some() || complaint.is_some())
+                                        .then_some(EventDetails { bounce, complaint });
+                                    InsightsEvent {
+                                        timestamp: Timestamp::from_millis(e.timestamp),
+                                        r#type: Some(e.kind.event_type()),
+                                        details,
+                                    }
+                                })
+                                .collect(),
+                        ),
+                    }
                 })
                 .collect(),
         ),
     }
+}
+
+/// Whether `GetMessageInsights` lists `event` (SPEC §5, "Which events a
+/// record shows"): a multi-recipient message's or a simulator recipient's
+/// Delivery, Bounce, Complaint, Open and Click are not listed, nor ever a
+/// complaint from the account-level suppression list (a suppressed bounce
+/// is, with its details).
+fn shown_event(event: &crate::store::StoredEvent, every_event: bool) -> bool {
+    use crate::event::EventKind;
+    let delivery_or_engagement = matches!(
+        event.kind,
+        EventKind::Delivery | EventKind::Bounce | EventKind::Complaint | EventKind::Open | EventKind::Click
+    );
+    let suppressed_complaint = event.kind == EventKind::Complaint
+        && event.complaint_sub_type.as_deref() == Some(crate::insight::ON_ACCOUNT_SUPPRESSION_LIST);
+    (every_event || !delivery_or_engagement) && !suppressed_complaint
 }
 
 /// The time now, in milliseconds since the epoch.

@@ -3,74 +3,14 @@
 //! it), each test in a schema of its own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ses_export_core::job::{self, JobStore};
 use ses_export_core::pg::{self, PgEventStore, PgJobStore};
 use ses_export_core::store::{EventStore, conformance};
 
-/// The database, or `None` (with a note) when none is configured outside CI.
-fn database_url() -> Option<String> {
-    match std::env::var("SES_EXPORT_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "SES_EXPORT_TEST_DATABASE_URL must be set in CI"
-            );
-            eprintln!("skipping: set SES_EXPORT_TEST_DATABASE_URL=postgres://... to run the PostgreSQL suites");
-            None
-        }
-    }
-}
+mod common;
 
-static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh schema; returns a URL whose connections use it.
-async fn schema(base: &str, test: &str) -> String {
-    let name = format!(
-        "t_{}_{test}_{}_{}",
-        std::process::id(),
-        SCHEMAS.fetch_add(1, Ordering::Relaxed),
-        nanos()
-    );
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {name}"))
-        .await
-        .expect("create schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{name}")
-}
-
-/// Drops the schemas this test process made (runs never see each other's
-/// data, and the database does not fill up with old runs).
-async fn drop_schemas(base: &str, test: &str) {
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let prefix = format!("t\\_{}\\_{test}\\_%", std::process::id());
-    let rows = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", &[&prefix])
-        .await
-        .expect("list schemas");
-    for row in rows {
-        let name: String = row.get(0);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-            .await;
-    }
-}
-
-fn nanos() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-}
+use common::{database_url, drop_schemas, schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_event_store_conforms() {
@@ -124,4 +64,57 @@ async fn migrations_are_safe_when_servers_start_at_once() {
         start.await.expect("task").expect("every server starts");
     }
     drop_schemas(&base, "migrations").await;
+}
+
+/// A database of the version before the revised definitions opens with its
+/// flags, lessons and rollups derived again from the kept events: the same
+/// as a database that ingested them afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_before_the_revised_definitions_are_rederived() {
+    use ses_export_core::clock::Interval;
+    use ses_export_core::store::conformance::{account, generated};
+    let Some(base) = database_url() else { return };
+    let stream = generated(17, 400);
+    let (old, fresh) = (schema(&base, "rederive").await, schema(&base, "rederive").await);
+    for url in [&old, &fresh] {
+        let store = PgEventStore::new(pg::connect(url, 4).await.expect("connect"));
+        store.ingest(&account(), stream.clone()).await.expect("ingest");
+    }
+    let pool = pg::connect(&old, 2).await.expect("connect");
+    let changed = pool
+        .get()
+        .await
+        .expect("client")
+        .execute(
+            "UPDATE ses_insights SET flags = (flags & ~4096) | 4 WHERE flags & 4096 != 0",
+            &[],
+        )
+        .await
+        .expect("old flags");
+    assert!(changed > 0, "the stream has suppression-list bounces");
+    pool.get()
+        .await
+        .expect("client")
+        .batch_execute(
+            "UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
+             DROP TABLE ses_learned; DELETE FROM ses_export_migrations WHERE version = 3;",
+        )
+        .await
+        .expect("the previous version");
+    drop(pool);
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let mut states = Vec::new();
+    for url in [&old, &fresh] {
+        let store = PgEventStore::new(pg::connect(url, 4).await.expect("connect and migrate"));
+        let records: Vec<_> =
+            futures_util::TryStreamExt::try_collect::<Vec<_>>(store.scan_insights(&account(), everything))
+                .await
+                .expect("scan");
+        states.push((
+            records,
+            store.daily_counts(&account(), everything).await.expect("counts"),
+        ));
+    }
+    assert_eq!(states[0], states[1]);
+    drop_schemas(&base, "rederive").await;
 }

@@ -6,9 +6,8 @@
 use proptest::prelude::*;
 use ses_export_core::clock::{DAY_MILLIS, Interval};
 use ses_export_core::event::SesEvent;
-use ses_export_core::metrics::merge_daily;
-use ses_export_core::store::conformance::{T0, account, generated, reference_records};
-use ses_export_core::store::{EventStore, MemoryEventStore, SqliteEventStore, recount};
+use ses_export_core::store::conformance::{T0, account, generated, reference_counts, reference_records};
+use ses_export_core::store::{EventStore, MemoryEventStore, SqliteEventStore};
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -61,11 +60,13 @@ async fn check(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseError>
     let records = reference_records(&case.events);
     for interval in &case.intervals {
         let fast = store.daily_counts(&account(), *interval).await.expect("counts");
-        let slow = merge_daily(recount(records.iter().filter(|r| interval.contains(r.send_timestamp))));
+        let slow = reference_counts(&records, &case.events, *interval);
         prop_assert_eq!(fast, slow, "{:?}", interval);
     }
     Ok(())
 }
+
+mod common;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -92,5 +93,24 @@ proptest! {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteEventStore::open(dir.path().join("events.sqlite")).expect("open");
         runtime().block_on(check(&store, &case))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// The same on PostgreSQL (whose ingest is its own set-based driver of
+    /// the shared phases), when the test database is set.
+    #[test]
+    fn postgres_rollups_equal_a_recount(case in case(120)) {
+        if let Some(base) = common::database_url() {
+            runtime().block_on(async {
+                let url = common::schema(&base, "properties").await;
+                let pool = ses_export_core::pg::connect(&url, 4).await.expect("connect");
+                let result = check(&ses_export_core::pg::PgEventStore::new(pool), &case).await;
+                common::drop_schemas(&base, "properties").await;
+                result
+            })?;
+        }
     }
 }

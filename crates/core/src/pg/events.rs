@@ -17,7 +17,7 @@ use crate::AccountId;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
+use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 use crate::store::ingest::{fold_new_events, merge_flags, plan_events, recount};
 use crate::store::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
 
@@ -42,18 +42,23 @@ const RECORD_TABLES: &str =
     "ses_insights i LEFT JOIN ses_messages m ON m.account = i.account AND m.message_id = i.message_id";
 
 fn record(row: &Row) -> InsightRecord {
+    record_at(row, 0)
+}
+
+/// A record from [`RECORD_COLUMNS`] starting at column `at`.
+fn record_at(row: &Row, at: usize) -> InsightRecord {
     InsightRecord {
-        send_timestamp: row.get(0),
-        message_id: row.get(1),
-        destination: row.get(2),
-        from_email_address: row.get(3),
-        subject: row.get(4),
-        isp: row.get(5),
-        email_identity: row.get(6),
-        configuration_set: row.get(7),
-        tenant_name: row.get(8),
-        recipient_count: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
-        flags: EventFlags(u16::try_from(row.get::<_, i32>(10)).unwrap_or(0)),
+        send_timestamp: row.get(at),
+        message_id: row.get(at + 1),
+        destination: row.get(at + 2),
+        from_email_address: row.get(at + 3),
+        subject: row.get(at + 4),
+        isp: row.get(at + 5),
+        email_identity: row.get(at + 6),
+        configuration_set: row.get(at + 7),
+        tenant_name: row.get(at + 8),
+        recipient_count: u32::try_from(row.get::<_, i32>(at + 9)).unwrap_or(1),
+        flags: EventFlags(u16::try_from(row.get::<_, i32>(at + 10)).unwrap_or(0)),
     }
 }
 
@@ -265,6 +270,19 @@ impl EventStore for PgEventStore {
             .await
             .map_err(generic)?;
         }
+        if !folded.lessons.is_empty() {
+            tx.execute(
+                "INSERT INTO ses_learned (account, lesson, value) SELECT $1, * FROM unnest($2::int2[], $3::text[]) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &account,
+                    &folded.lessons.iter().map(|(l, _)| l.code()).collect::<Vec<_>>(),
+                    &folded.lessons.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+                ],
+            )
+            .await
+            .map_err(generic)?;
+        }
         tx.commit().await.map_err(generic)?;
         Ok(outcome)
     }
@@ -319,8 +337,8 @@ impl EventStore for PgEventStore {
         let tags: String = message.get(3);
         let mut recipients: Vec<RecipientDetail> = client
             .query(
-                "SELECT destination, isp FROM ses_insights WHERE account = $1 AND send_ts = $2 AND message_id = $3 \
-                 ORDER BY destination",
+                "SELECT destination, isp, recipient_count FROM ses_insights \
+                 WHERE account = $1 AND send_ts = $2 AND message_id = $3 ORDER BY destination",
                 &[&account, &send_ts, &message_id],
             )
             .await
@@ -329,6 +347,7 @@ impl EventStore for PgEventStore {
             .map(|r| RecipientDetail {
                 destination: r.get(0),
                 isp: r.get(1),
+                recipient_count: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
                 events: Vec::new(),
             })
             .collect();
@@ -444,6 +463,152 @@ impl EventStore for PgEventStore {
                 .collect();
             rows.extend(recount(records.iter()));
         }
-        Ok(merge_daily(rows))
+        let mut rows = merge_daily(rows);
+        let mut learned = Learned::default();
+        for row in client
+            .query("SELECT lesson, value FROM ses_learned WHERE account = $1", &[&account])
+            .await
+            .map_err(generic)?
+        {
+            if let Some(lesson) = Lesson::from_code(i64::from(row.get::<_, i16>(0))) {
+                learned.learn(lesson, row.get(1));
+            }
+        }
+        learned.apply(&mut rows);
+        Ok(rows)
     }
+}
+
+/// Derives again, from the kept events, every record's flags, the lessons
+/// and the rollups (the migration to the revised definitions), with the
+/// same functions ingest uses. It reads a store's events at once: a
+/// one-time cost at the start of the first server of the new version.
+pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    use crate::store::ingest::lesson;
+    let rows = tx
+        .query(
+            "SELECT e.account, e.message_id, m.send_ts, e.recipient, e.kind, e.bounce_type, e.bounce_sub_type, \
+             e.complaint_sub_type, i.isp, i.configuration_set, i.recipient_count \
+             FROM ses_events e JOIN ses_messages m ON m.account = e.account AND m.message_id = e.message_id \
+             JOIN ses_insights i ON i.account = e.account AND i.send_ts = m.send_ts AND i.message_id = e.message_id \
+             AND i.destination = e.recipient",
+            &[],
+        )
+        .await
+        .map_err(generic)?;
+    let mut records: HashMap<(String, i64, String, String), InsightRecord> = HashMap::new();
+    let mut lessons: HashSet<(String, i16, String)> = HashSet::new();
+    for row in &rows {
+        let (account, message_id, send_ts, recipient): (String, String, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let kind = EventKind::from_code(u8::try_from(row.get::<_, i16>(4)).unwrap_or(0)).unwrap_or(EventKind::Send);
+        let bounce_type = row.get::<_, Option<String>>(5).map(BounceType::from);
+        let sub_type: Option<String> = match kind {
+            EventKind::Bounce => row.get(6),
+            EventKind::Complaint => row.get(7),
+            _ => None,
+        };
+        let bit = EventFlags::of(kind, bounce_type.as_ref(), sub_type.as_deref());
+        let record = records
+            .entry((account.clone(), send_ts, message_id.clone(), recipient.clone()))
+            .or_insert_with(|| InsightRecord {
+                message_id,
+                send_timestamp: send_ts,
+                destination: recipient,
+                from_email_address: None,
+                subject: None,
+                isp: row.get(8),
+                email_identity: None,
+                configuration_set: row.get(9),
+                tenant_name: None,
+                recipient_count: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+                flags: EventFlags::default(),
+            });
+        record.flags = record.flags.union(bit);
+        if let Some((lesson, value)) = lesson(kind, bit, record) {
+            lessons.insert((account, lesson.code(), value));
+        }
+    }
+    let keys: Vec<&(String, i64, String, String)> = records.keys().collect();
+    tx.execute(
+        "UPDATE ses_insights i SET flags = u.flags FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
+         $5::int4[]) AS u(account, send_ts, message_id, destination, flags) \
+         WHERE i.account = u.account AND i.send_ts = u.send_ts AND i.message_id = u.message_id \
+         AND i.destination = u.destination",
+        &[
+            &keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+            &keys.iter().map(|k| k.1).collect::<Vec<_>>(),
+            &keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>(),
+            &keys.iter().map(|k| k.3.as_str()).collect::<Vec<_>>(),
+            &keys.iter().map(|k| i32::from(records[*k].flags.0)).collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(generic)?;
+    let lessons: Vec<(String, i16, String)> = lessons.into_iter().collect();
+    tx.execute(
+        "INSERT INTO ses_learned (account, lesson, value) SELECT * FROM unnest($1::text[], $2::int2[], $3::text[]) \
+         ON CONFLICT DO NOTHING",
+        &[
+            &lessons.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+            &lessons.iter().map(|l| l.1).collect::<Vec<_>>(),
+            &lessons.iter().map(|l| l.2.as_str()).collect::<Vec<_>>(),
+        ],
+    )
+    .await
+    .map_err(generic)?;
+
+    // Rollups, from every record.
+    tx.execute("DELETE FROM ses_metric_days", &[]).await.map_err(generic)?;
+    let all = tx
+        .query(&format!("SELECT i.account, {RECORD_COLUMNS} FROM {RECORD_TABLES}"), &[])
+        .await
+        .map_err(generic)?;
+    let mut by_account: HashMap<String, Vec<InsightRecord>> = HashMap::new();
+    for row in &all {
+        let account: String = row.get(0);
+        by_account.entry(account).or_default().push(record_at(row, 1));
+    }
+    for (account, records) in by_account {
+        let counts = recount(records.iter());
+        let slot = |i: usize| counts.iter().map(|c| c.counts.0[i]).collect::<Vec<i64>>();
+        tx.execute(
+            "INSERT INTO ses_metric_days (account, day, email_identity, configuration_set, isp, tenant_name, \
+             send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
+             delivery_click, delivery_complaint) \
+             SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
+             $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
+             $16::int8[])",
+            &[
+                &account,
+                &counts.iter().map(|c| c.day).collect::<Vec<_>>(),
+                &counts
+                    .iter()
+                    .map(|c| c.dimensions.email_identity.as_str())
+                    .collect::<Vec<_>>(),
+                &counts
+                    .iter()
+                    .map(|c| c.dimensions.configuration_set.as_str())
+                    .collect::<Vec<_>>(),
+                &counts.iter().map(|c| c.dimensions.isp.as_str()).collect::<Vec<_>>(),
+                &counts
+                    .iter()
+                    .map(|c| c.dimensions.tenant_name.as_str())
+                    .collect::<Vec<_>>(),
+                &slot(0),
+                &slot(1),
+                &slot(2),
+                &slot(3),
+                &slot(4),
+                &slot(5),
+                &slot(6),
+                &slot(7),
+                &slot(8),
+                &slot(9),
+            ],
+        )
+        .await
+        .map_err(generic)?;
+    }
+    Ok(())
 }

@@ -116,7 +116,21 @@ CREATE TABLE rate_buckets (
 ALTER TABLE ses_insights DROP COLUMN from_address, DROP COLUMN subject;
 CREATE INDEX ses_messages_by_send_ts ON ses_messages (send_ts);
 "#,
+    // Metrics and insight records as AWS defines them: what the account's
+    // events teach; flags and rollups are derived again (`rederive`).
+    r#"
+CREATE TABLE ses_learned (
+    account TEXT COLLATE "C" NOT NULL,
+    lesson  SMALLINT NOT NULL,
+    value   TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (account, lesson, value)
+);
+"#,
 ];
+
+/// The schema version whose migration re-derives flags, lessons and
+/// rollups from the kept events.
+const REDERIVE_AT: usize = 3;
 
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
@@ -171,6 +185,12 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
         tx.batch_execute(sql)
             .await
             .map_err(|e| format!("migration {}: {e}", i + 1))?;
+        if i + 1 == REDERIVE_AT && version > 0 {
+            tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
+            events::rederive(&tx)
+                .await
+                .map_err(|e| format!("migration {}: {e}", i + 1))?;
+        }
         tx.execute(
             "INSERT INTO ses_export_migrations (version) VALUES ($1)",
             &[&(i as i32 + 1)],

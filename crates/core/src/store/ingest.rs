@@ -2,7 +2,7 @@
 //! rows, insight-record updates and rollup deltas, applied through the
 //! backend's [`IngestTxn`] inside its transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use ses_export_model::types::BounceType;
 
@@ -10,7 +10,7 @@ use super::{IngestOutcome, StoreError};
 use crate::clock::{Millis, day_of};
 use crate::event::{EventId, EventKind, SesEvent};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DimensionValues, MetricCounts};
+use crate::metrics::{DimensionValues, Lesson, MetricCounts};
 
 /// One event for one recipient, ready to be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub trait IngestTxn {
     fn put_record(&mut self, record: &InsightRecord, existed: bool) -> Result<(), StoreError>;
     /// Adds `delta` to the rollup of `day` and `dimensions`.
     fn add_rollup(&mut self, day: i64, dimensions: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError>;
+    /// Keeps a lesson of the account's (once; lessons are never forgotten).
+    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError>;
 }
 
 /// Applies a batch through `txn`. The caller commits when this returns
@@ -75,6 +77,9 @@ pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<Inges
     }
     for ((day, dimensions), delta) in &merged.rollups {
         txn.add_rollup(*day, dimensions, delta)?;
+    }
+    for (lesson, value) in &folded.lessons {
+        txn.learn(*lesson, value)?;
     }
     Ok(folded.outcome)
 }
@@ -115,6 +120,32 @@ pub struct Folded {
     /// Each record a new event touches, with the bits its new events add,
     /// in key order.
     pub touched: Vec<(InsightRecord, EventFlags)>,
+    /// What the new events teach, in order, each once.
+    pub lessons: Vec<(Lesson, String)>,
+}
+
+/// What one event, as `record` sees it, teaches about the account: an Open
+/// (Click) names an open- (click-) tracked configuration set; a complaint
+/// that counts names an ISP with a feedback loop.
+pub fn lesson(kind: EventKind, bit: EventFlags, record: &InsightRecord) -> Option<(Lesson, String)> {
+    match kind {
+        EventKind::Open => Some((Lesson::OpenTracked, record.configuration_set.clone()?)),
+        EventKind::Click => Some((Lesson::ClickTracked, record.configuration_set.clone()?)),
+        EventKind::Complaint if bit == EventFlags::COMPLAINT && record.counts_toward_metrics() => {
+            Some((Lesson::FeedbackLoop, record.isp.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The flag bit of `event`.
+pub fn event_bit(event: &SesEvent) -> EventFlags {
+    let sub_type = match (&event.bounce, &event.complaint) {
+        (Some(bounce), _) => bounce.bounce_sub_type.as_deref(),
+        (None, Some(complaint)) => complaint.complaint_sub_type.as_deref(),
+        (None, None) => None,
+    };
+    EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type), sub_type)
 }
 
 /// Step 2: given which planned rows were new to the store, the records they
@@ -123,13 +154,14 @@ pub struct Folded {
 pub fn fold_new_events(events: &[SesEvent], planned: &[(usize, PlannedEvent)], new_rows: &[bool]) -> Folded {
     let mut is_new = vec![false; events.len()];
     let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
+    let mut lessons: BTreeSet<(Lesson, String)> = BTreeSet::new();
     for ((index, row), new) in planned.iter().zip(new_rows) {
         if !new {
             continue;
         }
         is_new[*index] = true;
         let event = &events[*index];
-        let bit = EventFlags::of(event.kind, event.bounce.as_ref().map(|b| &b.bounce_type));
+        let bit = event_bit(event);
         let key = (
             event.mail.timestamp,
             event.mail.message_id.as_str(),
@@ -139,6 +171,7 @@ pub fn fold_new_events(events: &[SesEvent], planned: &[(usize, PlannedEvent)], n
             .entry(key)
             .or_insert_with(|| (InsightRecord::new(&event.mail, &row.recipient), EventFlags::default()));
         entry.1 = entry.1.union(bit);
+        lessons.extend(lesson(event.kind, bit, &entry.0));
     }
     let mut outcome = IngestOutcome::default();
     let mut messages = Vec::new();
@@ -170,6 +203,7 @@ pub fn fold_new_events(events: &[SesEvent], planned: &[(usize, PlannedEvent)], n
         outcome,
         messages,
         touched,
+        lessons: lessons.into_iter().collect(),
     }
 }
 

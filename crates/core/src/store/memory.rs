@@ -1,7 +1,7 @@
 //! The in-memory backend: maps behind one lock. For tests and throwaway
 //! servers; everything is gone when the process ends.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,7 +14,7 @@ use crate::AccountId;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventId, SesEvent};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
+use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 const BACKEND: &str = "memory";
 /// Records handed to a scan per lock.
@@ -30,6 +30,8 @@ struct AccountData {
     messages: HashMap<String, MessageRow>,
     records: BTreeMap<RecordKey, InsightRecord>,
     rollups: BTreeMap<(i64, DimensionValues), MetricCounts>,
+    /// What the account's events taught, with the order learned (for undo).
+    lessons: BTreeSet<(Lesson, String)>,
 }
 
 /// The in-memory [`EventStore`].
@@ -67,6 +69,7 @@ enum Undo {
     Message(String),
     Record(RecordKey, Option<InsightRecord>),
     Rollup((i64, DimensionValues), MetricCounts),
+    Lesson((Lesson, String)),
 }
 
 struct MemoryTxn<'a> {
@@ -99,6 +102,9 @@ impl MemoryTxn<'_> {
                     if let Some(counts) = self.data.rollups.get_mut(&key) {
                         *counts -= delta;
                     }
+                }
+                Undo::Lesson(lesson) => {
+                    self.data.lessons.remove(&lesson);
                 }
             }
         }
@@ -159,6 +165,14 @@ impl IngestTxn for MemoryTxn<'_> {
         let key = (day, dimensions.clone());
         *self.data.rollups.entry(key.clone()).or_default() += *delta;
         self.undo.push(Undo::Rollup(key, *delta));
+        Ok(())
+    }
+
+    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError> {
+        let key = (lesson, value.to_owned());
+        if self.data.lessons.insert(key.clone()) {
+            self.undo.push(Undo::Lesson(key));
+        }
         Ok(())
     }
 }
@@ -233,6 +247,7 @@ impl EventStore for MemoryEventStore {
             .map(|record| RecipientDetail {
                 destination: record.destination.clone(),
                 isp: record.isp.clone(),
+                recipient_count: record.recipient_count,
                 events: stored_events(events.iter().filter(|e| e.recipient == record.destination)),
             })
             .collect();
@@ -299,7 +314,13 @@ impl EventStore for MemoryEventStore {
             let records = data.records.range(from..).take_while(|(key, _)| key.0 <= part.end);
             rows.extend(super::ingest::recount(records.map(|(_, r)| r)));
         }
-        Ok(merge_daily(rows))
+        let mut rows = merge_daily(rows);
+        let mut learned = Learned::default();
+        for (lesson, value) in &data.lessons {
+            learned.learn(*lesson, value.clone());
+        }
+        learned.apply(&mut rows);
+        Ok(rows)
     }
 }
 

@@ -163,6 +163,9 @@ pub struct MessageDetail {
 pub struct RecipientDetail {
     pub destination: String,
     pub isp: String,
+    /// How many recipients the message had (which events AWS shows depends
+    /// on it).
+    pub recipient_count: u32,
     /// In time order.
     pub events: Vec<StoredEvent>,
 }

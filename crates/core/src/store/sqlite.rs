@@ -5,6 +5,7 @@
 //! destination), so an export's scan reads them in export order with no
 //! sort; rollups are one row per account, UTC day and dimension values.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +25,7 @@ use crate::clock::{Interval, Millis, day_of};
 use crate::event::{EventKind, SesEvent};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, MetricCounts, merge_daily};
+use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 const BACKEND: &str = "sqlite";
 /// Records a scan sends across threads at a time.
@@ -119,7 +120,23 @@ ALTER TABLE insights_v2 RENAME TO insights;
 -- Retention deletes the oldest messages first.
 CREATE INDEX messages_by_send_ts ON messages (send_ts);
 "#,
+    // Metrics and insight records as AWS defines them (SPEC §5, revised):
+    // what the account's events teach, kept once each. The records' flags
+    // and the rollups are derived again from the kept events by
+    // `rederive`, which runs with this step.
+    r#"
+CREATE TABLE learned (
+    account TEXT NOT NULL,
+    lesson  INTEGER NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (account, lesson, value)
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The schema version whose migration re-derives flags, lessons and
+/// rollups from the kept events.
+const REDERIVE_AT: usize = 3;
 
 /// The SQLite [`EventStore`].
 #[derive(Debug, Clone)]
@@ -225,6 +242,19 @@ fn lock<T>(conn: &Mutex<T>) -> MutexGuard<'_, T> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What `account`'s events have taught.
+fn learned(conn: &Connection, account: &str) -> Result<Learned, StoreError> {
+    let mut learned = Learned::default();
+    let mut stmt = conn.prepare_cached("SELECT lesson, value FROM learned WHERE account = ?1")?;
+    let mut rows = stmt.query(params![account])?;
+    while let Some(row) = rows.next()? {
+        if let Some(lesson) = Lesson::from_code(row.get(0)?) {
+            learned.learn(lesson, row.get(1)?);
+        }
+    }
+    Ok(learned)
+}
+
 /// Folds the write-ahead log into the database and leaves WAL mode, so the
 /// database is one self-contained file (SPEC §9). Needs the other
 /// connections closed; when one is still open, the log is checkpointed and
@@ -260,8 +290,153 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        // A store made before the revised definitions: its events are all
+        // kept, so what is derived from them is derived again.
+        if i + 1 == REDERIVE_AT && version > 0 {
+            tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
+            rederive(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Derives again, from the kept events, every record's flags, the lessons
+/// and the rollups, with the same functions ingest uses.
+fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    // Flags and lessons, a message at a time.
+    let mut events = tx.prepare(
+        "SELECT e.account, e.message_id, m.send_ts, e.recipient, e.kind, e.bounce_type, e.bounce_sub_type, \
+         e.complaint_sub_type FROM events e JOIN messages m ON m.account = e.account AND m.message_id = e.message_id \
+         ORDER BY e.account, e.message_id",
+    )?;
+    let mut record = tx.prepare(
+        "SELECT isp, configuration_set, recipient_count FROM insights \
+         WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
+    )?;
+    let mut update = tx.prepare(
+        "UPDATE insights SET flags = ?5 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
+    )?;
+    let mut learn = tx.prepare("INSERT OR IGNORE INTO learned (account, lesson, value) VALUES (?1, ?2, ?3)")?;
+    let mut rows = events.query([])?;
+    let mut flags: BTreeMap<(String, String, i64, String), InsightRecord> = BTreeMap::new();
+    let mut flush = |flags: &mut BTreeMap<(String, String, i64, String), InsightRecord>| -> Result<(), StoreError> {
+        for ((account, message_id, send_ts, destination), r) in std::mem::take(flags) {
+            update.execute(params![account, send_ts, message_id, destination, r.flags.0])?;
+        }
+        Ok(())
+    };
+    let mut current: Option<(String, String)> = None;
+    while let Some(row) = rows.next()? {
+        let (account, message_id, send_ts, recipient): (String, String, i64, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        if current.as_ref() != Some(&(account.clone(), message_id.clone())) {
+            flush(&mut flags)?;
+            current = Some((account.clone(), message_id.clone()));
+        }
+        let kind = EventKind::from_code(row.get(4)?).unwrap_or(EventKind::Send);
+        let bounce_type = row.get::<_, Option<String>>(5)?.map(BounceType::from);
+        let sub_type: Option<String> = match kind {
+            EventKind::Bounce => row.get(6)?,
+            EventKind::Complaint => row.get(7)?,
+            _ => None,
+        };
+        let bit = EventFlags::of(kind, bounce_type.as_ref(), sub_type.as_deref());
+        let key = (account.clone(), message_id.clone(), send_ts, recipient.clone());
+        if !flags.contains_key(&key) {
+            let found = record
+                .query_row(params![account, send_ts, message_id, recipient], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, u32>(2)?,
+                    ))
+                })
+                .optional()?;
+            let Some((isp, configuration_set, recipient_count)) = found else {
+                continue;
+            };
+            flags.insert(
+                key.clone(),
+                InsightRecord {
+                    message_id: message_id.clone(),
+                    send_timestamp: send_ts,
+                    destination: recipient.clone(),
+                    from_email_address: None,
+                    subject: None,
+                    isp,
+                    email_identity: None,
+                    configuration_set,
+                    tenant_name: None,
+                    recipient_count,
+                    flags: EventFlags::default(),
+                },
+            );
+        }
+        if let Some(r) = flags.get_mut(&key) {
+            r.flags = r.flags.union(bit);
+            if let Some((lesson, value)) = super::ingest::lesson(kind, bit, r) {
+                learn.execute(params![account, lesson.code(), value])?;
+            }
+        }
+    }
+    flush(&mut flags)?;
+    drop(rows);
+
+    // Rollups, an account and day at a time, from the records.
+    tx.execute("DELETE FROM metric_days", [])?;
+    let mut all = tx.prepare(&format!(
+        "SELECT i.account, {RECORD_COLUMNS} FROM {RECORD_TABLES} ORDER BY i.account, i.send_ts"
+    ))?;
+    let mut insert = tx.prepare(
+        "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, send, \
+         complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
+         delivery_complaint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    let mut rows = all.query([])?;
+    let mut day_records: Vec<InsightRecord> = Vec::new();
+    let mut at: Option<(String, i64)> = None;
+    let mut write = |account: &str, records: &mut Vec<InsightRecord>| -> Result<(), StoreError> {
+        for counts in recount(records.iter()) {
+            let c = &counts.counts.0;
+            let d = &counts.dimensions;
+            insert.execute(params![
+                account,
+                counts.day,
+                d.email_identity,
+                d.configuration_set,
+                d.isp,
+                d.tenant_name,
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                c[6],
+                c[7],
+                c[8],
+                c[9]
+            ])?;
+        }
+        records.clear();
+        Ok(())
+    };
+    while let Some(row) = rows.next()? {
+        let account: String = row.get(0)?;
+        let record = record_from_offset_row(row, 1)?;
+        let here = (account, day_of(record.send_timestamp));
+        if at.as_ref() != Some(&here) {
+            if let Some((account, _)) = &at {
+                write(account, &mut day_records)?;
+            }
+            at = Some(here);
+        }
+        day_records.push(record);
+    }
+    if let Some((account, _)) = &at {
+        write(account, &mut day_records)?;
     }
     Ok(())
 }
@@ -359,6 +534,13 @@ impl IngestTxn for SqliteTxn<'_> {
         Ok(())
     }
 
+    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO learned (account, lesson, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![self.account, lesson.code(), value])?;
+        Ok(())
+    }
+
     fn add_rollup(&mut self, day: i64, d: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, send, \
@@ -404,18 +586,23 @@ const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_add
 const RECORD_TABLES: &str = "insights i LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
+    record_from_offset_row(row, 0)
+}
+
+/// A record from [`RECORD_COLUMNS`] starting at column `at`.
+fn record_from_offset_row(row: &Row<'_>, at: usize) -> rusqlite::Result<InsightRecord> {
     Ok(InsightRecord {
-        send_timestamp: row.get(0)?,
-        message_id: row.get(1)?,
-        destination: row.get(2)?,
-        from_email_address: row.get(3)?,
-        subject: row.get(4)?,
-        isp: row.get(5)?,
-        email_identity: row.get(6)?,
-        configuration_set: row.get(7)?,
-        tenant_name: row.get(8)?,
-        recipient_count: row.get(9)?,
-        flags: EventFlags(row.get(10)?),
+        send_timestamp: row.get(at)?,
+        message_id: row.get(at + 1)?,
+        destination: row.get(at + 2)?,
+        from_email_address: row.get(at + 3)?,
+        subject: row.get(at + 4)?,
+        isp: row.get(at + 5)?,
+        email_identity: row.get(at + 6)?,
+        configuration_set: row.get(at + 7)?,
+        tenant_name: row.get(at + 8)?,
+        recipient_count: row.get(at + 9)?,
+        flags: EventFlags(row.get(at + 10)?),
     })
 }
 
@@ -503,6 +690,7 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
         isp: text(5)?.unwrap_or_default(),
         tenant_name: text(8)?,
         flags: EventFlags(row.get(10)?),
+        recipient_count: row.get(9)?,
     })
 }
 
@@ -587,14 +775,15 @@ impl EventStore for SqliteEventStore {
             };
             let tags: Vec<(String, String)> = serde_json::from_str(&tags).map_err(generic)?;
             let mut stmt = conn.prepare_cached(
-                "SELECT destination, isp FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 \
-                 ORDER BY destination",
+                "SELECT destination, isp, recipient_count FROM insights \
+                 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 ORDER BY destination",
             )?;
             let mut recipients: Vec<RecipientDetail> = stmt
                 .query_map(params![account, send_ts, message_id], |r| {
                     Ok(RecipientDetail {
                         destination: r.get(0)?,
                         isp: r.get(1)?,
+                        recipient_count: r.get(2)?,
                         events: Vec::new(),
                     })
                 })?
@@ -671,7 +860,9 @@ impl EventStore for SqliteEventStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.extend(recount(records.iter()));
             }
-            Ok(merge_daily(rows))
+            let mut rows = merge_daily(rows);
+            learned(conn, &account)?.apply(&mut rows);
+            Ok(rows)
         })
         .await
     }
@@ -767,5 +958,51 @@ mod tests {
             !columns.iter().any(|c| c == "subject" || c == "from_address"),
             "{columns:?}"
         );
+    }
+
+    /// A store of the version before the revised definitions (flags that
+    /// count a suppression-list bounce as permanent, rollups with the old
+    /// meaning, nothing learned) opens with everything derived again from
+    /// its kept events: the same as a store that ingested them afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_before_the_revised_definitions_are_rederived() {
+        use crate::store::conformance::{account, generated};
+        let dir = tempfile::tempdir().expect("temp");
+        let (old, fresh) = (dir.path().join("old.sqlite"), dir.path().join("fresh.sqlite"));
+        let stream = generated(17, 400);
+        for path in [&old, &fresh] {
+            let store = SqliteEventStore::open(path).expect("open");
+            store.ingest(&account(), stream.clone()).await.expect("ingest");
+        }
+        {
+            // Make `old` what the previous version would have written.
+            let conn = Connection::open(&old).expect("open");
+            let changed = conn
+                .execute(
+                    "UPDATE insights SET flags = (flags & ~4096) | 4 WHERE flags & 4096 != 0",
+                    [],
+                )
+                .expect("old flags");
+            assert!(changed > 0, "the stream has suppression-list bounces");
+            conn.execute_batch(
+                "UPDATE metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
+                 DROP TABLE learned; PRAGMA user_version = 2;",
+            )
+            .expect("old rollups");
+        }
+        let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+        let state = |path: PathBuf| async move {
+            let store = SqliteEventStore::open(&path).expect("open");
+            let records: Vec<InsightRecord> = store
+                .scan_insights(&account(), everything)
+                .map(|r| r.expect("record"))
+                .collect()
+                .await;
+            let counts = store.daily_counts(&account(), everything).await.expect("counts");
+            (records, counts)
+        };
+        let (old_state, fresh_state) = (state(old).await, state(fresh).await);
+        assert_eq!(old_state.0, fresh_state.0, "records");
+        assert_eq!(old_state.1, fresh_state.1, "rollups and learned sets");
     }
 }
