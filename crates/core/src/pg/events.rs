@@ -226,50 +226,7 @@ impl EventStore for PgEventStore {
             .await
             .map_err(generic)?;
         }
-        if !merged.rollups.is_empty() {
-            let k = &merged.rollups;
-            let slot = |i: usize| k.iter().map(|(_, c)| c.0[i]).collect::<Vec<i64>>();
-            tx.execute(
-                "INSERT INTO ses_metric_days AS m (account, day, email_identity, configuration_set, isp, tenant_name, \
-                 send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
-                 delivery_click, delivery_complaint) \
-                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
-                 $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
-                 $16::int8[]) \
-                 ON CONFLICT (account, day, email_identity, configuration_set, isp, tenant_name) DO UPDATE SET \
-                 send = m.send + EXCLUDED.send, complaint = m.complaint + EXCLUDED.complaint, \
-                 permanent_bounce = m.permanent_bounce + EXCLUDED.permanent_bounce, \
-                 transient_bounce = m.transient_bounce + EXCLUDED.transient_bounce, open = m.open + EXCLUDED.open, \
-                 click = m.click + EXCLUDED.click, delivery = m.delivery + EXCLUDED.delivery, \
-                 delivery_open = m.delivery_open + EXCLUDED.delivery_open, \
-                 delivery_click = m.delivery_click + EXCLUDED.delivery_click, \
-                 delivery_complaint = m.delivery_complaint + EXCLUDED.delivery_complaint",
-                &[
-                    &account,
-                    &k.iter().map(|((d, _), _)| *d).collect::<Vec<_>>(),
-                    &k.iter()
-                        .map(|((_, v), _)| v.email_identity.as_str())
-                        .collect::<Vec<_>>(),
-                    &k.iter()
-                        .map(|((_, v), _)| v.configuration_set.as_str())
-                        .collect::<Vec<_>>(),
-                    &k.iter().map(|((_, v), _)| v.isp.as_str()).collect::<Vec<_>>(),
-                    &k.iter().map(|((_, v), _)| v.tenant_name.as_str()).collect::<Vec<_>>(),
-                    &slot(0),
-                    &slot(1),
-                    &slot(2),
-                    &slot(3),
-                    &slot(4),
-                    &slot(5),
-                    &slot(6),
-                    &slot(7),
-                    &slot(8),
-                    &slot(9),
-                ],
-            )
-            .await
-            .map_err(generic)?;
-        }
+        add_rollups(&tx, account, &merged.rollups).await?;
         if !folded.lessons.is_empty() {
             tx.execute(
                 "INSERT INTO ses_learned (account, lesson, value) SELECT $1, * FROM unnest($2::int2[], $3::text[]) \
@@ -479,6 +436,59 @@ impl EventStore for PgEventStore {
     }
 }
 
+/// Adds rollup deltas of `account` (day and dimension values to counts).
+async fn add_rollups(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: &str,
+    rollups: &[((i64, DimensionValues), MetricCounts)],
+) -> Result<(), StoreError> {
+    if !rollups.is_empty() {
+        let k = rollups;
+        let slot = |i: usize| k.iter().map(|(_, c)| c.0[i]).collect::<Vec<i64>>();
+        tx.execute(
+            "INSERT INTO ses_metric_days AS m (account, day, email_identity, configuration_set, isp, tenant_name, \
+                 send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
+                 delivery_click, delivery_complaint) \
+                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
+                 $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
+                 $16::int8[]) \
+                 ON CONFLICT (account, day, email_identity, configuration_set, isp, tenant_name) DO UPDATE SET \
+                 send = m.send + EXCLUDED.send, complaint = m.complaint + EXCLUDED.complaint, \
+                 permanent_bounce = m.permanent_bounce + EXCLUDED.permanent_bounce, \
+                 transient_bounce = m.transient_bounce + EXCLUDED.transient_bounce, open = m.open + EXCLUDED.open, \
+                 click = m.click + EXCLUDED.click, delivery = m.delivery + EXCLUDED.delivery, \
+                 delivery_open = m.delivery_open + EXCLUDED.delivery_open, \
+                 delivery_click = m.delivery_click + EXCLUDED.delivery_click, \
+                 delivery_complaint = m.delivery_complaint + EXCLUDED.delivery_complaint",
+            &[
+                &account,
+                &k.iter().map(|((d, _), _)| *d).collect::<Vec<_>>(),
+                &k.iter()
+                    .map(|((_, v), _)| v.email_identity.as_str())
+                    .collect::<Vec<_>>(),
+                &k.iter()
+                    .map(|((_, v), _)| v.configuration_set.as_str())
+                    .collect::<Vec<_>>(),
+                &k.iter().map(|((_, v), _)| v.isp.as_str()).collect::<Vec<_>>(),
+                &k.iter().map(|((_, v), _)| v.tenant_name.as_str()).collect::<Vec<_>>(),
+                &slot(0),
+                &slot(1),
+                &slot(2),
+                &slot(3),
+                &slot(4),
+                &slot(5),
+                &slot(6),
+                &slot(7),
+                &slot(8),
+                &slot(9),
+            ],
+        )
+        .await
+        .map_err(generic)?;
+    }
+    Ok(())
+}
+
 /// Derives again, from the kept events, every record's flags, the lessons
 /// and the rollups (the migration to the revised definitions), with the
 /// same functions ingest uses. It reads a store's events at once: a
@@ -570,45 +580,11 @@ pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<
         by_account.entry(account).or_default().push(record_at(row, 1));
     }
     for (account, records) in by_account {
-        let counts = recount(records.iter());
-        let slot = |i: usize| counts.iter().map(|c| c.counts.0[i]).collect::<Vec<i64>>();
-        tx.execute(
-            "INSERT INTO ses_metric_days (account, day, email_identity, configuration_set, isp, tenant_name, \
-             send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
-             delivery_click, delivery_complaint) \
-             SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
-             $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
-             $16::int8[])",
-            &[
-                &account,
-                &counts.iter().map(|c| c.day).collect::<Vec<_>>(),
-                &counts
-                    .iter()
-                    .map(|c| c.dimensions.email_identity.as_str())
-                    .collect::<Vec<_>>(),
-                &counts
-                    .iter()
-                    .map(|c| c.dimensions.configuration_set.as_str())
-                    .collect::<Vec<_>>(),
-                &counts.iter().map(|c| c.dimensions.isp.as_str()).collect::<Vec<_>>(),
-                &counts
-                    .iter()
-                    .map(|c| c.dimensions.tenant_name.as_str())
-                    .collect::<Vec<_>>(),
-                &slot(0),
-                &slot(1),
-                &slot(2),
-                &slot(3),
-                &slot(4),
-                &slot(5),
-                &slot(6),
-                &slot(7),
-                &slot(8),
-                &slot(9),
-            ],
-        )
-        .await
-        .map_err(generic)?;
+        let rollups: Vec<((i64, DimensionValues), MetricCounts)> = recount(records.iter())
+            .into_iter()
+            .map(|c| ((c.day, c.dimensions), c.counts))
+            .collect();
+        add_rollups(tx, &account, &rollups).await?;
     }
     Ok(())
 }

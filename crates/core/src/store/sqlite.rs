@@ -318,7 +318,6 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     let mut update = tx.prepare(
         "UPDATE insights SET flags = ?5 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
     )?;
-    let mut learn = tx.prepare("INSERT OR IGNORE INTO learned (account, lesson, value) VALUES (?1, ?2, ?3)")?;
     let mut rows = events.query([])?;
     let mut flags: BTreeMap<(String, String, i64, String), InsightRecord> = BTreeMap::new();
     let mut flush = |flags: &mut BTreeMap<(String, String, i64, String), InsightRecord>| -> Result<(), StoreError> {
@@ -377,7 +376,7 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         if let Some(r) = flags.get_mut(&key) {
             r.flags = r.flags.union(bit);
             if let Some((lesson, value)) = super::ingest::lesson(kind, bit, r) {
-                learn.execute(params![account, lesson.code(), value])?;
+                SqliteTxn { tx, account: &account }.learn(lesson, &value)?;
             }
         }
     }
@@ -389,36 +388,13 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     let mut all = tx.prepare(&format!(
         "SELECT i.account, {RECORD_COLUMNS} FROM {RECORD_TABLES} ORDER BY i.account, i.send_ts"
     ))?;
-    let mut insert = tx.prepare(
-        "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, send, \
-         complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
-         delivery_complaint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?;
     let mut rows = all.query([])?;
     let mut day_records: Vec<InsightRecord> = Vec::new();
     let mut at: Option<(String, i64)> = None;
-    let mut write = |account: &str, records: &mut Vec<InsightRecord>| -> Result<(), StoreError> {
+    let write = |account: &str, records: &mut Vec<InsightRecord>| -> Result<(), StoreError> {
+        let mut txn = SqliteTxn { tx, account };
         for counts in recount(records.iter()) {
-            let c = &counts.counts.0;
-            let d = &counts.dimensions;
-            insert.execute(params![
-                account,
-                counts.day,
-                d.email_identity,
-                d.configuration_set,
-                d.isp,
-                d.tenant_name,
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                c[5],
-                c[6],
-                c[7],
-                c[8],
-                c[9]
-            ])?;
+            txn.add_rollup(counts.day, &counts.dimensions, &counts.counts)?;
         }
         records.clear();
         Ok(())
