@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=${1:-target/debug}
 work=$(mktemp -d)
-trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Stop the server and wait for its clean exit (it folds SQLite's log into the
+# database as it goes) before removing its data.
+trap 'kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$target/ses-export-server" --listen 127.0.0.1:0 --data-dir "$work/data" --rate-limits off \
   >"$work/stdout" 2>"$work/stderr" &
