@@ -632,3 +632,50 @@ async fn a_job_ends_once_under_its_lease() {
     assert_eq!(names, vec![format!("{job_id}.csv")], "one final object, nothing staged");
     drop(first);
 }
+
+/// The request id is made first and carried in a span: the log lines
+/// written while handling a request name the id its answer carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_the_request_id() {
+    let dir = tempfile::tempdir().expect("temp");
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .env("SES_EXPORT_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = lines.next_line().await.expect("read").expect("a line");
+    let url = line.strip_prefix("listening on ").expect("listening").to_owned();
+    let answer = ses_export_tests::http_client()
+        .post(format!("{url}/v2/email/list-export-jobs"))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status().as_u16(), 403);
+    let id = answer.headers()["x-amzn-RequestId"].to_str().expect("id").to_owned();
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let mine: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
+    assert!(!mine.is_empty(), "no log line names request {id}:\n{log}");
+    assert!(
+        mine.iter().any(|l| l.contains("answered") && l.contains("403")),
+        "{mine:?}"
+    );
+}

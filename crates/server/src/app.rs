@@ -309,12 +309,17 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
-/// What every answer gets, whatever produced it: an `x-amzn-RequestId`,
+/// What every request and answer gets, whatever handles it: a request id,
+/// made first and carried in a tracing span (so every log line written
+/// while handling the request names it) and answered as `x-amzn-RequestId`;
 /// and `Connection: close` when the request's body was not read to its end
 /// (a refusal before the body): the server then closes the connection, and
 /// the header tells the client not to send another request on it.
 async fn framing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures_util::StreamExt;
+    use tracing::Instrument;
+    let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let (parts, body) = request.into_parts();
     let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
         || parts
@@ -332,13 +337,11 @@ async fn framing(request: axum::extract::Request, next: axum::middleware::Next) 
     } else {
         axum::extract::Request::from_parts(parts, body)
     };
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
     let headers = response.headers_mut();
-    if !headers.contains_key("x-amzn-RequestId") {
-        let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            headers.insert("x-amzn-RequestId", value);
-        }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-amzn-RequestId", value);
     }
     if !finished.load(std::sync::atomic::Ordering::Relaxed) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
