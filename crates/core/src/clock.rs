@@ -10,6 +10,11 @@ pub type Millis = i64;
 /// Milliseconds in a UTC day.
 pub const DAY_MILLIS: Millis = 86_400_000;
 
+/// The time now, in milliseconds since the epoch.
+pub fn now() -> Millis {
+    ses_export_model::Timestamp::now().as_millis()
+}
+
 /// Parses an ISO 8601 / RFC 3339 time (`2026-11-01T12:00:00.000Z`, any
 /// offset, any number of fraction digits) to milliseconds, rounding down.
 pub fn parse_iso8601(text: &str) -> Option<Millis> {

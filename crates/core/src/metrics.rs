@@ -6,7 +6,7 @@ use std::ops::{AddAssign, SubAssign};
 
 use ses_export_model::types::{Metric, MetricDimensionName};
 
-use crate::insight::EventFlags;
+use crate::flags::EventFlags;
 
 /// The ten metrics, in the model's order; the index of each is its slot in
 /// [`MetricCounts`].

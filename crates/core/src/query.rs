@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
-use ses_export_model::types::{Metric, MetricAggregation, MetricDimensionName};
+use ses_export_model::Timestamp;
+use ses_export_model::types::{
+    MessageInsightsDataSource, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName,
+    MetricsDataSource,
+};
 
 use crate::AccountId;
 use crate::clock::{Interval, day_of, day_start};
@@ -15,6 +19,53 @@ use crate::insight::InsightRecord;
 use crate::metrics::{DailyCounts, MetricCounts};
 use crate::rng;
 use crate::store::{EventStore, RecordFilter, ScanControl, StoreError};
+
+/// `MaxResults` when the request has none.
+pub const DEFAULT_MAX_RESULTS: usize = 1000;
+
+/// The interval of a request's `StartDate` and `EndDate`, in milliseconds.
+pub fn interval(start: Timestamp, end: Timestamp) -> Interval {
+    Interval::new(start.as_millis(), end.as_millis())
+}
+
+/// The insight query of a message-insights export.
+pub fn insight_query(source: &MessageInsightsDataSource, seed: u64) -> Result<InsightQuery, String> {
+    let parse = |filters: &Option<MessageInsightsFilters>| match filters {
+        Some(f) => InsightFilter::parse(f).map_err(|_| "The message-insights filters are not valid.".to_owned()),
+        None => Ok(InsightFilter::default()),
+    };
+    Ok(InsightQuery {
+        interval: interval(source.start_date, source.end_date),
+        include: parse(&source.include)?,
+        exclude: parse(&source.exclude)?,
+        max_results: source.max_results.map_or(DEFAULT_MAX_RESULTS, |n| n.max(1) as usize),
+        seed,
+    })
+}
+
+/// The metrics query of a metrics export; dimensions in column order.
+pub fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
+    MetricsQuery {
+        interval: interval(source.start_date, source.end_date),
+        dimensions: source
+            .dimensions
+            .iter()
+            .map(|(name, values)| {
+                let select = if values.iter().any(|v| v == "*") {
+                    DimensionSelect::All
+                } else {
+                    DimensionSelect::Values(values.clone())
+                };
+                (name.clone(), select)
+            })
+            .collect(),
+        metrics: source
+            .metrics
+            .iter()
+            .filter_map(|m| Some((m.name.clone()?, m.aggregation.clone()?)))
+            .collect(),
+    }
+}
 
 /// A message-insights selection.
 #[derive(Debug, Clone)]

@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{DAY_MILLIS, Millis, day_of, day_start};
-use crate::service::{ExportService, now};
+use crate::clock::{DAY_MILLIS, Millis, day_of, day_start, now};
+use crate::job::JobStore;
+use crate::storage::Storage;
+use crate::store::EventStore;
 
 /// Messages deleted per step (one transaction each).
 pub const EXPIRE_STEP: usize = 5_000;
@@ -36,7 +38,9 @@ pub struct Swept {
 
 /// Sweeps now and every [`SWEEP_EVERY`] until `stop` turns true.
 pub async fn run_retention(
-    service: Arc<ExportService>,
+    events: Arc<dyn EventStore>,
+    jobs: Arc<dyn JobStore>,
+    storage: Storage,
     retention: Retention,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -44,7 +48,7 @@ pub async fn run_retention(
         return;
     }
     loop {
-        match sweep(&service, retention, now()).await {
+        match sweep(&*events, &*jobs, &storage, retention, now()).await {
             Ok(swept) if swept != Swept::default() => {
                 tracing::info!(
                     messages = swept.messages,
@@ -66,16 +70,18 @@ pub async fn run_retention(
 }
 
 /// One sweep as of `now`.
-pub async fn sweep(service: &ExportService, retention: Retention, now: Millis) -> Result<Swept, String> {
+pub async fn sweep(
+    events: &dyn EventStore,
+    jobs: &dyn JobStore,
+    storage: &Storage,
+    retention: Retention,
+    now: Millis,
+) -> Result<Swept, String> {
     let mut swept = Swept::default();
     if retention.event_days > 0 {
         let before = day_start(day_of(now) - i64::from(retention.event_days));
         loop {
-            let deleted = service
-                .events
-                .expire(before, EXPIRE_STEP)
-                .await
-                .map_err(|e| e.to_string())?;
+            let deleted = events.expire(before, EXPIRE_STEP).await.map_err(|e| e.to_string())?;
             swept.messages += deleted;
             if deleted < EXPIRE_STEP as u64 {
                 break;
@@ -87,28 +93,25 @@ pub async fn sweep(service: &ExportService, retention: Retention, now: Millis) -
     if retention.export_days > 0 {
         let before = now - i64::from(retention.export_days) * DAY_MILLIS;
         loop {
-            let jobs = service
-                .jobs
+            let ended = jobs
                 .ended_with_output(before, EXPORT_STEP)
                 .await
                 .map_err(|e| e.to_string())?;
-            for job in &jobs {
+            for job in &ended {
                 let Some(key) = &job.output_key else { continue };
                 let path = object_store::path::Path::from(key.as_str());
                 // The file first, then the record: a failed delete is tried
                 // again on the next sweep.
-                match service.storage.managed().store.delete(&path).await {
+                match storage.managed().store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(format!("deleting export {key}: {e}")),
                 }
-                service
-                    .jobs
-                    .clear_output(&job.account, &job.job_id)
+                jobs.clear_output(&job.account, &job.job_id)
                     .await
                     .map_err(|e| e.to_string())?;
                 swept.export_files += 1;
             }
-            if jobs.len() < EXPORT_STEP {
+            if ended.len() < EXPORT_STEP {
                 break;
             }
         }

@@ -2,9 +2,8 @@
 //! typed model outputs or a [`ServiceError`] out. The server puts HTTP
 //! around it; nothing here knows HTTP.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ses_export_model::InputError;
@@ -12,22 +11,20 @@ use ses_export_model::types::*;
 use ses_export_model::{Timestamp, Violation};
 
 use crate::AccountId;
-use crate::clock::{Interval, Millis};
-use crate::filter::InsightFilter;
-use crate::job::{ExportJob, JobCursor, JobFilter, JobStore, JobStoreError, JobUpdate};
+use crate::job::{ExportJob, JobFilter, JobStore, JobStoreError, JobUpdate};
 use crate::limits::{LimitedOperation, RateLimiter};
-use crate::query::{self, DimensionSelect, InsightQuery, MetricsQuery};
-use crate::signing::{SigningKey, uuid_v4};
+use crate::page_token;
+use crate::query::{self, interval};
+use crate::signing::{self, SigningKey, uuid_v4};
 use crate::storage::{BucketAccess, Storage, s3_target, valid_bucket_name};
 use crate::store::{EventStore, MessageDetail};
 use crate::validate;
+use crate::worker::{JobSignals, WorkerConfig, Workers};
 
-/// `MaxResults` when the request has none.
-pub const DEFAULT_MAX_RESULTS: usize = 1000;
+pub use crate::query::DEFAULT_MAX_RESULTS;
 /// `PageSize` when the request has none.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
-/// Where managed exports are downloaded, under the server's address.
-pub const DOWNLOAD_PATH: &str = "/_ses-export/v1/exports/";
+pub use crate::signing::DOWNLOAD_PATH;
 
 /// An operation's failure, as the wire will name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,20 +105,14 @@ impl Default for ServiceConfig {
 /// The export-jobs service.
 #[derive(Debug)]
 pub struct ExportService {
-    pub(crate) events: Arc<dyn EventStore>,
-    pub(crate) jobs: Arc<dyn JobStore>,
+    events: Arc<dyn EventStore>,
+    jobs: Arc<dyn JobStore>,
     limiter: Arc<dyn RateLimiter>,
-    pub(crate) storage: Storage,
+    storage: Storage,
     key: SigningKey,
-    pub(crate) config: ServiceConfig,
-    /// Wakes idle workers when a job is created.
-    pub(crate) wake: tokio::sync::Notify,
-    /// Cancel flags of the jobs running in this process.
-    pub(crate) running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
-    /// This process's name on the leases it takes.
-    pub(crate) worker_id: String,
-    /// Set once the process is stopping: workers take no new jobs.
-    pub(crate) stopping: AtomicBool,
+    config: ServiceConfig,
+    /// What this process's API side and workers share about jobs.
+    signals: Arc<JobSignals>,
 }
 
 fn job_store_error(e: JobStoreError) -> ServiceError {
@@ -144,11 +135,33 @@ impl ExportService {
             storage,
             key,
             config,
-            wake: tokio::sync::Notify::new(),
-            running: Mutex::new(HashMap::new()),
-            worker_id: uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
-            stopping: AtomicBool::new(false),
+            signals: Arc::default(),
         }
+    }
+
+    /// The workers that run this service's jobs, sharing its stores.
+    pub fn workers(&self) -> Workers {
+        Workers::new(
+            Arc::clone(&self.events),
+            Arc::clone(&self.jobs),
+            self.storage.clone(),
+            Arc::clone(&self.signals),
+            WorkerConfig {
+                lease: self.config.lease,
+                min_job_duration: self.config.min_job_duration,
+                sole_server: self.config.sole_server,
+            },
+        )
+    }
+
+    /// The job store.
+    pub fn jobs(&self) -> &Arc<dyn JobStore> {
+        &self.jobs
+    }
+
+    /// Where exports are written.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Starts a shutdown: running jobs stop at their next safe point (a
@@ -156,10 +169,7 @@ impl ExportService {
     /// and stay `PROCESSING`, to be run again by the next server; no new
     /// job is taken.
     pub fn begin_shutdown(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for flag in self.running.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            flag.store(true, Ordering::SeqCst);
-        }
+        self.signals.begin_shutdown();
     }
 
     /// Closes the stores for a clean exit (SQLite: the write-ahead log is
@@ -246,7 +256,7 @@ impl ExportService {
             }
             Err(e) => return Err(job_store_error(e)),
         }
-        self.wake.notify_waiters();
+        self.signals.job_created();
         Ok(CreateExportJobResponse {
             job_id: Some(job.job_id),
         })
@@ -274,7 +284,12 @@ impl ExportService {
         if job.status == JobStatus::Completed
             && let Some(key) = &job.output_key
         {
-            destination.s3_url = Some(self.download_url(base_url, key));
+            destination.s3_url = Some(signing::download_url(
+                &self.key,
+                base_url,
+                key,
+                self.config.download_ttl,
+            ));
         }
         Ok(GetExportJobResponse {
             job_id: Some(job.job_id.clone()),
@@ -307,7 +322,10 @@ impl ExportService {
             source_type: input.export_source_type.clone(),
         };
         let cursor = match &input.next_token {
-            Some(token) => Some(self.read_page_token(account, &filter, token)?),
+            Some(token) => Some(
+                page_token::read(&self.key, account, &filter, token)
+                    .ok_or_else(|| ServiceError::BadRequest("The NextToken is not valid.".to_owned()))?,
+            ),
             None => None,
         };
         let size = input.page_size.map_or(DEFAULT_PAGE_SIZE, |n| n.max(1) as usize);
@@ -319,7 +337,7 @@ impl ExportService {
         let next_token = if jobs.len() > size {
             jobs.truncate(size);
             jobs.last()
-                .map(|last| self.page_token(account, &filter, &last.cursor()))
+                .map(|last| page_token::make(&self.key, account, &filter, &last.cursor()))
         } else {
             None
         };
@@ -336,57 +354,6 @@ impl ExportService {
                     .collect(),
             ),
             next_token,
-        })
-    }
-
-    fn token_parts(account: &AccountId, filter: &JobFilter, created: &str, job_id: &str) -> Vec<Vec<u8>> {
-        vec![
-            b"list-export-jobs".to_vec(),
-            account.as_str().as_bytes().to_vec(),
-            filter.status.as_ref().map_or("", |s| s.as_str()).as_bytes().to_vec(),
-            filter
-                .source_type
-                .as_ref()
-                .map_or("", |s| s.as_str())
-                .as_bytes()
-                .to_vec(),
-            created.as_bytes().to_vec(),
-            job_id.as_bytes().to_vec(),
-        ]
-    }
-
-    /// An opaque token for the page after `cursor`, valid only for this
-    /// account and these filters.
-    fn page_token(&self, account: &AccountId, filter: &JobFilter, cursor: &JobCursor) -> String {
-        let created = cursor.created.to_string();
-        let parts = Self::token_parts(account, filter, &created, &cursor.job_id);
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let signature = self.key.sign(&refs);
-        format!(
-            "{created}.{}.{signature}",
-            crate::signing::hex(cursor.job_id.as_bytes())
-        )
-    }
-
-    fn read_page_token(&self, account: &AccountId, filter: &JobFilter, token: &str) -> Result<JobCursor, ServiceError> {
-        let refused = || ServiceError::BadRequest("The NextToken is not valid.".to_owned());
-        let mut pieces = token.split('.');
-        let (Some(created), Some(id_hex), Some(signature), None) =
-            (pieces.next(), pieces.next(), pieces.next(), pieces.next())
-        else {
-            return Err(refused());
-        };
-        let job_id = crate::signing::unhex(id_hex)
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(refused)?;
-        let parts = Self::token_parts(account, filter, created, &job_id);
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        if !self.key.verify(&refs, signature) {
-            return Err(refused());
-        }
-        Ok(JobCursor {
-            created: created.parse().map_err(|_| refused())?,
-            job_id,
         })
     }
 
@@ -421,10 +388,7 @@ impl ExportService {
                 job.job_id, job.status
             ))),
             Some((job, true)) => {
-                let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(flag) = running.get(&(job.account.clone(), job.job_id.clone())) {
-                    flag.store(true, Ordering::SeqCst);
-                }
+                self.signals.job_cancelled(&job.account, &job.job_id);
                 Ok(CancelExportJobResponse {})
             }
         }
@@ -479,15 +443,6 @@ impl ExportService {
         })
     }
 
-    /// The pre-signed URL of a managed export.
-    fn download_url(&self, base_url: &str, key: &str) -> String {
-        let expires = Timestamp::now().secs() + self.config.download_ttl.as_secs() as i64;
-        let signature = self
-            .key
-            .sign(&[b"download", key.as_bytes(), expires.to_string().as_bytes()]);
-        format!("{base_url}{DOWNLOAD_PATH}{key}?X-Amz-Expires={expires}&X-Amz-Signature={signature}")
-    }
-
     /// Opens a managed export from its pre-signed URL's parts; `None` when
     /// the URL is expired, changed or for a file that is gone.
     pub async fn open_download(
@@ -496,16 +451,7 @@ impl ExportService {
         expires: &str,
         signature: &str,
     ) -> Result<Option<Download>, ServiceError> {
-        if !self
-            .key
-            .verify(&[b"download", key.as_bytes(), expires.as_bytes()], signature)
-        {
-            return Ok(None);
-        }
-        let Ok(expires) = expires.parse::<i64>() else {
-            return Ok(None);
-        };
-        if expires < Timestamp::now().secs() {
+        if !signing::download_is_valid(&self.key, key, expires, signature) {
             return Ok(None);
         }
         match self
@@ -528,45 +474,6 @@ impl ExportService {
             Err(e) => Err(internal(e)),
         }
     }
-
-    /// Runs one claimed job to its end; see [`crate::worker`].
-    pub(crate) async fn run_job(&self, job: ExportJob, run: String) {
-        let key = (job.account.clone(), job.job_id.clone());
-        let cancelled = Arc::new(AtomicBool::new(false));
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), Arc::clone(&cancelled));
-        // Keep the lease alive while the job runs; a renewal that fails means
-        // the job was cancelled (perhaps on another server) or taken over.
-        let heartbeat = {
-            let jobs = Arc::clone(&self.jobs);
-            let (account, job_id, owner) = (job.account.clone(), job.job_id.clone(), run.clone());
-            let cancelled = Arc::clone(&cancelled);
-            let lease = self.config.lease;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease / 4).await;
-                    let until = now() + lease.as_millis() as i64;
-                    match jobs.renew(&account, &job_id, &owner, until).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            cancelled.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %e, job = %job_id, "renewing a job lease failed"),
-                    }
-                }
-            })
-        };
-        if self.stopping.load(Ordering::SeqCst) {
-            cancelled.store(true, Ordering::SeqCst);
-        }
-        let outcome = crate::worker::export(self, &job, &run, &cancelled).await;
-        heartbeat.abort();
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        crate::worker::finish(self, job, &run, outcome).await;
-    }
 }
 
 /// A managed export being downloaded.
@@ -581,50 +488,6 @@ impl std::fmt::Debug for Download {
         f.debug_struct("Download")
             .field("size", &self.size)
             .finish_non_exhaustive()
-    }
-}
-
-/// The interval of a request's `StartDate` and `EndDate`, in milliseconds.
-pub fn interval(start: Timestamp, end: Timestamp) -> Interval {
-    Interval::new(start.as_millis(), end.as_millis())
-}
-
-/// The insight query of a message-insights export.
-pub fn insight_query(source: &MessageInsightsDataSource, seed: u64) -> Result<InsightQuery, ServiceError> {
-    let parse = |filters: &Option<MessageInsightsFilters>| match filters {
-        Some(f) => InsightFilter::parse(f).map_err(|_| ServiceError::BadRequest("invalid filter".to_owned())),
-        None => Ok(InsightFilter::default()),
-    };
-    Ok(InsightQuery {
-        interval: interval(source.start_date, source.end_date),
-        include: parse(&source.include)?,
-        exclude: parse(&source.exclude)?,
-        max_results: source.max_results.map_or(DEFAULT_MAX_RESULTS, |n| n.max(1) as usize),
-        seed,
-    })
-}
-
-/// The metrics query of a metrics export; dimensions in column order.
-pub fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
-    MetricsQuery {
-        interval: interval(source.start_date, source.end_date),
-        dimensions: source
-            .dimensions
-            .iter()
-            .map(|(name, values)| {
-                let select = if values.iter().any(|v| v == "*") {
-                    DimensionSelect::All
-                } else {
-                    DimensionSelect::Values(values.clone())
-                };
-                (name.clone(), select)
-            })
-            .collect(),
-        metrics: source
-            .metrics
-            .iter()
-            .filter_map(|m| Some((m.name.clone()?, m.aggregation.clone()?)))
-            .collect(),
     }
 }
 
@@ -694,9 +557,4 @@ fn shown_event(event: &crate::store::StoredEvent, every_event: bool) -> bool {
     let suppressed_complaint = event.kind == EventKind::Complaint
         && event.complaint_sub_type.as_deref() == Some(crate::insight::ON_ACCOUNT_SUPPRESSION_LIST);
     (every_event || !delivery_or_engagement) && !suppressed_complaint
-}
-
-/// The time now, in milliseconds since the epoch.
-pub fn now() -> Millis {
-    Timestamp::now().as_millis()
 }

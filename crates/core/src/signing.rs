@@ -8,6 +8,25 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+/// Where managed exports are downloaded, under the server's address.
+pub const DOWNLOAD_PATH: &str = "/_ses-export/v1/exports/";
+
+/// The pre-signed URL of managed export `key`, valid for `ttl`.
+pub fn download_url(signing: &SigningKey, base_url: &str, key: &str, ttl: std::time::Duration) -> String {
+    let expires = ses_export_model::Timestamp::now().secs() + ttl.as_secs() as i64;
+    let signature = signing.sign(&[b"download", key.as_bytes(), expires.to_string().as_bytes()]);
+    format!("{base_url}{DOWNLOAD_PATH}{key}?X-Amz-Expires={expires}&X-Amz-Signature={signature}")
+}
+
+/// Whether a download URL's parts are ones [`download_url`] made and not
+/// yet expired.
+pub fn download_is_valid(signing: &SigningKey, key: &str, expires: &str, signature: &str) -> bool {
+    signing.verify(&[b"download", key.as_bytes(), expires.as_bytes()], signature)
+        && expires
+            .parse::<i64>()
+            .is_ok_and(|t| t >= ses_export_model::Timestamp::now().secs())
+}
+
 /// A 256-bit secret key.
 #[derive(Clone)]
 pub struct SigningKey([u8; 32]);

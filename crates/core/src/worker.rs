@@ -5,76 +5,205 @@
 //! so a cancel, a takeover after an expired lease and a finishing run can
 //! never both win, and the loser deletes only what is its own.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
+use crate::AccountId;
+use crate::clock::now;
 use crate::export::{RowWriter, insight_cells, metric_cells, metric_columns};
-use crate::job::{ExportJob, JobStatistics, JobUpdate};
-use crate::query::{select_insights, select_metrics};
+use crate::job::{ExportJob, JobStatistics, JobStore, JobUpdate};
+use crate::query::{insight_query, metrics_query, select_insights, select_metrics};
 use crate::rng;
-use crate::service::{ExportService, insight_query, metrics_query, now};
 use crate::storage::{ExportWriter, StagedExport, Storage, s3_target};
+use crate::store::EventStore;
 
 /// How often an idle worker looks for work it was not woken for.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Runs `count` workers until `shutdown` turns true. Jobs that were
-/// `PROCESSING` when the process last stopped go back to `CREATED` first.
-pub async fn run_workers(service: Arc<ExportService>, count: usize, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    if count == 0 {
-        return;
+/// What the API side and the workers of one process share about jobs: the
+/// wake-up when a job is created, the stop flags of the runs in progress
+/// (a cancel sets its job's), and whether the process is stopping.
+#[derive(Debug, Default)]
+pub struct JobSignals {
+    wake: tokio::sync::Notify,
+    running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
+    stopping: AtomicBool,
+}
+
+impl JobSignals {
+    /// A job was created: idle workers look now.
+    pub fn job_created(&self) {
+        self.wake.notify_waiters();
     }
-    // A sole server's PROCESSING jobs are its own from a previous run; in a
-    // cluster, they belong to servers that may be alive, and leases decide.
-    if service.config.sole_server {
-        match service.jobs.requeue_processing().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "requeued jobs left PROCESSING by the last run"),
-            Err(e) => tracing::error!(error = %e, "could not requeue interrupted jobs"),
+
+    /// A job was cancelled: a run of it in this process stops at its next
+    /// safe point (runs elsewhere hear of it when they renew their lease).
+    pub fn job_cancelled(&self, account: &AccountId, job_id: &str) {
+        if let Some(flag) = self.lock().get(&(account.clone(), job_id.to_owned())) {
+            flag.store(true, Ordering::SeqCst);
         }
     }
-    let runs = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..count {
-        let service = Arc::clone(&service);
-        let runs = Arc::clone(&runs);
-        let mut shutdown = shutdown.clone();
-        workers.push(tokio::spawn(async move {
-            while !*shutdown.borrow() && !service.stopping.load(Ordering::SeqCst) {
-                let lease = service.config.lease.as_millis() as i64;
-                // Every claim is a run with a lease owner of its own, so a
-                // run whose lease expired cannot end a rerun's job, even on
-                // the same server.
-                let run = format!("{}-{}", service.worker_id, runs.fetch_add(1, Ordering::Relaxed));
-                match service.jobs.claim(&run, now(), lease).await {
-                    Ok(Some(job)) => service.run_job(job, run).await,
-                    Ok(None) => {
-                        let woken = service.wake.notified();
-                        tokio::select! {
-                            _ = woken => {}
-                            _ = tokio::time::sleep(IDLE_POLL) => {}
-                            _ = shutdown.changed() => {}
+
+    /// The process is stopping: every run stops at its next safe point (a
+    /// scan checks every [`crate::store::SCAN_CHECK_ROWS`] rows it reads)
+    /// and its job stays `PROCESSING`, to be run again by the next server;
+    /// no new job is taken.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for flag in self.lock().values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, String), Arc<AtomicBool>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How workers run jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How long a run's hold on a job lasts without renewal.
+    pub lease: Duration,
+    /// Hold each job in `PROCESSING` at least this long (demos, tests).
+    pub min_job_duration: Duration,
+    /// Whether this process is the only one using the job store, so jobs
+    /// left `PROCESSING` are its own from a previous run, requeued at start.
+    pub sole_server: bool,
+}
+
+/// The workers of one process: they claim jobs, run them and end them.
+#[derive(Debug)]
+pub struct Workers {
+    events: Arc<dyn EventStore>,
+    jobs: Arc<dyn JobStore>,
+    storage: Storage,
+    signals: Arc<JobSignals>,
+    config: WorkerConfig,
+    /// This process's name; each run's lease owner starts with it.
+    id: String,
+}
+
+impl Workers {
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        jobs: Arc<dyn JobStore>,
+        storage: Storage,
+        signals: Arc<JobSignals>,
+        config: WorkerConfig,
+    ) -> Self {
+        Workers {
+            events,
+            jobs,
+            storage,
+            signals,
+            config,
+            id: crate::signing::uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
+        }
+    }
+
+    /// Runs `count` workers until `shutdown` turns true. Jobs that were
+    /// `PROCESSING` when the process last stopped go back to `CREATED` first.
+    pub async fn run(self: Arc<Self>, count: usize, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if count == 0 {
+            return;
+        }
+        // A sole server's PROCESSING jobs are its own from a previous run; in
+        // a cluster, they belong to servers that may be alive, and leases
+        // decide.
+        if self.config.sole_server {
+            match self.jobs.requeue_processing().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "requeued jobs left PROCESSING by the last run"),
+                Err(e) => tracing::error!(error = %e, "could not requeue interrupted jobs"),
+            }
+        }
+        let runs = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            let workers = Arc::clone(&self);
+            let runs = Arc::clone(&runs);
+            let mut shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                while !*shutdown.borrow() && !workers.signals.stopping() {
+                    let lease = workers.config.lease.as_millis() as i64;
+                    // Every claim is a run with a lease owner of its own, so
+                    // a run whose lease expired cannot end a rerun's job, even
+                    // on the same server.
+                    let run = format!("{}-{}", workers.id, runs.fetch_add(1, Ordering::Relaxed));
+                    match workers.jobs.claim(&run, now(), lease).await {
+                        Ok(Some(job)) => workers.run_job(job, run).await,
+                        Ok(None) => {
+                            let woken = workers.signals.wake.notified();
+                            tokio::select! {
+                                _ = woken => {}
+                                _ = tokio::time::sleep(IDLE_POLL) => {}
+                                _ = shutdown.changed() => {}
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "claiming a job failed");
+                            tokio::time::sleep(IDLE_POLL).await;
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "claiming a job failed");
-                        tokio::time::sleep(IDLE_POLL).await;
+                }
+            }));
+        }
+        let _ = shutdown.changed().await;
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Workers {
+    /// Runs one claimed job to its end, keeping its lease alive meanwhile: a
+    /// renewal that fails means the job was cancelled (perhaps on another
+    /// server) or taken over, and the run stops.
+    async fn run_job(&self, job: ExportJob, run: String) {
+        let key = (job.account.clone(), job.job_id.clone());
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.signals.lock().insert(key.clone(), Arc::clone(&cancelled));
+        let heartbeat = {
+            let jobs = Arc::clone(&self.jobs);
+            let (account, job_id, owner) = (job.account.clone(), job.job_id.clone(), run.clone());
+            let cancelled = Arc::clone(&cancelled);
+            let lease = self.config.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 4).await;
+                    let until = now() + lease.as_millis() as i64;
+                    match jobs.renew(&account, &job_id, &owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            cancelled.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, job = %job_id, "renewing a job lease failed"),
                     }
                 }
-            }
-        }));
-    }
-    let _ = shutdown.changed().await;
-    for worker in workers {
-        let _ = worker.await;
+            })
+        };
+        if self.signals.stopping() {
+            cancelled.store(true, Ordering::SeqCst);
+        }
+        let outcome = export(self, &job, &run, &cancelled).await;
+        heartbeat.abort();
+        self.signals.lock().remove(&key);
+        finish(self, job, &run, outcome).await;
     }
 }
 
 /// How a job's work ended.
-pub(crate) enum Outcome {
+enum Outcome {
     Written {
         file: StagedExport,
         output_key: Option<String>,
@@ -86,13 +215,8 @@ pub(crate) enum Outcome {
 }
 
 /// Runs the export of `job`, writing its file; stops early when `cancelled`.
-pub(crate) async fn export(
-    service: &ExportService,
-    job: &ExportJob,
-    run: &str,
-    cancelled: &Arc<AtomicBool>,
-) -> Outcome {
-    let hold_until = tokio::time::Instant::now() + service.config.min_job_duration;
+async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<AtomicBool>) -> Outcome {
+    let hold_until = tokio::time::Instant::now() + workers.config.min_job_duration;
     let request = &job.request;
     let format = request.export_destination.data_format.clone();
     let (columns, rows, statistics) = match job.source_type {
@@ -101,7 +225,7 @@ pub(crate) async fn export(
                 return Outcome::Failed("The job has no MetricsDataSource.".to_owned());
             };
             let query = metrics_query(source);
-            match select_metrics(&*service.events, &job.account, &query).await {
+            match select_metrics(&*workers.events, &job.account, &query).await {
                 Ok(selection) => {
                     let rows: Vec<_> = selection.rows.iter().map(metric_cells).collect();
                     let stats = JobStatistics {
@@ -120,9 +244,9 @@ pub(crate) async fn export(
             let seed = rng::hash(0, &[job.account.as_str().as_bytes(), job.job_id.as_bytes()]);
             let query = match insight_query(source, seed) {
                 Ok(q) => q,
-                Err(e) => return Outcome::Failed(e.to_string()),
+                Err(e) => return Outcome::Failed(e),
             };
-            match select_insights(&*service.events, &job.account, &query, cancelled).await {
+            match select_insights(&*workers.events, &job.account, &query, cancelled).await {
                 Ok(selection) => {
                     let rows: Vec<_> = selection.records.iter().map(insight_cells).collect();
                     let stats = JobStatistics {
@@ -154,14 +278,14 @@ pub(crate) async fn export(
             let Some((bucket, key)) = s3_target(url, &job.job_id, writer.extension()) else {
                 return Outcome::Failed(format!("S3Url {url} does not name a bucket and key."));
             };
-            match service.storage.bucket(&bucket) {
+            match workers.storage.bucket(&bucket) {
                 Ok(store) => (store, key, None),
                 Err(e) => return write_failed(job, &destination(job), &e),
             }
         }
         None => {
             let key = format!("{}/{}.{}", job.account, job.job_id, writer.extension());
-            (service.storage.managed().clone(), key.clone(), Some(key))
+            (workers.storage.managed().clone(), key.clone(), Some(key))
         }
     };
     let mut file = Storage::writer(bucket, &key, run);
@@ -190,7 +314,7 @@ pub(crate) async fn export(
 fn destination(job: &ExportJob) -> String {
     match &job.request.export_destination.s3_url {
         Some(url) => url.clone(),
-        None => "the service's export storage".to_owned(),
+        None => "the workers's export storage".to_owned(),
     }
 }
 
@@ -235,7 +359,7 @@ async fn write_rows(
 /// first, then the job ends by a compare-and-set on `PROCESSING` and this
 /// run's lease. A run that lost its lease deletes only its own staging
 /// object; when a cancel won, the published file is taken back.
-pub(crate) async fn finish(service: &ExportService, job: ExportJob, run: &str, outcome: Outcome) {
+async fn finish(workers: &Workers, job: ExportJob, run: &str, outcome: Outcome) {
     let (status, update, published) = match outcome {
         Outcome::Written {
             file,
@@ -243,8 +367,8 @@ pub(crate) async fn finish(service: &ExportService, job: ExportJob, run: &str, o
             statistics,
         } => {
             // Still ours? A run that lost its lease publishes nothing.
-            let until = now() + service.config.lease.as_millis() as i64;
-            match service.jobs.renew(&job.account, &job.job_id, run, until).await {
+            let until = now() + workers.config.lease.as_millis() as i64;
+            match workers.jobs.renew(&job.account, &job.job_id, run, until).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(job = %job.job_id, "the job was cancelled or taken over; its staging file is removed");
@@ -295,7 +419,7 @@ pub(crate) async fn finish(service: &ExportService, job: ExportJob, run: &str, o
         // business now (a shut-down server's job is run again later).
         Outcome::Stopped => return,
     };
-    let ended = service
+    let ended = workers
         .jobs
         .finish(&job.account, &job.job_id, run, status.clone(), update)
         .await;
@@ -305,7 +429,7 @@ pub(crate) async fn finish(service: &ExportService, job: ExportJob, run: &str, o
             // Only a cancel takes the file back: a run that took the job over
             // writes the same key, and its job must find its file.
             let now_cancelled = matches!(
-                service.jobs.get(&job.account, &job.job_id).await,
+                workers.jobs.get(&job.account, &job.job_id).await,
                 Ok(Some(current)) if current.status == JobStatus::Cancelled
             );
             if let Some(published) = published

@@ -78,7 +78,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
         .await
         .expect("ingest");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(ses_export_core::worker::run_workers(Arc::clone(&f.service), 1, stopped));
+    let workers = tokio::spawn(Arc::new(f.service.workers()).run(1, stopped));
     let request = CreateExportJobRequest {
         export_data_source: ExportDataSource {
             message_insights_data_source: Some(MessageInsightsDataSource {
@@ -133,15 +133,27 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
         export_days: 7,
     };
     // Six days on, the file is still young.
-    let swept = sweep(&f.service, keep_seven, ended + 6 * DAY_MILLIS)
-        .await
-        .expect("sweep");
+    let swept = sweep(
+        &*f.events,
+        &**f.service.jobs(),
+        f.service.storage(),
+        keep_seven,
+        ended + 6 * DAY_MILLIS,
+    )
+    .await
+    .expect("sweep");
     assert_eq!(swept, Swept::default());
     assert!(file.exists());
     // Eight days on, it goes; the job stays, with no download URL.
-    let swept = sweep(&f.service, keep_seven, ended + 8 * DAY_MILLIS)
-        .await
-        .expect("sweep");
+    let swept = sweep(
+        &*f.events,
+        &**f.service.jobs(),
+        f.service.storage(),
+        keep_seven,
+        ended + 8 * DAY_MILLIS,
+    )
+    .await
+    .expect("sweep");
     assert_eq!(swept.export_files, 1);
     assert!(!file.exists());
     let job = get().await.expect("the job stays");
@@ -175,7 +187,9 @@ async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
             }
         })
     };
-    let swept = sweep(&f.service, keep, now).await.expect("sweep");
+    let swept = sweep(&*f.events, &**f.service.jobs(), f.service.storage(), keep, now)
+        .await
+        .expect("sweep");
     ingesting.await.expect("ingest ran to its end beside the sweep");
     assert_eq!(swept.messages, 4_000);
 

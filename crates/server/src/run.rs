@@ -253,17 +253,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut worker_task = tokio::spawn(ses_export_core::worker::run_workers(
-        Arc::clone(&state.service),
-        workers,
-        stopped.clone(),
-    ));
+    let mut worker_task = tokio::spawn(Arc::new(state.service.workers()).run(workers, stopped.clone()));
     let retention = ses_export_core::retention::Retention {
         event_days: config.event_retention_days,
         export_days: config.export_retention_days,
     };
     tokio::spawn(ses_export_core::retention::run_retention(
-        Arc::clone(&state.service),
+        Arc::clone(state.service.events()),
+        Arc::clone(state.service.jobs()),
+        state.service.storage().clone(),
         retention,
         stopped,
     ));
