@@ -439,10 +439,11 @@ async fn buckets_belong_to_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_export_speaks_in_the_users_terms() {
     let server = Server::start(&["--rate-limits", "off"]).await;
-    // The bucket's folder is a file: the write fails on the server's disk.
-    std::fs::create_dir_all(server.data_dir.join("buckets")).expect("buckets");
-    std::fs::write(server.data_dir.join("buckets/blocked"), b"").expect("a file in the way");
-    let (source, destination) = s3_export("s3://blocked/out.csv");
+    // A file stands where the key's folder would go: the write fails deep
+    // in the object store, whose errors name the server's paths.
+    std::fs::create_dir_all(server.data_dir.join("buckets/blocked")).expect("bucket");
+    std::fs::write(server.data_dir.join("buckets/blocked/daily"), b"").expect("a file in the way");
+    let (source, destination) = s3_export("s3://blocked/daily/out.csv");
     let client = server.client();
     let created = client
         .create_export_job()
@@ -454,7 +455,7 @@ async fn a_failed_export_speaks_in_the_users_terms() {
     let job = wait_for_end(&client, created.job_id().expect("id")).await;
     assert_eq!(job.job_status(), Some(&JobStatus::Failed));
     let message = job.failure_info().and_then(|f| f.error_message()).unwrap_or_default();
-    assert!(message.contains("s3://blocked/out.csv"), "{message}");
+    assert!(message.contains("s3://blocked/daily/out.csv"), "{message}");
     let data_dir = server.data_dir.to_string_lossy().into_owned();
     assert!(!message.contains(&data_dir) && !message.contains("/tmp"), "{message}");
 }
