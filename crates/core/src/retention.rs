@@ -1,8 +1,9 @@
-//! Retention (SPEC §9): events, insight records and rollups of messages
-//! sent longer ago than `--event-retention-days`, and managed export files
-//! of jobs that ended longer ago than `--export-retention-days`, are
-//! deleted in the background, oldest first, in short steps, so ingest and
-//! the API go on meanwhile. Nothing else ever deletes data.
+//! Retention: events, insight records and rollups of messages sent longer
+//! ago than `--event-retention-days`, and managed export files of jobs that
+//! ended longer ago than `--export-retention-days` (and staging objects
+//! crashed runs left, as old), are deleted in the background, oldest first,
+//! in short steps, so ingest and the API go on meanwhile. Nothing else ever
+//! deletes data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Retention {
 pub struct Swept {
     pub messages: u64,
     pub export_files: u64,
+    /// Staging objects of crashed runs, as old as an expired export.
+    pub staging_files: u64,
 }
 
 /// Sweeps now and every [`SWEEP_EVERY`] until `stop` turns true.
@@ -115,6 +118,31 @@ pub async fn sweep(
                 break;
             }
         }
+        swept.staging_files = sweep_staging(storage, before).await?;
     }
     Ok(swept)
+}
+
+/// Deletes the staging objects (`*.partial`) in managed storage last
+/// written before `before`: what runs that crashed mid-write left. A run in
+/// progress rewrites its staging object far more often than that.
+async fn sweep_staging(storage: &Storage, before: Millis) -> Result<u64, String> {
+    use futures_util::StreamExt;
+    let store = &storage.managed().store;
+    let mut listing = store.list(None);
+    let mut old = Vec::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| format!("listing managed exports: {e}"))?;
+        if meta.location.as_ref().ends_with(".partial") && meta.last_modified.timestamp_millis() < before {
+            old.push(meta.location);
+        }
+    }
+    drop(listing);
+    for location in &old {
+        match store.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("deleting {location}: {e}")),
+        }
+    }
+    Ok(old.len() as u64)
 }

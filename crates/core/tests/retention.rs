@@ -126,6 +126,9 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     );
     let file = f.exports.join(account.as_str()).join(format!("{job_id}.csv"));
     assert!(file.exists());
+    // What a run that crashed mid-write leaves.
+    let staging = f.exports.join(account.as_str()).join("crashed.csv.run-7.partial");
+    std::fs::write(&staging, b"half a file").expect("staging");
 
     let ended = job.completed_timestamp.expect("ended").as_millis();
     let keep_seven = Retention {
@@ -143,7 +146,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     .await
     .expect("sweep");
     assert_eq!(swept, Swept::default());
-    assert!(file.exists());
+    assert!(file.exists() && staging.exists());
     // Eight days on, it goes; the job stays, with no download URL.
     let swept = sweep(
         &*f.events,
@@ -154,8 +157,8 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     )
     .await
     .expect("sweep");
-    assert_eq!(swept.export_files, 1);
-    assert!(!file.exists());
+    assert_eq!((swept.export_files, swept.staging_files), (1, 1));
+    assert!(!file.exists() && !staging.exists());
     let job = get().await.expect("the job stays");
     assert_eq!(job.job_status, Some(JobStatus::Completed));
     assert_eq!(job.export_destination.and_then(|d| d.s3_url), None);
