@@ -218,3 +218,69 @@ fn every_package_is_dual_licensed() {
         }
     }
 }
+
+/// Storage backends the CLI never needs: it reads and writes files and
+/// talks HTTP, so it builds none of them (core's backends are features).
+const CLI_FORBIDDEN: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "tokio-postgres",
+    "deadpool-postgres",
+    "object_store",
+];
+
+/// The crates `cargo tree -p PACKAGE -e normal` lists, by name: what that
+/// package alone builds, with the features it alone asks for.
+fn tree(package: &str) -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--target",
+            &host(),
+            "-p",
+            package,
+        ])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    crate_names(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn crate_names(tree: &str) -> BTreeSet<String> {
+    tree.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn forbidden_in(names: &BTreeSet<String>, forbidden: &[&str]) -> Vec<String> {
+    forbidden
+        .iter()
+        .filter(|name| names.contains(**name))
+        .map(|name| (*name).to_owned())
+        .collect()
+}
+
+/// **Architecture Invariant:** `ses-export-cli` builds no storage backend.
+#[test]
+fn the_cli_builds_no_storage_backend() {
+    let names = tree("ses-export-cli");
+    assert!(names.contains("ses-export-core"), "{names:?}");
+    assert_eq!(forbidden_in(&names, CLI_FORBIDDEN), Vec::<String>::new());
+    // The check can fail: a tree with SQLite in it is caught.
+    let with_sqlite = crate_names("ses-export-cli v0.1.0\nses-export-core v0.1.0\nrusqlite v0.43.0\n");
+    assert_eq!(forbidden_in(&with_sqlite, CLI_FORBIDDEN), ["rusqlite"]);
+}

@@ -21,15 +21,20 @@ pub mod job;
 pub mod limits;
 pub mod metrics;
 pub mod page_token;
+#[cfg(feature = "postgres")]
 pub mod pg;
 pub mod query;
+#[cfg(feature = "service")]
 pub mod retention;
 mod rng;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod signing;
+#[cfg(feature = "service")]
 pub mod storage;
 pub mod store;
 pub mod validate;
+#[cfg(feature = "service")]
 pub mod worker;
 
 pub use account::AccountId;

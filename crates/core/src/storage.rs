@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
+#[cfg(feature = "s3")]
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
@@ -42,6 +43,7 @@ impl BucketBackend {
         }
         match self {
             BucketBackend::Local(root) => Bucket::local(&root.join(name)),
+            #[cfg(feature = "s3")]
             BucketBackend::S3 { endpoint } => {
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(name);
                 if let Some(endpoint) = endpoint {
@@ -52,6 +54,11 @@ impl BucketBackend {
                     local: None,
                 })
             }
+            #[cfg(not(feature = "s3"))]
+            BucketBackend::S3 { .. } => Err(StorageError::new(
+                "this build has no S3 support",
+                "ses-export-core was built without its s3 feature",
+            )),
         }
     }
 }

@@ -13,12 +13,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-use ses_export_core::job::{JobStore, SqliteJobStore};
-use ses_export_core::limits::{RateLimiter, TokenBuckets, Unlimited};
+use ses_export_core::job::JobStore;
+#[cfg(feature = "sqlite")]
+use ses_export_core::job::SqliteJobStore;
+#[cfg(feature = "sqlite")]
+use ses_export_core::limits::TokenBuckets;
+use ses_export_core::limits::{RateLimiter, Unlimited};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
 use ses_export_core::storage::{BucketBackend, Storage};
-use ses_export_core::store::{EventStore, SqliteEventStore};
+use ses_export_core::store::EventStore;
+#[cfg(feature = "sqlite")]
+use ses_export_core::store::SqliteEventStore;
 
 use crate::app::{AppState, Metrics, app};
 use crate::config::{Config, RateLimits, S3Backend};
@@ -73,6 +79,13 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
             endpoint: endpoint.clone(),
         },
     };
+    if matches!(backend, BucketBackend::S3 { .. }) && !cfg!(feature = "s3") {
+        return Err(
+            "--s3-endpoint-url / --s3-backend aws: this ses-export-server was built without S3 support \
+             (build it with --features s3)"
+                .to_owned(),
+        );
+    }
     let Backends {
         events,
         jobs,
@@ -80,73 +93,9 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         storage,
         key,
     } = if shared {
-        let url = config.database_url.as_deref().unwrap_or_default();
-        // Every server must find every export and trust every URL.
-        let (Some(bucket), BucketBackend::S3 { .. }) = (&config.managed_bucket, &backend) else {
-            return Err(
-                "with a PostgreSQL database, several servers share the jobs, so managed exports must live \
-                            where all of them can read them: give --managed-bucket NAME with --s3-endpoint-url URL \
-                            (or --s3-backend aws), not a local folder"
-                    .to_owned(),
-            );
-        };
-        let Some(secret) = &signing_secret else {
-            return Err(
-                "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
-                            and page tokens made by one server are valid on the others"
-                    .to_owned(),
-            );
-        };
-        let pool = ses_export_core::pg::connect(url, 16)
-            .await
-            .map_err(|e| format!("--database-url: {e}"))?;
-        let storage =
-            Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
-        let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-            RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
-            RateLimits::Off => Arc::new(Unlimited),
-        };
-        Backends {
-            events: Arc::new(ses_export_core::pg::PgEventStore::new(pool.clone())),
-            jobs: Arc::new(ses_export_core::pg::PgJobStore::new(pool)),
-            limiter,
-            storage,
-            key: SigningKey::from_secret(secret.as_bytes()),
-        }
+        postgres_backends(config, backend, signing_secret.as_deref()).await?
     } else {
-        let base = match config.database_url.as_deref() {
-            None => data_dir.clone(),
-            Some(url) if url.starts_with("sqlite://") => std::path::PathBuf::from(&url["sqlite://".len()..]),
-            Some(url) => {
-                return Err(format!(
-                    "--database-url {url:?}: expected sqlite://DIR or postgres://..."
-                ));
-            }
-        };
-        std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
-        let (events_path, jobs_path) = (base.join("events.sqlite"), base.join("jobs.sqlite"));
-        let events =
-            SqliteEventStore::open(&events_path).map_err(|e| format!("opening {}: {e}", events_path.display()))?;
-        let jobs = SqliteJobStore::open(&jobs_path).map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
-        let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-            RateLimits::Aws => Arc::new(TokenBuckets::aws()),
-            RateLimits::Off => Arc::new(Unlimited),
-        };
-        let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
-        let key = match &signing_secret {
-            Some(secret) => SigningKey::from_secret(secret.as_bytes()),
-            None => {
-                let path = data_dir.join("signing.key");
-                SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
-            }
-        };
-        Backends {
-            events: Arc::new(events),
-            jobs: Arc::new(jobs),
-            limiter,
-            storage,
-            key,
-        }
+        sqlite_backends(config, backend, signing_secret.as_deref())?
     };
     let service = ExportService::new(
         events,
@@ -173,6 +122,105 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         ingest_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_inflight as usize)),
         metrics: Arc::new(Metrics::default()),
     })
+}
+
+/// A server of a cluster: jobs, events and limits in a shared PostgreSQL,
+/// exports in a shared bucket.
+#[cfg(feature = "postgres")]
+async fn postgres_backends(
+    config: &Config,
+    backend: BucketBackend,
+    signing_secret: Option<&str>,
+) -> Result<Backends, String> {
+    let url = config.database_url.as_deref().unwrap_or_default();
+    // Every server must find every export and trust every URL.
+    let (Some(bucket), BucketBackend::S3 { .. }) = (&config.managed_bucket, &backend) else {
+        return Err(
+            "with a PostgreSQL database, several servers share the jobs, so managed exports must live \
+                        where all of them can read them: give --managed-bucket NAME with --s3-endpoint-url URL \
+                        (or --s3-backend aws), not a local folder"
+                .to_owned(),
+        );
+    };
+    let Some(secret) = signing_secret else {
+        return Err(
+            "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
+                        and page tokens made by one server are valid on the others"
+                .to_owned(),
+        );
+    };
+    let pool = ses_export_core::pg::connect(url, 16)
+        .await
+        .map_err(|e| format!("--database-url: {e}"))?;
+    let storage =
+        Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
+    let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
+        RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
+        RateLimits::Off => Arc::new(Unlimited),
+    };
+    Ok(Backends {
+        events: Arc::new(ses_export_core::pg::PgEventStore::new(pool.clone())),
+        jobs: Arc::new(ses_export_core::pg::PgJobStore::new(pool)),
+        limiter,
+        storage,
+        key: SigningKey::from_secret(secret.as_bytes()),
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_backends(_: &Config, _: BucketBackend, _: Option<&str>) -> Result<Backends, String> {
+    Err(
+        "--database-url postgres://...: this ses-export-server was built without PostgreSQL support \
+         (build it with --features postgres)"
+            .to_owned(),
+    )
+}
+
+/// A sole server: SQLite databases and export files in the data dir.
+#[cfg(feature = "sqlite")]
+fn sqlite_backends(config: &Config, backend: BucketBackend, signing_secret: Option<&str>) -> Result<Backends, String> {
+    let data_dir = &config.data_dir;
+    let base = match config.database_url.as_deref() {
+        None => data_dir.clone(),
+        Some(url) if url.starts_with("sqlite://") => std::path::PathBuf::from(&url["sqlite://".len()..]),
+        Some(url) => {
+            return Err(format!(
+                "--database-url {url:?}: expected sqlite://DIR or postgres://..."
+            ));
+        }
+    };
+    std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
+    let (events_path, jobs_path) = (base.join("events.sqlite"), base.join("jobs.sqlite"));
+    let events = SqliteEventStore::open(&events_path).map_err(|e| format!("opening {}: {e}", events_path.display()))?;
+    let jobs = SqliteJobStore::open(&jobs_path).map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
+    let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
+        RateLimits::Aws => Arc::new(TokenBuckets::aws()),
+        RateLimits::Off => Arc::new(Unlimited),
+    };
+    let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
+    let key = match signing_secret {
+        Some(secret) => SigningKey::from_secret(secret.as_bytes()),
+        None => {
+            let path = data_dir.join("signing.key");
+            SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
+        }
+    };
+    Ok(Backends {
+        events: Arc::new(events),
+        jobs: Arc::new(jobs),
+        limiter,
+        storage,
+        key,
+    })
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_backends(_: &Config, _: BucketBackend, _: Option<&str>) -> Result<Backends, String> {
+    Err(
+        "this ses-export-server was built without SQLite support: give --database-url postgres://... \
+         (or build it with --features sqlite)"
+            .to_owned(),
+    )
 }
 
 /// The smallest signing secret accepted: 256 bits.

@@ -3,8 +3,10 @@
 //! the store, so a cancel can never race a finishing worker into a wrong
 //! state.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::fmt;
@@ -16,6 +18,7 @@ use crate::AccountId;
 use crate::clock::Millis;
 
 pub use memory::MemoryJobStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteJobStore;
 
 /// One export job.

@@ -5,9 +5,11 @@
 //! [`SqliteEventStore`] (the embedded default). Each passes the
 //! [`conformance`] suite; a new backend is done when it does too.
 
+#[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 pub(crate) mod ingest;
 mod memory;
+#[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
 use std::fmt;
@@ -24,6 +26,7 @@ pub use crate::metrics::DailyCounts;
 
 pub use ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
 pub use memory::MemoryEventStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteEventStore;
 
 /// A stream of insight records in export order.
