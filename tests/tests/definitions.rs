@@ -273,31 +273,32 @@ const METRICS: [Metric; 10] = [
     Metric::DeliveryComplaint,
 ];
 
+/// A metrics export of all ten metrics' volumes by ISP, `start` to `end`.
+fn volumes_by_isp(start: i64, end: i64) -> ExportDataSource {
+    let mut source = MetricsDataSource::builder()
+        .namespace(MetricNamespace::Vdm)
+        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
+        .start_date(DateTime::from_secs(start))
+        .end_date(DateTime::from_secs(end));
+    for metric in &METRICS {
+        source = source.metrics(
+            ExportMetric::builder()
+                .name(metric.clone())
+                .aggregation(MetricAggregation::Volume)
+                .build(),
+        );
+    }
+    ExportDataSource::builder()
+        .metrics_data_source(source.build().expect("source"))
+        .build()
+}
+
 /// Each day's `_VOLUME` of all ten metrics in a metrics export for that day
 /// alone (summed over ISPs), and the same days from `BatchGetMetricData`.
 async fn by_day(server: &Server, first: i64, days: i64) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
     let mut exported = Vec::new();
     for d in 0..days {
-        let mut source = MetricsDataSource::builder()
-            .namespace(MetricNamespace::Vdm)
-            .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
-            .start_date(DateTime::from_secs(first + d * DAY))
-            .end_date(DateTime::from_secs(first + (d + 1) * DAY - 1));
-        for metric in &METRICS {
-            source = source.metrics(
-                ExportMetric::builder()
-                    .name(metric.clone())
-                    .aggregation(MetricAggregation::Volume)
-                    .build(),
-            );
-        }
-        let csv = export(
-            server,
-            ExportDataSource::builder()
-                .metrics_data_source(source.build().expect("source"))
-                .build(),
-        )
-        .await;
+        let csv = export(server, volumes_by_isp(first + d * DAY, first + (d + 1) * DAY - 1)).await;
         // The day's total over every ISP.
         let mut total = vec![0; 10];
         for line in csv.lines().skip(1) {
@@ -451,26 +452,7 @@ async fn generated_metrics_agree_with_the_records() {
             *s += i64::from(c);
         }
     }
-    let mut source = MetricsDataSource::builder()
-        .namespace(MetricNamespace::Vdm)
-        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
-        .start_date(DateTime::from_secs(first))
-        .end_date(DateTime::from_secs(last));
-    for metric in &METRICS {
-        source = source.metrics(
-            ExportMetric::builder()
-                .name(metric.clone())
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        );
-    }
-    let csv = export(
-        &server,
-        ExportDataSource::builder()
-            .metrics_data_source(source.build().expect("source"))
-            .build(),
-    )
-    .await;
+    let csv = export(&server, volumes_by_isp(first, last)).await;
     let got: BTreeMap<String, Vec<i64>> = csv
         .lines()
         .skip(1)

@@ -561,14 +561,10 @@ async fn a_job_ends_once_under_its_lease() {
     let first = Server::start_in(dir.path(), &args).await;
     first.ingest(ses_export_tests::generated_lines(2, 30).as_bytes()).await;
     let client = first.client();
-    let source = MessageInsightsDataSource::builder()
-        .start_date(DateTime::from_secs(1_700_000_000))
-        .end_date(DateTime::from_secs(1_800_000_000))
-        .build()
-        .expect("source");
+    let (source, _) = s3_export("s3://unused/x.csv");
     let created = client
         .create_export_job()
-        .export_data_source(ExportDataSource::builder().message_insights_data_source(source).build())
+        .export_data_source(source)
         .export_destination(
             ExportDestination::builder()
                 .data_format(DataFormat::Csv)
