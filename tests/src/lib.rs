@@ -230,7 +230,7 @@ pub fn sign(
         method,
         url,
         host,
-        body,
+        aws_sigv4::http_request::SignableBody::Bytes(body),
         creds,
         at,
     )
@@ -239,28 +239,19 @@ pub fn sign(
 /// The SigV4 headers for a request to SES with `x-amz-content-sha256`
 /// set to `UNSIGNED-PAYLOAD`, as S3 clients send it.
 pub fn sign_unsigned_payload(method: &str, url: &str, host: &str, creds: (&str, &str)) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::http_request::{PayloadChecksumKind, SignableBody, SigningSettings};
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("ses")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .expect("signing params")
-        .into();
-    let headers = [("host", host), ("content-type", "application/json")];
-    let request =
-        SignableRequest::new(method, url, headers.into_iter(), SignableBody::UnsignedPayload).expect("signable");
-    let (instructions, _) = sign(request, &params).expect("sign").into_parts();
-    let (headers, _) = instructions.into_parts();
-    headers
-        .iter()
-        .map(|h| (h.name().to_owned(), h.value().to_owned()))
-        .collect()
+    sign_for(
+        "ses",
+        settings,
+        method,
+        url,
+        host,
+        SignableBody::UnsignedPayload,
+        creds,
+        SystemTime::now(),
+    )
 }
 
 /// Gets an object from an S3-compatible server, signed as S3 wants it.
@@ -274,7 +265,8 @@ pub async fn s3_get(endpoint: &str, bucket: &str, key: &str, creds: (&str, &str)
     settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
     let url = format!("{endpoint}/{bucket}/{key}");
     let host = endpoint.trim_start_matches("http://");
-    let headers = sign_for("s3", settings, "GET", &url, host, b"", creds, SystemTime::now());
+    let body = aws_sigv4::http_request::SignableBody::Bytes(b"");
+    let headers = sign_for("s3", settings, "GET", &url, host, body, creds, SystemTime::now());
     let mut request = http_client().get(&url);
     for (name, value) in headers {
         request = request.header(name, value);
@@ -289,11 +281,11 @@ fn sign_for(
     method: &str,
     url: &str,
     host: &str,
-    body: &[u8],
+    body: aws_sigv4::http_request::SignableBody<'_>,
     creds: (&str, &str),
     at: SystemTime,
 ) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    use aws_sigv4::http_request::{SignableRequest, sign};
     let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
@@ -305,7 +297,7 @@ fn sign_for(
         .expect("signing params")
         .into();
     let headers = [("host", host), ("content-type", "application/json")];
-    let request = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body)).expect("signable");
+    let request = SignableRequest::new(method, url, headers.into_iter(), body).expect("signable");
     let (instructions, _) = sign(request, &params).expect("sign").into_parts();
     let (headers, _) = instructions.into_parts();
     headers

@@ -253,7 +253,7 @@ fn signed_headers(method: &str, path: &str, query: &str, body: &[u8]) -> Vec<(St
     };
     let signed = vec!["host".to_owned(), "x-amz-date".to_owned()];
     use sha2::Digest;
-    let hash = sigv4::hex(&sha2::Sha256::digest(body));
+    let hash = ses_export_core::signing::hex(&sha2::Sha256::digest(body));
     let creq = sigv4::canonical_request(&request, &signed, &hash, sigv4::PathRules::NON_S3);
     let credential = sigv4::Credential {
         access_key: "test".into(),

@@ -393,7 +393,7 @@ async fn read_body(
             bytes.extend_from_slice(&data);
         }
     }
-    Ok((bytes.freeze(), sigv4::hex(&hash.finalize())))
+    Ok((bytes.freeze(), ses_export_core::signing::hex(&hash.finalize())))
 }
 
 /// The parts of a request the verifier reads; the body is never among them.

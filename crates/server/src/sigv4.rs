@@ -12,6 +12,7 @@
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
+use ses_export_core::signing::hex;
 use sha2::{Digest, Sha256};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -99,11 +100,6 @@ impl Verifier {
             path_rules: PathRules::NON_S3,
             max_skew: Duration::from_secs(15 * 60),
         }
-    }
-
-    /// The access key a request claims, before its signature is checked.
-    pub fn access_key(&self, request: &Request<'_>) -> Result<String, AuthError> {
-        Ok(parse(request)?.credential.access_key)
     }
 
     /// Everything that can be decided from the request line and headers
@@ -249,11 +245,6 @@ pub struct SignedHead<'k> {
 }
 
 impl SignedHead<'_> {
-    /// The access key that signed.
-    pub fn access_key(&self) -> &str {
-        &self.parsed.credential.access_key
-    }
-
     /// The body's SHA-256 (hex) that the signature covers, when the head
     /// says it (`x-amz-content-sha256`); the body must then match it.
     pub fn claimed_payload_hash(&self) -> Option<&str> {
@@ -528,11 +519,6 @@ pub fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Lower-case hex, as SigV4 writes hashes and signatures.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
