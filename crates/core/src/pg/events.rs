@@ -1,6 +1,6 @@
 //! The PostgreSQL event store. A batch is one transaction of a few
-//! statements over arrays (`unnest`), with the meaning decided by the
-//! shared phases of `store::ingest`. Concurrent ingests of the same messages
+//! statements over arrays (`unnest`), one per step of the shared driver
+//! (`store::ingest::apply_batch`). Concurrent ingests of the same messages
 //! (from several servers) are serialised by per-message advisory locks,
 //! taken in a fixed order so they cannot deadlock.
 
@@ -18,7 +18,7 @@ use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
 use crate::insight::{EventFlags, InsightRecord};
 use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
-use crate::store::ingest::{fold_new_events, merge_flags, plan_events, recount};
+use crate::store::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
 use crate::store::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
 
 /// The PostgreSQL [`EventStore`].
@@ -62,125 +62,117 @@ fn record_at(row: &Row, at: usize) -> InsightRecord {
     }
 }
 
-impl PgEventStore {
-    pub fn new(pool: Pool) -> Self {
-        PgEventStore { pool }
-    }
+/// One ingest transaction: each step is one statement over arrays.
+struct PgTxn<'a> {
+    tx: &'a deadpool_postgres::Transaction<'a>,
+    account: &'a str,
+}
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(generic)
+impl PgTxn<'_> {
+    /// Serialises ingests of the same messages (from several servers) with
+    /// per-message advisory locks, taken in a fixed order so they cannot
+    /// deadlock.
+    async fn lock_messages(&mut self, events: &[SesEvent]) -> Result<(), StoreError> {
+        let mut messages: Vec<&str> = events.iter().map(|e| e.mail.message_id.as_str()).collect();
+        messages.sort_unstable();
+        messages.dedup();
+        self.tx
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || m, 0)) \
+                 FROM unnest($2::text[]) AS m ORDER BY m",
+                &[&self.account, &messages],
+            )
+            .await
+            .map_err(generic)?;
+        Ok(())
     }
 }
 
-#[async_trait]
-impl EventStore for PgEventStore {
-    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
-        let account = account.as_str();
-        let planned = plan_events(&events);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(generic)?;
-
-        let mut messages: Vec<&str> = planned.iter().map(|(_, p)| p.message_id.as_str()).collect();
-        messages.dedup();
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || m, 0)) FROM unnest($2::text[]) AS m ORDER BY m",
-            &[&account, &messages],
-        )
-        .await
-        .map_err(generic)?;
-
-        // Rows repeated within the batch are inserted once.
-        let mut first = Vec::with_capacity(planned.len());
+impl IngestTxn for PgTxn<'_> {
+    async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
+        // A row repeated within the batch is inserted (and new) once.
         let mut seen = HashSet::new();
-        for (_, p) in &planned {
-            first.push(seen.insert((p.message_id.as_str(), p.id, p.recipient.as_str())));
-        }
-        let rows: Vec<_> = planned
+        let first: Vec<bool> = events
             .iter()
-            .zip(&first)
-            .filter(|(_, f)| **f)
-            .map(|((_, p), _)| p)
+            .map(|p| seen.insert((p.message_id.as_str(), p.id, p.recipient.as_str())))
             .collect();
-        let col =
-            |f: &dyn Fn(&crate::store::PlannedEvent) -> Option<String>| rows.iter().map(|p| f(p)).collect::<Vec<_>>();
+        let rows: Vec<&PlannedEvent> = events.iter().zip(&first).filter(|(_, f)| **f).map(|(p, _)| p).collect();
+        let col = |f: &dyn Fn(&PlannedEvent) -> Option<&str>| rows.iter().map(|p| f(p)).collect::<Vec<_>>();
         let message_ids: Vec<&str> = rows.iter().map(|p| p.message_id.as_str()).collect();
         let ids: Vec<&[u8]> = rows.iter().map(|p| &p.id[..]).collect();
         let recipients: Vec<&str> = rows.iter().map(|p| p.recipient.as_str()).collect();
         let kinds: Vec<i16> = rows.iter().map(|p| i16::from(p.kind.code())).collect();
         let times: Vec<i64> = rows.iter().map(|p| p.timestamp).collect();
-        let bounce_types = col(&|p| p.bounce_type.as_ref().map(|b| b.as_str().to_owned()));
-        let bounce_sub_types = col(&|p| p.bounce_sub_type.clone());
-        let diagnostic_codes = col(&|p| p.diagnostic_code.clone());
-        let complaint_sub_types = col(&|p| p.complaint_sub_type.clone());
-        let feedback_types = col(&|p| p.complaint_feedback_type.clone());
-        let inserted = tx
+        let inserted = self
+            .tx
             .query(
-                "INSERT INTO ses_events (account, message_id, event_id, recipient, kind, ts, bounce_type, bounce_sub_type, \
-                 diagnostic_code, complaint_sub_type, complaint_feedback_type) \
+                "INSERT INTO ses_events (account, message_id, event_id, recipient, kind, ts, bounce_type, \
+                 bounce_sub_type, diagnostic_code, complaint_sub_type, complaint_feedback_type) \
                  SELECT $1, * FROM unnest($2::text[], $3::bytea[], $4::text[], $5::int2[], $6::int8[], $7::text[], \
                  $8::text[], $9::text[], $10::text[], $11::text[]) \
                  ON CONFLICT DO NOTHING RETURNING message_id, event_id, recipient",
                 &[
-                    &account,
+                    &self.account,
                     &message_ids,
                     &ids,
                     &recipients,
                     &kinds,
                     &times,
-                    &bounce_types,
-                    &bounce_sub_types,
-                    &diagnostic_codes,
-                    &complaint_sub_types,
-                    &feedback_types,
+                    &col(&|p| p.bounce_type.as_ref().map(BounceType::as_str)),
+                    &col(&|p| p.bounce_sub_type.as_deref()),
+                    &col(&|p| p.diagnostic_code.as_deref()),
+                    &col(&|p| p.complaint_sub_type.as_deref()),
+                    &col(&|p| p.complaint_feedback_type.as_deref()),
                 ],
             )
             .await
             .map_err(generic)?;
         let new_keys: HashSet<(String, Vec<u8>, String)> =
             inserted.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-        let new_rows: Vec<bool> = planned
+        Ok(events
             .iter()
             .zip(&first)
-            .map(|((_, p), first)| {
-                *first && new_keys.contains(&(p.message_id.clone(), p.id.to_vec(), p.recipient.clone()))
-            })
-            .collect();
+            .map(|(p, first)| *first && new_keys.contains(&(p.message_id.clone(), p.id.to_vec(), p.recipient.clone())))
+            .collect())
+    }
 
-        let folded = fold_new_events(&events, &planned, &new_rows);
-        if !folded.messages.is_empty() {
-            let ids: Vec<&str> = folded.messages.iter().map(|m| m.message_id.as_str()).collect();
-            let sent: Vec<i64> = folded.messages.iter().map(|m| m.send_timestamp).collect();
-            let from: Vec<Option<&str>> = folded
-                .messages
-                .iter()
-                .map(|m| m.from_email_address.as_deref())
-                .collect();
-            let subjects: Vec<Option<&str>> = folded.messages.iter().map(|m| m.subject.as_deref()).collect();
-            let tags: Vec<String> = folded
-                .messages
-                .iter()
-                .map(|m| serde_json::to_string(&m.tags).unwrap_or_else(|_| "[]".to_owned()))
-                .collect();
-            tx.execute(
+    async fn insert_messages(&mut self, messages: &[MessageRow]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
+        let sent: Vec<i64> = messages.iter().map(|m| m.send_timestamp).collect();
+        let from: Vec<Option<&str>> = messages.iter().map(|m| m.from_email_address.as_deref()).collect();
+        let subjects: Vec<Option<&str>> = messages.iter().map(|m| m.subject.as_deref()).collect();
+        let tags = messages
+            .iter()
+            .map(|m| serde_json::to_string(&m.tags))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(generic)?;
+        self.tx
+            .execute(
                 "INSERT INTO ses_messages (account, message_id, send_ts, from_address, subject, tags) \
                  SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[]) \
                  ON CONFLICT DO NOTHING",
-                &[&account, &ids, &sent, &from, &subjects, &tags],
+                &[&self.account, &ids, &sent, &from, &subjects, &tags],
             )
             .await
             .map_err(generic)?;
-        }
+        Ok(())
+    }
 
-        let keys_ts: Vec<i64> = folded.touched.iter().map(|(r, _)| r.send_timestamp).collect();
-        let keys_id: Vec<&str> = folded.touched.iter().map(|(r, _)| r.message_id.as_str()).collect();
-        let keys_dest: Vec<&str> = folded.touched.iter().map(|(r, _)| r.destination.as_str()).collect();
-        let stored = tx
+    async fn record_flags(
+        &mut self,
+        records: &[(InsightRecord, EventFlags)],
+    ) -> Result<Vec<Option<EventFlags>>, StoreError> {
+        let keys_ts: Vec<i64> = records.iter().map(|(r, _)| r.send_timestamp).collect();
+        let keys_id: Vec<&str> = records.iter().map(|(r, _)| r.message_id.as_str()).collect();
+        let keys_dest: Vec<&str> = records.iter().map(|(r, _)| r.destination.as_str()).collect();
+        let stored = self
+            .tx
             .query(
                 "SELECT i.send_ts, i.message_id, i.destination, i.flags FROM ses_insights i \
                  JOIN unnest($2::int8[], $3::text[], $4::text[]) AS k(send_ts, message_id, destination) \
                  ON i.send_ts = k.send_ts AND i.message_id = k.message_id AND i.destination = k.destination \
                  WHERE i.account = $1",
-                &[&account, &keys_ts, &keys_id, &keys_dest],
+                &[&self.account, &keys_ts, &keys_id, &keys_dest],
             )
             .await
             .map_err(generic)?;
@@ -188,28 +180,27 @@ impl EventStore for PgEventStore {
             .iter()
             .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
             .collect();
-        let old: Vec<Option<EventFlags>> = folded
-            .touched
+        Ok(records
             .iter()
             .map(|(r, _)| {
                 old_flags
                     .get(&(r.send_timestamp, r.message_id.clone(), r.destination.clone()))
                     .map(|f| EventFlags(u16::try_from(*f).unwrap_or(0)))
             })
-            .collect();
-        let outcome = folded.outcome;
-        let merged = merge_flags(folded.touched, &old);
+            .collect())
+    }
 
-        if !merged.records.is_empty() {
-            let r: Vec<&InsightRecord> = merged.records.iter().map(|(r, _)| r).collect();
-            tx.execute(
+    async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError> {
+        let r: Vec<&InsightRecord> = records.iter().map(|(r, _)| r).collect();
+        self.tx
+            .execute(
                 "INSERT INTO ses_insights (account, send_ts, message_id, destination, isp, \
                  email_identity, configuration_set, tenant_name, recipient_count, flags) \
                  SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::int4[], $10::int4[]) \
                  ON CONFLICT (account, send_ts, message_id, destination) DO UPDATE SET flags = EXCLUDED.flags",
                 &[
-                    &account,
+                    &self.account,
                     &r.iter().map(|r| r.send_timestamp).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.message_id.as_str()).collect::<Vec<_>>(),
                     &r.iter().map(|r| r.destination.as_str()).collect::<Vec<_>>(),
@@ -225,21 +216,51 @@ impl EventStore for PgEventStore {
             )
             .await
             .map_err(generic)?;
-        }
-        add_rollups(&tx, account, &merged.rollups).await?;
-        if !folded.lessons.is_empty() {
-            tx.execute(
+        Ok(())
+    }
+
+    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
+        add_rollups(self.tx, self.account, rollups).await
+    }
+
+    async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError> {
+        self.tx
+            .execute(
                 "INSERT INTO ses_learned (account, lesson, value) SELECT $1, * FROM unnest($2::int2[], $3::text[]) \
                  ON CONFLICT DO NOTHING",
                 &[
-                    &account,
-                    &folded.lessons.iter().map(|(l, _)| l.code()).collect::<Vec<_>>(),
-                    &folded.lessons.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+                    &self.account,
+                    &lessons.iter().map(|(l, _)| l.code()).collect::<Vec<_>>(),
+                    &lessons.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
                 ],
             )
             .await
             .map_err(generic)?;
-        }
+        Ok(())
+    }
+}
+
+impl PgEventStore {
+    pub fn new(pool: Pool) -> Self {
+        PgEventStore { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(generic)
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(generic)?;
+        let mut txn = PgTxn {
+            tx: &tx,
+            account: account.as_str(),
+        };
+        txn.lock_messages(&events).await?;
+        let outcome = apply_batch(&mut txn, &events).await?;
         tx.commit().await.map_err(generic)?;
         Ok(outcome)
     }

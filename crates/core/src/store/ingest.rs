@@ -38,55 +38,86 @@ pub struct MessageRow {
     pub tags: Vec<(String, String)>,
 }
 
-/// The storage steps of an ingest, inside one transaction of the backend.
+/// The storage steps of an ingest, inside one transaction of the backend,
+/// each over a whole batch: a backend answers each with one statement (or a
+/// few) when it can. [`apply_batch`] is the only caller, with the concrete
+/// type, so a backend's futures are `Send` exactly when its transaction is.
+#[allow(async_fn_in_trait)]
 pub trait IngestTxn {
-    /// Keeps the event unless its (message, id, recipient) is kept already;
-    /// `true` when it was new.
-    fn insert_event(&mut self, event: &PlannedEvent) -> Result<bool, StoreError>;
-    /// Keeps the message unless it is kept already.
-    fn insert_message(&mut self, message: &MessageRow) -> Result<(), StoreError>;
-    /// The flags of the stored record with `record`'s key, if there is one.
-    fn record_flags(&mut self, record: &InsightRecord) -> Result<Option<EventFlags>, StoreError>;
-    /// Stores `record` (with its flags), inserting or replacing by key.
-    fn put_record(&mut self, record: &InsightRecord, existed: bool) -> Result<(), StoreError>;
-    /// Adds `delta` to the rollup of `day` and `dimensions`.
-    fn add_rollup(&mut self, day: i64, dimensions: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError>;
-    /// Keeps a lesson of the account's (once; lessons are never forgotten).
-    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError>;
+    /// Keeps each event unless its (message, id, recipient) is kept already
+    /// or comes earlier in `events`; for each, whether it was new.
+    async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError>;
+    /// Keeps each message unless it is kept already.
+    async fn insert_messages(&mut self, messages: &[MessageRow]) -> Result<(), StoreError>;
+    /// For each record, the flags of the stored record with its key, if
+    /// there is one.
+    async fn record_flags(
+        &mut self,
+        records: &[(InsightRecord, EventFlags)],
+    ) -> Result<Vec<Option<EventFlags>>, StoreError>;
+    /// Stores each record (with its flags), inserting it or, when it
+    /// existed, updating its flags.
+    async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError>;
+    /// Adds each delta to the rollup of its day and dimension values.
+    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError>;
+    /// Keeps the account's lessons (once each; lessons are never forgotten).
+    async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError>;
 }
 
-/// Applies a batch through `txn`. The caller commits when this returns
-/// `Ok`, and rolls back otherwise.
-pub fn apply_batch(txn: &mut dyn IngestTxn, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
+/// Applies a batch through `txn`: the one ingest driver of every backend.
+/// The caller commits when this returns `Ok`, and rolls back otherwise.
+pub async fn apply_batch<T: IngestTxn + ?Sized>(txn: &mut T, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
     let planned = plan_events(events);
-    let mut new_rows = Vec::with_capacity(planned.len());
-    for (_, row) in &planned {
-        new_rows.push(txn.insert_event(row)?);
-    }
+    let new_rows = txn.insert_events(&planned.rows).await?;
     let folded = fold_new_events(events, &planned, &new_rows);
-    for message in &folded.messages {
-        txn.insert_message(message)?;
+    if !folded.messages.is_empty() {
+        txn.insert_messages(&folded.messages).await?;
     }
-    let mut old = Vec::with_capacity(folded.touched.len());
-    for (record, _) in &folded.touched {
-        old.push(txn.record_flags(record)?);
-    }
+    let old = if folded.touched.is_empty() {
+        Vec::new()
+    } else {
+        txn.record_flags(&folded.touched).await?
+    };
     let merged = merge_flags(folded.touched, &old);
-    for (record, existed) in &merged.records {
-        txn.put_record(record, *existed)?;
+    if !merged.records.is_empty() {
+        txn.put_records(&merged.records).await?;
     }
-    for ((day, dimensions), delta) in &merged.rollups {
-        txn.add_rollup(*day, dimensions, delta)?;
+    if !merged.rollups.is_empty() {
+        txn.add_rollups(&merged.rollups).await?;
     }
-    for (lesson, value) in &folded.lessons {
-        txn.learn(*lesson, value)?;
+    if !folded.lessons.is_empty() {
+        txn.learn(&folded.lessons).await?;
     }
     Ok(folded.outcome)
 }
 
-/// Step 1: one row per event and recipient, in key order (so a store's
-/// trees are walked, not jumped around in), with the index of its event.
-pub fn plan_events(events: &[SesEvent]) -> Vec<(usize, PlannedEvent)> {
+/// Runs [`apply_batch`] for a backend whose steps never wait (memory,
+/// SQLite on its own thread): it completes when first polled.
+pub fn apply_batch_now<T: IngestTxn + ?Sized>(
+    txn: &mut T,
+    events: &[SesEvent],
+    backend: &'static str,
+) -> Result<IngestOutcome, StoreError> {
+    use futures_util::FutureExt;
+    apply_batch(txn, events).now_or_never().unwrap_or_else(|| {
+        Err(StoreError::Generic {
+            backend,
+            source: "an ingest step of a synchronous store waited".into(),
+        })
+    })
+}
+
+/// A batch as rows: one per event and recipient.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// In key order (so a store's trees are walked, not jumped around in).
+    pub rows: Vec<PlannedEvent>,
+    /// For each row, the index of its event in the batch.
+    pub event_index: Vec<usize>,
+}
+
+/// Step 1: one row per event and recipient, in key order.
+pub fn plan_events(events: &[SesEvent]) -> Planned {
     let mut planned: Vec<(usize, PlannedEvent)> = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         for (recipient, diagnostic_code) in event.belongs_to() {
@@ -108,7 +139,8 @@ pub fn plan_events(events: &[SesEvent]) -> Vec<(usize, PlannedEvent)> {
         }
     }
     planned.sort_by(|(_, a), (_, b)| (&a.message_id, a.id, &a.recipient).cmp(&(&b.message_id, b.id, &b.recipient)));
-    planned
+    let (event_index, rows) = planned.into_iter().unzip();
+    Planned { rows, event_index }
 }
 
 /// What the new events of a batch change.
@@ -151,11 +183,11 @@ pub fn event_bit(event: &SesEvent) -> EventFlags {
 /// Step 2: given which planned rows were new to the store, the records they
 /// touch and the bits they add; an event is a duplicate when none of its
 /// rows was new.
-pub fn fold_new_events(events: &[SesEvent], planned: &[(usize, PlannedEvent)], new_rows: &[bool]) -> Folded {
+pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]) -> Folded {
     let mut is_new = vec![false; events.len()];
     let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
     let mut lessons: BTreeSet<(Lesson, String)> = BTreeSet::new();
-    for ((index, row), new) in planned.iter().zip(new_rows) {
+    for ((index, row), new) in planned.event_index.iter().zip(&planned.rows).zip(new_rows) {
         if !new {
             continue;
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch};
+use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch_now};
 use super::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
 use crate::AccountId;
 use crate::clock::{Interval, Millis};
@@ -119,7 +119,7 @@ fn record_key(record: &InsightRecord) -> RecordKey {
     )
 }
 
-impl IngestTxn for MemoryTxn<'_> {
+impl MemoryTxn<'_> {
     fn insert_event(&mut self, event: &PlannedEvent) -> Result<bool, StoreError> {
         let key = (event.message_id.clone(), event.id, event.recipient.clone());
         if self.data.event_keys.contains(&key) {
@@ -141,37 +141,55 @@ impl IngestTxn for MemoryTxn<'_> {
         self.undo.push(Undo::Event(key));
         Ok(true)
     }
+}
 
-    fn insert_message(&mut self, message: &MessageRow) -> Result<(), StoreError> {
-        if !self.data.messages.contains_key(&message.message_id) {
-            self.data.messages.insert(message.message_id.clone(), message.clone());
-            self.undo.push(Undo::Message(message.message_id.clone()));
+impl IngestTxn for MemoryTxn<'_> {
+    async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
+        events.iter().map(|event| self.insert_event(event)).collect()
+    }
+
+    async fn insert_messages(&mut self, messages: &[MessageRow]) -> Result<(), StoreError> {
+        for message in messages {
+            if !self.data.messages.contains_key(&message.message_id) {
+                self.data.messages.insert(message.message_id.clone(), message.clone());
+                self.undo.push(Undo::Message(message.message_id.clone()));
+            }
         }
         Ok(())
     }
 
-    fn record_flags(&mut self, record: &InsightRecord) -> Result<Option<EventFlags>, StoreError> {
-        Ok(self.data.records.get(&record_key(record)).map(|r| r.flags))
+    async fn record_flags(
+        &mut self,
+        records: &[(InsightRecord, EventFlags)],
+    ) -> Result<Vec<Option<EventFlags>>, StoreError> {
+        Ok(records
+            .iter()
+            .map(|(record, _)| self.data.records.get(&record_key(record)).map(|r| r.flags))
+            .collect())
     }
 
-    fn put_record(&mut self, record: &InsightRecord, _existed: bool) -> Result<(), StoreError> {
-        let key = record_key(record);
-        let old = self.data.records.insert(key.clone(), record.clone());
-        self.undo.push(Undo::Record(key, old));
+    async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError> {
+        for (record, _) in records {
+            let key = record_key(record);
+            let old = self.data.records.insert(key.clone(), record.clone());
+            self.undo.push(Undo::Record(key, old));
+        }
         Ok(())
     }
 
-    fn add_rollup(&mut self, day: i64, dimensions: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError> {
-        let key = (day, dimensions.clone());
-        *self.data.rollups.entry(key.clone()).or_default() += *delta;
-        self.undo.push(Undo::Rollup(key, *delta));
+    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
+        for (key, delta) in rollups {
+            *self.data.rollups.entry(key.clone()).or_default() += *delta;
+            self.undo.push(Undo::Rollup(key.clone(), *delta));
+        }
         Ok(())
     }
 
-    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError> {
-        let key = (lesson, value.to_owned());
-        if self.data.lessons.insert(key.clone()) {
-            self.undo.push(Undo::Lesson(key));
+    async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError> {
+        for key in lessons {
+            if self.data.lessons.insert(key.clone()) {
+                self.undo.push(Undo::Lesson(key.clone()));
+            }
         }
         Ok(())
     }
@@ -189,7 +207,7 @@ impl EventStore for MemoryEventStore {
             max_events: self.max_events,
             undo: Vec::new(),
         };
-        match apply_batch(&mut txn, &events) {
+        match apply_batch_now(&mut txn, &events, BACKEND) {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 txn.rollback();

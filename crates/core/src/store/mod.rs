@@ -24,7 +24,7 @@ use crate::event::{EventKind, SesEvent};
 use crate::insight::InsightRecord;
 pub use crate::metrics::DailyCounts;
 
-pub use ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
+pub use ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, apply_batch_now, recount};
 pub use memory::MemoryEventStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteEventStore;

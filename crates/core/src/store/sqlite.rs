@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use ses_export_model::types::BounceType;
 
-use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
+use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
 use super::{
     EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
     ScanControl, StoreError, StoredEvent,
@@ -376,7 +376,7 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         if let Some(r) = flags.get_mut(&key) {
             r.flags = r.flags.union(bit);
             if let Some((lesson, value)) = super::ingest::lesson(kind, bit, r) {
-                SqliteTxn { tx, account: &account }.learn(lesson, &value)?;
+                SqliteTxn { tx, account: &account }.learn_one(lesson, &value)?;
             }
         }
     }
@@ -422,7 +422,7 @@ struct SqliteTxn<'a> {
     account: &'a str,
 }
 
-impl IngestTxn for SqliteTxn<'_> {
+impl SqliteTxn<'_> {
     fn insert_event(&mut self, e: &PlannedEvent) -> Result<bool, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO events (account, message_id, event_id, recipient, kind, ts, bounce_type, \
@@ -462,7 +462,7 @@ impl IngestTxn for SqliteTxn<'_> {
         Ok(())
     }
 
-    fn record_flags(&mut self, r: &InsightRecord) -> Result<Option<EventFlags>, StoreError> {
+    fn record_flag(&mut self, r: &InsightRecord) -> Result<Option<EventFlags>, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "SELECT flags FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
         )?;
@@ -510,7 +510,7 @@ impl IngestTxn for SqliteTxn<'_> {
         Ok(())
     }
 
-    fn learn(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError> {
+    fn learn_one(&mut self, lesson: Lesson, value: &str) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("INSERT OR IGNORE INTO learned (account, lesson, value) VALUES (?1, ?2, ?3)")?
             .execute(params![self.account, lesson.code(), value])?;
@@ -550,6 +550,41 @@ impl IngestTxn for SqliteTxn<'_> {
             c[9],
         ])?;
         Ok(())
+    }
+}
+
+/// Statement by statement: SQLite runs in-process, so a statement per row
+/// costs no round trip.
+impl IngestTxn for SqliteTxn<'_> {
+    async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
+        events.iter().map(|e| self.insert_event(e)).collect()
+    }
+
+    async fn insert_messages(&mut self, messages: &[MessageRow]) -> Result<(), StoreError> {
+        messages.iter().try_for_each(|m| self.insert_message(m))
+    }
+
+    async fn record_flags(
+        &mut self,
+        records: &[(InsightRecord, EventFlags)],
+    ) -> Result<Vec<Option<EventFlags>>, StoreError> {
+        records.iter().map(|(r, _)| self.record_flag(r)).collect()
+    }
+
+    async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError> {
+        records.iter().try_for_each(|(r, existed)| self.put_record(r, *existed))
+    }
+
+    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
+        rollups
+            .iter()
+            .try_for_each(|((day, dimensions), delta)| self.add_rollup(*day, dimensions, delta))
+    }
+
+    async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError> {
+        lessons
+            .iter()
+            .try_for_each(|(lesson, value)| self.learn_one(*lesson, value))
     }
 }
 
@@ -678,12 +713,13 @@ impl EventStore for SqliteEventStore {
         tokio::task::spawn_blocking(move || {
             let mut conn = lock(&inner.writer);
             let tx = conn.transaction()?;
-            let outcome = apply_batch(
+            let outcome = apply_batch_now(
                 &mut SqliteTxn {
                     tx: &tx,
                     account: account.as_str(),
                 },
                 &events,
+                BACKEND,
             )?;
             tx.commit()?;
             Ok(outcome)
