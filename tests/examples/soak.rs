@@ -1,4 +1,4 @@
-//! The soak test `cargo xtask soak` runs (SPEC §9, "Proof"): the release
+//! The soak test `cargo xtask soak` runs (docs/security.md, "Proof"): the release
 //! server under 64 clients for a minute, every operation and ingest mixed
 //! with hostile requests (unsigned bodies, bad signatures, malformed JSON,
 //! forged download URLs), under AWS's rate limits. It counts the answers by

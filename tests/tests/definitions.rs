@@ -1,4 +1,4 @@
-//! SPEC §5 as AWS's service model defines it (steps 13 and 14), through the
+//! docs/metrics.md as AWS's service model defines it (steps 13 and 14), through the
 //! wire with aws-sdk-sesv2: which events a record shows (multi-recipient
 //! messages, the mailbox simulator, the account-level suppression list) and
 //! what VDM metrics count (deliveries that could be opened, clicked or

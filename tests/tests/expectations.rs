@@ -1,6 +1,6 @@
 //! Expected export rows, computed from the raw SES records the plain way,
 //! independently of the server's code: one record per message and
-//! recipient, SPEC §5's derivations written out again here.
+//! recipient, docs/metrics.md's derivations written out again here.
 
 #![allow(dead_code)]
 

@@ -1,4 +1,4 @@
-//! Safe on a network (SPEC §9), against the real binary: authentication
+//! Safe on a network (docs/security.md), against the real binary: authentication
 //! before the body, connection limits, shutdown with a deadline, bounded
 //! cost per input, buckets per account, error shapes, files and secrets.
 //! Each test is one attack and what the server must answer.

@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz` and `cargo xtask soak`: the proof that SPEC §9 asks
+//! `cargo xtask fuzz` and `cargo xtask soak`: the proof that docs/security.md asks
 //! for. Both run release builds of the project's own harnesses
 //! (`tests/tests/fuzz.rs`, `tests/examples/soak.rs`) and print what they
 //! found; docs/security.md records the runs with their commands.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use ses_export_client::credentials::Resolve;
 use ses_export_client::model::schema::{Shape, Shaped};
 use ses_export_client::model::types::*;
-use ses_export_client::{Client, ClientConfig, Error, RetryPolicy};
+use ses_export_client::{Client, ClientConfig, Error, ErrorKind, RetryPolicy};
 use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 
@@ -38,14 +38,12 @@ fn explain(error: &Error, endpoint: &str) -> String {
              Start it with `ses-export-server`, or point --endpoint-url (AWS_ENDPOINT_URL) at it."
         ),
         Error::Service(e) => match e.kind.name() {
-            "UnrecognizedClientException" | "InvalidSignatureException" | "MissingAuthenticationTokenException" => {
-                format!(
-                    "{}: {}\nThe server refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --profile \
+            _ if matches!(e.kind, ErrorKind::Auth(_)) => format!(
+                "{}: {}\nThe server refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --profile \
                  (a local server without --credentials takes access key `test`, secret `test`).",
-                    e.kind.name(),
-                    e.message
-                )
-            }
+                e.kind.name(),
+                e.message
+            ),
             "TooManyRequestsException" => format!(
                 "{}: throttled even after retries ({}); the service allows about one call a second per operation.",
                 e.kind.name(),

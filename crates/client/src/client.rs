@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
-use serde::{Deserialize, Serialize};
 use ses_export_model::error::ErrorBody;
+use ses_export_model::ingest::IngestReport;
 use ses_export_model::operation::{self, Operation};
 use ses_export_model::types::*;
 use tokio::io::AsyncWriteExt;
@@ -51,22 +51,6 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
         }
     }
-}
-
-/// The answer of the ingest endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IngestReport {
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub rejected: u64,
-    pub errors: Vec<LineError>,
-}
-
-/// A rejected line, numbered from 1 within the body sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LineError {
-    pub line: u64,
-    pub reason: String,
 }
 
 /// A client of one endpoint.

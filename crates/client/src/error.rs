@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ses_export_model::ErrorCode;
+use ses_export_model::{AuthErrorCode, ErrorCode};
 
 /// An error the service answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +20,8 @@ pub struct ServiceError {
 pub enum ErrorKind {
     /// One of the model's error shapes.
     Modeled(ErrorCode),
-    /// `MissingAuthenticationTokenException`
-    MissingAuthenticationToken,
-    /// `UnrecognizedClientException`
-    UnrecognizedClient,
-    /// `InvalidSignatureException`
-    InvalidSignature,
+    /// One of the authentication errors (always 403).
+    Auth(AuthErrorCode),
     /// Anything else, by name.
     Other(String),
 }
@@ -35,21 +31,17 @@ impl ErrorKind {
         // `x-amzn-ErrorType` may carry a `:` suffix or a namespace prefix.
         let name = name.split(':').next().unwrap_or(name);
         let name = name.rsplit('#').next().unwrap_or(name);
-        match name {
-            "MissingAuthenticationTokenException" => ErrorKind::MissingAuthenticationToken,
-            "UnrecognizedClientException" => ErrorKind::UnrecognizedClient,
-            "InvalidSignatureException" => ErrorKind::InvalidSignature,
-            other => ErrorCode::from_name(other).map_or_else(|| ErrorKind::Other(other.to_owned()), ErrorKind::Modeled),
+        if let Some(code) = AuthErrorCode::from_name(name) {
+            return ErrorKind::Auth(code);
         }
+        ErrorCode::from_name(name).map_or_else(|| ErrorKind::Other(name.to_owned()), ErrorKind::Modeled)
     }
 
     /// The shape's name.
     pub fn name(&self) -> &str {
         match self {
             ErrorKind::Modeled(code) => code.name(),
-            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
-            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
-            ErrorKind::InvalidSignature => "InvalidSignatureException",
+            ErrorKind::Auth(code) => code.name(),
             ErrorKind::Other(name) => name,
         }
     }

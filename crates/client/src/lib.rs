@@ -16,6 +16,7 @@ mod client;
 pub mod credentials;
 mod error;
 
-pub use client::{Client, ClientConfig, IngestReport, LineError, RetryPolicy};
-pub use error::{Error, ServiceError};
+pub use client::{Client, ClientConfig, RetryPolicy};
+pub use error::{Error, ErrorKind, ServiceError};
 pub use ses_export_model as model;
+pub use ses_export_model::ingest::{IngestReport, LineError};

@@ -6,14 +6,15 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::time::Instant;
 
+use ses_export_core::backend::sqlite::SqliteEventStore;
 use ses_export_core::clock::{DAY_MILLIS, Interval};
 use ses_export_core::event::open_events;
+use ses_export_core::event_store::EventStore;
 use ses_export_core::filter::{InsightFilter, TextPattern};
 use ses_export_core::generate::{GeneratorConfig, write_events};
 use ses_export_core::ingest::ingest;
 use ses_export_core::query::{DimensionSelect, InsightQuery, MetricsQuery, select_insights, select_metrics};
-use ses_export_core::store::{EventStore, SqliteEventStore};
-use ses_export_core::{AccountId, metrics::METRICS};
+use ses_export_core::{AccountId, vdm::METRICS};
 use ses_export_model::types::{MetricAggregation, MetricDimensionName};
 
 // The allocator the server binary uses, so the numbers are the server's.
@@ -53,8 +54,8 @@ fn open_store(
     spec: &str,
 ) -> Result<Box<dyn EventStore>, Box<dyn std::error::Error>> {
     if spec.starts_with("postgres://") {
-        let pool = runtime.block_on(ses_export_core::pg::connect(spec, 4))?;
-        Ok(Box::new(ses_export_core::pg::PgEventStore::new(pool)))
+        let pool = runtime.block_on(ses_export_core::backend::postgres::connect(spec, 4))?;
+        Ok(Box::new(ses_export_core::backend::postgres::PgEventStore::new(pool)))
     } else {
         Ok(Box::new(SqliteEventStore::open(spec)?))
     }

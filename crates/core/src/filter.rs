@@ -1,4 +1,4 @@
-//! Message-insight filters: `Include` and `Exclude` as SPEC §5 defines
+//! Message-insight filters: `Include` and `Exclude` as docs/metrics.md defines
 //! them. Text filters match exactly, by prefix (`abc*`), suffix (`*abc`) or
 //! substring (`*abc*`), case-sensitively; `\*` and `\\` stand for a literal
 //! `*` and `\`.

@@ -4,29 +4,16 @@
 
 use std::io::BufRead;
 
-use serde::Serialize;
-
 use crate::AccountId;
 use crate::event::{EventReader, LineError, SesEvent};
-use crate::store::{EventStore, StoreError};
+use crate::event_store::{EventStore, StoreError};
 
 /// Events per stored batch (each batch is one transaction).
 pub const DEFAULT_BATCH: usize = 5000;
 /// Bad lines listed in a report; all of them are counted.
 pub const MAX_LISTED_ERRORS: usize = 1000;
 
-/// What an ingest did, as the ingest endpoint answers it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct IngestReport {
-    /// Events kept for the first time.
-    pub accepted: u64,
-    /// Events that were kept already.
-    pub duplicates: u64,
-    /// Lines that are not events.
-    pub rejected: u64,
-    /// The first [`MAX_LISTED_ERRORS`] bad lines, with reasons.
-    pub errors: Vec<LineError>,
-}
+pub use ses_export_model::ingest::IngestReport;
 
 /// An ingest that stopped partway: what was kept before is kept, and
 /// `report` says how much that was.
@@ -119,7 +106,7 @@ pub async fn ingest<R: BufRead + Send + 'static>(
             Parsed::Batch(events, errors) => {
                 note_errors(&mut report, errors);
                 if !events.is_empty() {
-                    match store.ingest(account, events).await {
+                    match store.write_batch(account, events).await {
                         Ok(outcome) => {
                             report.accepted += outcome.accepted;
                             report.duplicates += outcome.duplicates;

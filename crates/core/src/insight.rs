@@ -1,4 +1,4 @@
-//! Insight records: one per message and recipient, with the fields SPEC §5
+//! Insight records: one per message and recipient, with the fields docs/metrics.md
 //! derives from the events (ISP, identity, configuration set, tenant, the
 //! last delivery and engagement events).
 
@@ -7,7 +7,7 @@ use ses_export_model::types::{DeliveryEventType, EngagementEventType};
 use crate::clock::Millis;
 use crate::event::Mail;
 pub use crate::flags::{EventFlags, ON_ACCOUNT_SUPPRESSION_LIST};
-use crate::metrics::DimensionValues;
+use crate::vdm::DimensionValues;
 
 /// The ISP of `recipient`: the `ses:recipient-isp` tag if the message has
 /// one, else by the recipient's domain (whole, case-insensitive), else
@@ -132,7 +132,7 @@ impl InsightRecord {
         (self.send_timestamp, &self.message_id, &self.destination)
     }
 
-    /// The flags the record shows (SPEC §5, "Which events a record shows").
+    /// The flags the record shows (docs/metrics.md, "Which events a record shows").
     pub fn shown_flags(&self) -> EventFlags {
         self.flags
             .shown(shows_every_event(self.recipient_count, &self.destination))

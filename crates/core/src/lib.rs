@@ -3,37 +3,39 @@
 //! queries that exports and read APIs run. Knows nothing of HTTP.
 //!
 //! The flow: [`event::EventReader`] turns JSON lines (plain, gzip, or SNS
-//! wrapped) into [`event::SesEvent`]s; an [`store::EventStore`] keeps them
-//! per [`AccountId`], maintaining one [`insight::InsightRecord`] per message
-//! and recipient and daily metric rollups; [`query`] reads them back for
-//! message-insight exports and metrics.
+//! wrapped) into [`event::SesEvent`]s; [`ingest`] hands them in batches to
+//! an [`event_store::EventStore`] (one of the [`backend`]s), which keeps
+//! them per [`AccountId`], maintaining one [`insight::InsightRecord`] per
+//! message and recipient and daily [`vdm`] metric rollups; [`query`] reads
+//! them back for message-insight exports and metrics, and [`rows`] writes
+//! them as CSV or JSON Lines.
 
 pub mod account;
+pub mod backend;
 pub mod clock;
+#[cfg(feature = "service")]
+pub mod destination;
 pub mod event;
-pub mod export;
+pub mod event_store;
 pub mod filter;
 pub mod flags;
 pub mod generate;
+pub mod ids;
 pub mod ingest;
 pub mod insight;
 pub mod job;
 pub mod limits;
-pub mod metrics;
 pub mod page_token;
-#[cfg(feature = "postgres")]
-pub mod pg;
 pub mod query;
 #[cfg(feature = "service")]
 pub mod retention;
 mod rng;
+pub mod rows;
+pub mod rules;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod signing;
-#[cfg(feature = "service")]
-pub mod storage;
-pub mod store;
-pub mod validate;
+pub mod vdm;
 #[cfg(feature = "service")]
 pub mod worker;
 

@@ -3,7 +3,7 @@
 
 use crate::AccountId;
 use crate::job::{JobCursor, JobFilter};
-use crate::signing::{self, SigningKey};
+use crate::signing::SigningKey;
 
 fn parts(account: &AccountId, filter: &JobFilter, created: &str, job_id: &str) -> Vec<Vec<u8>> {
     vec![
@@ -27,7 +27,7 @@ pub fn make(key: &SigningKey, account: &AccountId, filter: &JobFilter, cursor: &
     let parts = parts(account, filter, &created, &cursor.job_id);
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     let signature = key.sign(&refs);
-    format!("{created}.{}.{signature}", signing::hex(cursor.job_id.as_bytes()))
+    format!("{created}.{}.{signature}", hex::encode(cursor.job_id.as_bytes()))
 }
 
 /// The cursor in `token`; `None` when it is malformed, forged, or made for
@@ -39,7 +39,7 @@ pub fn read(key: &SigningKey, account: &AccountId, filter: &JobFilter, token: &s
     else {
         return None;
     };
-    let job_id = signing::unhex(id_hex).and_then(|b| String::from_utf8(b).ok())?;
+    let job_id = hex::decode(id_hex).ok().and_then(|b| String::from_utf8(b).ok())?;
     let parts = parts(account, filter, created, &job_id);
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     if !key.verify(&refs, signature) {

@@ -14,11 +14,11 @@ use ses_export_model::types::{
 
 use crate::AccountId;
 use crate::clock::{Interval, day_of, day_start};
+use crate::event_store::{EventStore, RecordFilter, ScanControl, StoreError};
 use crate::filter::InsightFilter;
 use crate::insight::InsightRecord;
-use crate::metrics::{DailyCounts, MetricCounts};
 use crate::rng;
-use crate::store::{EventStore, RecordFilter, ScanControl, StoreError};
+use crate::vdm::{DailyCounts, MetricCounts};
 
 /// `MaxResults` when the request has none.
 pub const DEFAULT_MAX_RESULTS: usize = 1000;
@@ -114,7 +114,7 @@ impl Ord for Sampled {
 
 /// Runs a message-insights selection. Memory holds at most `max_results`
 /// records, however many match. Setting `stop` ends the scan (with what was
-/// found so far) within [`crate::store::SCAN_CHECK_ROWS`] rows read.
+/// found so far) within [`crate::event_store::SCAN_CHECK_ROWS`] rows read.
 pub async fn select_insights(
     store: &dyn EventStore,
     account: &AccountId,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{DAY_MILLIS, Millis, day_of, day_start, now};
+use crate::destination::Storage;
+use crate::event_store::EventStore;
 use crate::job::JobStore;
-use crate::storage::Storage;
-use crate::store::EventStore;
 
 /// Messages deleted per step (one transaction each).
 pub const EXPIRE_STEP: usize = 5_000;

@@ -11,14 +11,15 @@ use ses_export_model::types::*;
 use ses_export_model::{Timestamp, Violation};
 
 use crate::AccountId;
+use crate::destination::{BucketAccess, Storage, s3_target, valid_bucket_name};
+use crate::event_store::{EventStore, MessageDetail};
+use crate::ids::uuid_v4;
 use crate::job::{ExportJob, JobFilter, JobStore, JobStoreError, JobUpdate};
 use crate::limits::{LimitedOperation, RateLimiter};
 use crate::page_token;
 use crate::query::{self, interval};
-use crate::signing::{self, SigningKey, uuid_v4};
-use crate::storage::{BucketAccess, Storage, s3_target, valid_bucket_name};
-use crate::store::{EventStore, MessageDetail};
-use crate::validate;
+use crate::rules;
+use crate::signing::{self, SigningKey};
 use crate::worker::{JobSignals, WorkerConfig, Workers};
 
 pub use crate::query::DEFAULT_MAX_RESULTS;
@@ -165,7 +166,7 @@ impl ExportService {
     }
 
     /// Starts a shutdown: running jobs stop at their next safe point (a
-    /// scan checks every [`crate::store::SCAN_CHECK_ROWS`] rows it reads)
+    /// scan checks every [`crate::event_store::SCAN_CHECK_ROWS`] rows it reads)
     /// and stay `PROCESSING`, to be run again by the next server; no new
     /// job is taken.
     pub fn begin_shutdown(&self) {
@@ -205,7 +206,7 @@ impl ExportService {
         input: CreateExportJobRequest,
     ) -> Result<CreateExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::CreateExportJob).await?;
-        invalid(validate::create_export_job(&input))?;
+        invalid(rules::create_export_job(&input))?;
         if let Some(url) = &input.export_destination.s3_url {
             if self.config.strict {
                 return Err(ServiceError::BadRequest(
@@ -316,7 +317,7 @@ impl ExportService {
         input: ListExportJobsRequest,
     ) -> Result<ListExportJobsResponse, ServiceError> {
         self.throttle(account, LimitedOperation::ListExportJobs).await?;
-        invalid(validate::list_export_jobs(&input))?;
+        invalid(rules::list_export_jobs(&input))?;
         let filter = JobFilter {
             status: input.job_status.clone(),
             source_type: input.export_source_type.clone(),
@@ -415,7 +416,7 @@ impl ExportService {
         input: BatchGetMetricDataRequest,
     ) -> Result<BatchGetMetricDataResponse, ServiceError> {
         self.throttle(account, LimitedOperation::BatchGetMetricData).await?;
-        invalid(validate::batch_get_metric_data(&input))?;
+        invalid(rules::batch_get_metric_data(&input))?;
         let mut results = Vec::new();
         let mut errors = Vec::new();
         for query in input.queries {
@@ -543,12 +544,12 @@ fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsRespons
     }
 }
 
-/// Whether `GetMessageInsights` lists `event` (SPEC §5, "Which events a
+/// Whether `GetMessageInsights` lists `event` (docs/metrics.md, "Which events a
 /// record shows"): a multi-recipient message's or a simulator recipient's
 /// Delivery, Bounce, Complaint, Open and Click are not listed, nor ever a
 /// complaint from the account-level suppression list (a suppressed bounce
 /// is, with its details).
-fn shown_event(event: &crate::store::StoredEvent, every_event: bool) -> bool {
+fn shown_event(event: &crate::event_store::StoredEvent, every_event: bool) -> bool {
     use crate::event::EventKind;
     let delivery_or_engagement = matches!(
         event.kind,

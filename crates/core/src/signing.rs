@@ -104,49 +104,16 @@ impl SigningKey {
 
     /// The signature of `parts`, as hex.
     pub fn sign(&self, parts: &[&[u8]]) -> String {
-        hex(&self.mac(parts).finalize().into_bytes())
+        hex::encode(self.mac(parts).finalize().into_bytes())
     }
 
     /// Whether `signature` (hex) signs `parts`; compared in constant time.
     pub fn verify(&self, parts: &[&[u8]], signature: &str) -> bool {
-        match unhex(signature) {
-            Some(bytes) => self.mac(parts).verify_slice(&bytes).is_ok(),
-            None => false,
+        match hex::decode(signature) {
+            Ok(bytes) => self.mac(parts).verify_slice(&bytes).is_ok(),
+            Err(_) => false,
         }
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes from hex; `None` for anything that is not.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// A random version-4 UUID, as job ids are.
-pub fn uuid_v4() -> std::io::Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
 }
 
 #[cfg(test)]
@@ -162,13 +129,5 @@ mod tests {
         assert!(!key.verify(&[b"a", b"bc"], &sig[1..]));
         assert!(!key.verify(&[b"a", b"bc"], "zz"));
         assert!(!SigningKey::from_secret(b"other").verify(&[b"a", b"bc"], &sig));
-    }
-
-    #[test]
-    fn uuids_look_like_uuids() {
-        let id = uuid_v4().expect("random");
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_ne!(id, uuid_v4().expect("random"));
     }
 }

@@ -14,12 +14,12 @@ use ses_export_model::types::{ExportSourceType, JobStatus};
 
 use crate::AccountId;
 use crate::clock::now;
-use crate::export::{RowWriter, insight_cells, metric_cells, metric_columns};
+use crate::destination::{ExportWriter, StagedExport, Storage, s3_target};
+use crate::event_store::EventStore;
 use crate::job::{ExportJob, JobStatistics, JobStore, JobUpdate};
 use crate::query::{insight_query, metrics_query, select_insights, select_metrics};
 use crate::rng;
-use crate::storage::{ExportWriter, StagedExport, Storage, s3_target};
-use crate::store::EventStore;
+use crate::rows::{RowWriter, insight_cells, metric_cells, metric_columns};
 
 /// How often an idle worker looks for work it was not woken for.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ impl JobSignals {
     }
 
     /// The process is stopping: every run stops at its next safe point (a
-    /// scan checks every [`crate::store::SCAN_CHECK_ROWS`] rows it reads)
+    /// scan checks every [`crate::event_store::SCAN_CHECK_ROWS`] rows it reads)
     /// and its job stays `PROCESSING`, to be run again by the next server;
     /// no new job is taken.
     pub fn begin_shutdown(&self) {
@@ -106,7 +106,7 @@ impl Workers {
             storage,
             signals,
             config,
-            id: crate::signing::uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
+            id: crate::ids::uuid_v4().unwrap_or_else(|_| format!("worker-{}", std::process::id())),
         }
     }
 
@@ -253,7 +253,7 @@ async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<A
                         processed: selection.processed,
                         exported: rows.len() as u64,
                     };
-                    let columns = crate::export::INSIGHT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+                    let columns = crate::rows::INSIGHT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
                     (columns, rows, stats)
                 }
                 Err(e) => return failed(job, e),
@@ -320,7 +320,7 @@ fn destination(job: &ExportJob) -> String {
 
 /// A failed write, in the user's terms for `FailureInfo`; the detail
 /// (paths, library errors) goes to the log.
-fn write_failed(job: &ExportJob, destination: &str, e: &crate::storage::StorageError) -> Outcome {
+fn write_failed(job: &ExportJob, destination: &str, e: &crate::destination::StorageError) -> Outcome {
     tracing::error!(error = %e, job = %job.job_id, "writing an export failed");
     Outcome::Failed(format!(
         "The export could not be written to {destination}: {}.",
@@ -337,9 +337,9 @@ fn failed(job: &ExportJob, e: impl std::fmt::Display) -> Outcome {
 async fn write_rows(
     file: &mut ExportWriter,
     writer: &RowWriter,
-    rows: &[Vec<crate::export::Cell>],
+    rows: &[Vec<crate::rows::Cell>],
     cancelled: &AtomicBool,
-) -> Result<bool, crate::storage::StorageError> {
+) -> Result<bool, crate::destination::StorageError> {
     let mut buffer = writer.header();
     for (i, row) in rows.iter().enumerate() {
         buffer.push_str(&writer.row(row));

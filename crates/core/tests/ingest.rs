@@ -6,10 +6,11 @@ use std::io::{Cursor, Write};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures_util::TryStreamExt;
+use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::clock::Interval;
 use ses_export_core::event::open_events;
+use ses_export_core::event_store::EventStore;
 use ses_export_core::ingest::{IngestFailure, IngestReport, ingest};
-use ses_export_core::store::{EventStore, MemoryEventStore};
 use ses_export_core::{AccountId, insight::InsightRecord};
 
 const MIXED: &[u8] = include_bytes!("data/mixed.jsonl");

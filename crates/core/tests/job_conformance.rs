@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ses_export_core::job::{JobStore, MemoryJobStore, SqliteJobStore, conformance};
+use ses_export_core::backend::memory::MemoryJobStore;
+use ses_export_core::backend::sqlite::SqliteJobStore;
+use ses_export_core::job::{JobStore, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_job_store_conforms() {

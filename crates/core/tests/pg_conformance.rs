@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use ses_export_core::backend::postgres::{self, PgEventStore, PgJobStore};
+use ses_export_core::event_store::{EventStore, conformance};
 use ses_export_core::job::{self, JobStore};
-use ses_export_core::pg::{self, PgEventStore, PgJobStore};
-use ses_export_core::store::{EventStore, conformance};
 
 mod common;
 
@@ -18,7 +18,9 @@ async fn postgres_event_store_conforms() {
     conformance::run(|| {
         let base = base.clone();
         async move {
-            let pool = pg::connect(&schema(&base, "events").await, 4).await.expect("connect");
+            let pool = postgres::connect(&schema(&base, "events").await, 4)
+                .await
+                .expect("connect");
             Box::new(PgEventStore::new(pool)) as Box<dyn EventStore>
         }
     })
@@ -26,7 +28,7 @@ async fn postgres_event_store_conforms() {
     // A store that refuses a record halfway through a batch (a trigger, as
     // a constraint or a full disk would): nothing of the batch is kept.
     let url = schema(&base, "events").await;
-    let pool = pg::connect(&url, 4).await.expect("connect");
+    let pool = postgres::connect(&url, 4).await.expect("connect");
     pool.get()
         .await
         .expect("client")
@@ -47,7 +49,9 @@ async fn postgres_job_store_conforms() {
     job::conformance::run(|| {
         let base = base.clone();
         async move {
-            let pool = pg::connect(&schema(&base, "jobs").await, 8).await.expect("connect");
+            let pool = postgres::connect(&schema(&base, "jobs").await, 8)
+                .await
+                .expect("connect");
             Arc::new(PgJobStore::new(pool)) as Arc<dyn JobStore>
         }
     })
@@ -59,7 +63,9 @@ async fn postgres_job_store_conforms() {
 async fn migrations_are_safe_when_servers_start_at_once() {
     let Some(base) = database_url() else { return };
     let url = schema(&base, "migrations").await;
-    let starts: Vec<_> = (0..4).map(|_| tokio::spawn(pg::connect_owned(url.clone()))).collect();
+    let starts: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(postgres::connect_owned(url.clone())))
+        .collect();
     for start in starts {
         start.await.expect("task").expect("every server starts");
     }
@@ -72,15 +78,15 @@ async fn migrations_are_safe_when_servers_start_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_before_the_revised_definitions_are_rederived() {
     use ses_export_core::clock::Interval;
-    use ses_export_core::store::conformance::{account, generated};
+    use ses_export_core::event_store::conformance::{account, generated};
     let Some(base) = database_url() else { return };
     let stream = generated(17, 400);
     let (old, fresh) = (schema(&base, "rederive").await, schema(&base, "rederive").await);
     for url in [&old, &fresh] {
-        let store = PgEventStore::new(pg::connect(url, 4).await.expect("connect"));
-        store.ingest(&account(), stream.clone()).await.expect("ingest");
+        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect"));
+        store.write_batch(&account(), stream.clone()).await.expect("ingest");
     }
-    let pool = pg::connect(&old, 2).await.expect("connect");
+    let pool = postgres::connect(&old, 2).await.expect("connect");
     let changed = pool
         .get()
         .await
@@ -105,7 +111,7 @@ async fn databases_before_the_revised_definitions_are_rederived() {
     let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
     let mut states = Vec::new();
     for url in [&old, &fresh] {
-        let store = PgEventStore::new(pg::connect(url, 4).await.expect("connect and migrate"));
+        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect and migrate"));
         let records: Vec<_> =
             futures_util::TryStreamExt::try_collect::<Vec<_>>(store.scan_insights(&account(), everything))
                 .await

@@ -4,10 +4,12 @@
 //! interval, on every backend.
 
 use proptest::prelude::*;
+use ses_export_core::backend::memory::MemoryEventStore;
+use ses_export_core::backend::sqlite::SqliteEventStore;
 use ses_export_core::clock::{DAY_MILLIS, Interval};
 use ses_export_core::event::SesEvent;
-use ses_export_core::store::conformance::{T0, account, generated, reference_counts, reference_records};
-use ses_export_core::store::{EventStore, MemoryEventStore, SqliteEventStore};
+use ses_export_core::event_store::EventStore;
+use ses_export_core::event_store::conformance::{T0, account, generated, reference_counts, reference_records};
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -54,7 +56,7 @@ async fn check(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseError>
             break;
         }
         let (batch, tail) = rest.split_at((*size).min(rest.len()));
-        store.ingest(&account(), batch.to_vec()).await.expect("ingest");
+        store.write_batch(&account(), batch.to_vec()).await.expect("ingest");
         rest = tail;
     }
     let records = reference_records(&case.events);
@@ -106,8 +108,8 @@ proptest! {
         if let Some(base) = common::database_url() {
             runtime().block_on(async {
                 let url = common::schema(&base, "properties").await;
-                let pool = ses_export_core::pg::connect(&url, 4).await.expect("connect");
-                let result = check(&ses_export_core::pg::PgEventStore::new(pool), &case).await;
+                let pool = ses_export_core::backend::postgres::connect(&url, 4).await.expect("connect");
+                let result = check(&ses_export_core::backend::postgres::PgEventStore::new(pool), &case).await;
                 common::drop_schemas(&base, "properties").await;
                 result
             })?;

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use ses_export_core::AccountId;
+use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::clock::{DAY_MILLIS, Interval, Millis, format_iso8601};
 use ses_export_core::event::parse_record;
+use ses_export_core::event_store::EventStore;
 use ses_export_core::filter::InsightFilter;
 use ses_export_core::query::{
     DimensionSelect, InsightQuery, MetricValue, MetricsQuery, daily_volumes, select_insights, select_metrics,
 };
-use ses_export_core::store::{EventStore, MemoryEventStore};
 use ses_export_model::types::{MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName};
 
 const T0: Millis = 1_704_067_200_000; // 2024-01-01T00:00:00Z
@@ -91,7 +92,7 @@ async fn store_with(records: &[Value]) -> MemoryEventStore {
         .iter()
         .map(|r| parse_record(&r.to_string()).expect("record"))
         .collect();
-    store.ingest(&account(), events).await.expect("ingest");
+    store.write_batch(&account(), events).await.expect("ingest");
     store
 }
 
@@ -156,12 +157,12 @@ async fn filters_select_what_spec_says() {
     check_filters(&store_with(&insight_records()).await).await;
     // SQLite decides on a row's columns before building the record: the same answers.
     let dir = tempfile::tempdir().expect("dir");
-    let sqlite = ses_export_core::store::SqliteEventStore::open(dir.path().join("e.sqlite")).expect("open");
+    let sqlite = ses_export_core::backend::sqlite::SqliteEventStore::open(dir.path().join("e.sqlite")).expect("open");
     let events = insight_records()
         .iter()
         .map(|r| parse_record(&r.to_string()).expect("record"))
         .collect();
-    sqlite.ingest(&account(), events).await.expect("ingest");
+    sqlite.write_batch(&account(), events).await.expect("ingest");
     check_filters(&sqlite).await;
 }
 
@@ -426,7 +427,7 @@ fn metric_records() -> Vec<Value> {
 }
 
 fn all_metrics(aggregation: MetricAggregation) -> Vec<(Metric, MetricAggregation)> {
-    ses_export_core::metrics::METRICS
+    ses_export_core::vdm::METRICS
         .iter()
         .map(|m| (m.clone(), aggregation.clone()))
         .collect()

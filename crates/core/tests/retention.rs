@@ -1,4 +1,4 @@
-//! Retention through the service (SPEC §9): managed export files go after
+//! Retention through the service (docs/security.md): managed export files go after
 //! their days, their jobs stay; event retention runs beside ingest and
 //! never touches what is younger than the limit.
 
@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use ses_export_core::backend::sqlite::{SqliteEventStore, SqliteJobStore};
 use ses_export_core::clock::{DAY_MILLIS, Interval};
+use ses_export_core::destination::{BucketAccess, BucketBackend, Storage};
 use ses_export_core::event::parse_record;
+use ses_export_core::event_store::EventStore;
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
-use ses_export_core::job::{JobStore, SqliteJobStore};
+use ses_export_core::job::JobStore;
 use ses_export_core::limits::Unlimited;
 use ses_export_core::model::Timestamp;
 use ses_export_core::model::types::{
@@ -19,8 +22,6 @@ use ses_export_core::model::types::{
 use ses_export_core::retention::{Retention, Swept, sweep};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
-use ses_export_core::storage::{BucketAccess, BucketBackend, Storage};
-use ses_export_core::store::{EventStore, SqliteEventStore};
 use ses_export_core::{AccountId, event::SesEvent};
 
 /// 2024-01-01T00:00:00Z.
@@ -74,7 +75,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     let f = fixture();
     let account = AccountId::development();
     f.events
-        .ingest(&account, generated(3, 50, T0, 2))
+        .write_batch(&account, generated(3, 50, T0, 2))
         .await
         .expect("ingest");
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -174,7 +175,7 @@ async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
     // the sweep runs.
     let old = generated(5, 4_000, T0, 10);
     let young = generated(6, 2_000, T0 + 20 * DAY_MILLIS, 3);
-    f.events.ingest(&account, old).await.expect("old");
+    f.events.write_batch(&account, old).await.expect("old");
     let now = T0 + 23 * DAY_MILLIS;
     let keep = Retention {
         event_days: 5,
@@ -186,7 +187,7 @@ async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
         let young = young.clone();
         tokio::spawn(async move {
             for chunk in young.chunks(500) {
-                events.ingest(&account, chunk.to_vec()).await.expect("young");
+                events.write_batch(&account, chunk.to_vec()).await.expect("young");
             }
         })
     };

@@ -1,6 +1,8 @@
 //! Every `EventStore` backend passes the same conformance suite.
 
-use ses_export_core::store::{EventStore, MemoryEventStore, SqliteEventStore, conformance};
+use ses_export_core::backend::memory::MemoryEventStore;
+use ses_export_core::backend::sqlite::SqliteEventStore;
+use ses_export_core::event_store::{EventStore, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
@@ -32,13 +34,13 @@ async fn sqlite_store_keeps_data_across_reopen() {
     {
         let store = SqliteEventStore::open(&path).expect("open");
         let events = conformance::events(&conformance::sample_records());
-        store.ingest(&account, events).await.expect("ingest");
+        store.write_batch(&account, events).await.expect("ingest");
     }
     let store = SqliteEventStore::open(&path).expect("reopen");
     let detail = store.message_insights(&account, "msg-a").await.expect("read");
     assert!(detail.is_some());
     let again = store
-        .ingest(&account, conformance::events(&conformance::sample_records()))
+        .write_batch(&account, conformance::events(&conformance::sample_records()))
         .await
         .expect("ingest");
     assert_eq!(again.accepted, 0, "what was kept before the reopen is still known");

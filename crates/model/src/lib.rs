@@ -17,13 +17,14 @@
 mod string_enum;
 
 pub mod error;
+pub mod ingest;
 pub mod operation;
 pub mod schema;
 mod timestamp;
 pub mod types;
 mod validate;
 
-pub use error::ErrorCode;
+pub use error::{AuthErrorCode, ErrorCode};
 pub use operation::{Operation, OperationSpec};
 pub use timestamp::Timestamp;
 pub use validate::{InputError, Violation, parse_input};

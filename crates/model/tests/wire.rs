@@ -304,3 +304,23 @@ fn aws_client_bodies_parse() {
         assert_eq!(echoed["StartDate"].to_string(), "1704067200");
     }
 }
+
+/// The authentication errors are named as AWS names them, and read back.
+#[test]
+fn auth_error_names_round_trip() {
+    use ses_export_model::AuthErrorCode;
+    let names: Vec<&str> = AuthErrorCode::ALL.iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "MissingAuthenticationTokenException",
+            "UnrecognizedClientException",
+            "InvalidSignatureException"
+        ]
+    );
+    for code in AuthErrorCode::ALL {
+        assert_eq!(AuthErrorCode::from_name(code.name()), Some(code));
+        assert_eq!(code.http_status(), 403);
+    }
+    assert_eq!(AuthErrorCode::from_name("AccessDeniedException"), None);
+}

@@ -17,9 +17,10 @@ use axum::routing::{MethodFilter, get, on, post};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use ses_export_core::AccountId;
+use ses_export_core::destination::BucketAccess;
 use ses_export_core::ingest::IngestFailure;
 use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
-use ses_export_core::storage::BucketAccess;
+use ses_export_model::AuthErrorCode;
 use ses_export_model::error::ErrorBody;
 use ses_export_model::operation::{self, Operation};
 use ses_export_model::{ErrorCode, parse_input};
@@ -263,14 +264,15 @@ impl From<ServiceError> for WireError {
 impl From<AuthError> for WireError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing => {
-                WireError::forbidden("MissingAuthenticationTokenException", "Missing Authentication Token")
-            }
+            AuthError::Missing => WireError::forbidden(
+                AuthErrorCode::MissingAuthenticationToken.name(),
+                "Missing Authentication Token",
+            ),
             AuthError::UnknownKey => WireError::forbidden(
-                "UnrecognizedClientException",
+                AuthErrorCode::UnrecognizedClient.name(),
                 "The security token included in the request is invalid.",
             ),
-            AuthError::Invalid(m) => WireError::forbidden("InvalidSignatureException", m),
+            AuthError::Invalid(m) => WireError::forbidden(AuthErrorCode::InvalidSignature.name(), m),
             AuthError::Conflicting => WireError::bad_request(
                 "A request is signed either with an Authorization header or with a pre-signed query, not both.",
             ),
@@ -318,7 +320,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 async fn framing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures_util::StreamExt;
     use tracing::Instrument;
-    let id = ses_export_core::signing::uuid_v4().unwrap_or_default();
+    let id = ses_export_core::ids::uuid_v4().unwrap_or_default();
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let (parts, body) = request.into_parts();
     let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
@@ -393,7 +395,7 @@ async fn read_body(
             bytes.extend_from_slice(&data);
         }
     }
-    Ok((bytes.freeze(), ses_export_core::signing::hex(&hash.finalize())))
+    Ok((bytes.freeze(), hex::encode(hash.finalize())))
 }
 
 /// The parts of a request the verifier reads; the body is never among them.
@@ -422,7 +424,7 @@ struct Admitted<'a> {
     identity: &'a Identity,
 }
 
-/// Authenticates from the head alone (SPEC §9): form, key, scope, clock,
+/// Authenticates from the head alone (docs/security.md): form, key, scope, clock,
 /// `host`, the payload hash's kind, and, when the head claims the body's
 /// hash, the signature itself. Nothing of the body is read.
 fn admit<'a>(

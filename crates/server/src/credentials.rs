@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use ses_export_core::AccountId;
-use ses_export_core::storage::BucketAccess;
+use ses_export_core::destination::BucketAccess;
 
 /// The development credential: access key `test`, secret `test`.
 pub const DEVELOPMENT_KEY: &str = "test";

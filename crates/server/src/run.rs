@@ -13,18 +13,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
+#[cfg(feature = "sqlite")]
+use ses_export_core::backend::memory::TokenBuckets;
+#[cfg(feature = "sqlite")]
+use ses_export_core::backend::sqlite::{SqliteEventStore, SqliteJobStore};
+use ses_export_core::destination::{BucketBackend, Storage};
+use ses_export_core::event_store::EventStore;
 use ses_export_core::job::JobStore;
-#[cfg(feature = "sqlite")]
-use ses_export_core::job::SqliteJobStore;
-#[cfg(feature = "sqlite")]
-use ses_export_core::limits::TokenBuckets;
 use ses_export_core::limits::{RateLimiter, Unlimited};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
-use ses_export_core::storage::{BucketBackend, Storage};
-use ses_export_core::store::EventStore;
-#[cfg(feature = "sqlite")]
-use ses_export_core::store::SqliteEventStore;
 
 use crate::app::{AppState, Metrics, app};
 use crate::config::{Config, RateLimits, S3Backend};
@@ -149,18 +147,18 @@ async fn postgres_backends(
                 .to_owned(),
         );
     };
-    let pool = ses_export_core::pg::connect(url, 16)
+    let pool = ses_export_core::backend::postgres::connect(url, 16)
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
     let storage =
         Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
     let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-        RateLimits::Aws => Arc::new(ses_export_core::pg::PgRateLimiter::new(pool.clone())),
+        RateLimits::Aws => Arc::new(ses_export_core::backend::postgres::PgRateLimiter::new(pool.clone())),
         RateLimits::Off => Arc::new(Unlimited),
     };
     Ok(Backends {
-        events: Arc::new(ses_export_core::pg::PgEventStore::new(pool.clone())),
-        jobs: Arc::new(ses_export_core::pg::PgJobStore::new(pool)),
+        events: Arc::new(ses_export_core::backend::postgres::PgEventStore::new(pool.clone())),
+        jobs: Arc::new(ses_export_core::backend::postgres::PgJobStore::new(pool)),
         limiter,
         storage,
         key: SigningKey::from_secret(secret.as_bytes()),

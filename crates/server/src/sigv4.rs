@@ -12,7 +12,6 @@
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
-use ses_export_core::signing::hex;
 use sha2::{Digest, Sha256};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -103,7 +102,7 @@ impl Verifier {
     }
 
     /// Everything that can be decided from the request line and headers
-    /// alone (SPEC §9): the signature's form, the access key (through
+    /// alone (docs/security.md): the signature's form, the access key (through
     /// `lookup`, which gives the key's secret and whatever else the caller
     /// keeps with it), the credential scope, the clock window, `host` among
     /// the signed headers, and a payload hash that binds the body. The body
@@ -160,7 +159,8 @@ impl Verifier {
         let parsed = &head.parsed;
         let credential = &parsed.credential;
         let key = signing_key(head.secret, &credential.date, &credential.region, &credential.service);
-        let Some(provided) = unhex(&parsed.signature) else {
+        // A signature of the wrong length cannot verify.
+        let Ok(provided) = hex::decode(&parsed.signature) else {
             return Err(mismatch());
         };
         let creq = canonical_request(request, &parsed.signed_headers, payload_hash, self.path_rules);
@@ -175,7 +175,7 @@ impl Verifier {
     /// hash, then [`check_signature`](Self::check_signature).
     pub fn verify(&self, request: &Request<'_>, secret: &str, now: SystemTime) -> Result<(), AuthError> {
         let (head, ()) = self.check_head(request, now, |_| Some((secret, ())))?;
-        let body_hash = hex(&Sha256::digest(request.body));
+        let body_hash = hex::encode(Sha256::digest(request.body));
         let payload_hash = match head.claimed_payload_hash() {
             Some(claimed) if !claimed.eq_ignore_ascii_case(&body_hash) => return Err(payload_mismatch()),
             Some(claimed) => claimed.to_owned(),
@@ -471,7 +471,7 @@ pub fn string_to_sign(amz_date: &str, credential: &Credential, canonical_request
         credential.date,
         credential.region,
         credential.service,
-        hex(&Sha256::digest(canonical_request.as_bytes()))
+        hex::encode(Sha256::digest(canonical_request.as_bytes()))
     )
 }
 
@@ -493,7 +493,7 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
 
 /// The signature of a string to sign, as hex.
 pub fn sign(key: &[u8], string_to_sign: &str) -> String {
-    hex(&hmac(key, string_to_sign.as_bytes()).finalize().into_bytes())
+    hex::encode(hmac(key, string_to_sign.as_bytes()).finalize().into_bytes())
 }
 
 /// RFC 3986 encoding of everything but the unreserved characters.
@@ -519,16 +519,6 @@ pub fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// `20261128T185153Z` as a time.

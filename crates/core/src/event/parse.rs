@@ -89,7 +89,7 @@ pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_TEXT_BYTES: usize = 10 * 1024;
 
 /// Refuses a record whose cost in the store would not follow its size
-/// (SPEC §9): too many recipients, or too much message-level text.
+/// (docs/security.md): too many recipients, or too much message-level text.
 fn check_bounds(mail: &Mail, named: usize) -> Result<(), String> {
     let listed = mail.destination.len().max(named);
     if listed > MAX_RECIPIENTS {

@@ -4,7 +4,6 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use flate2::bufread::MultiGzDecoder;
-use serde::Serialize;
 
 use super::{SesEvent, parse_record};
 
@@ -12,13 +11,7 @@ use super::{SesEvent, parse_record};
 /// in memory whole.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// A line that is not an event, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineError {
-    /// Counted from 1, blank lines included.
-    pub line: u64,
-    pub reason: String,
-}
+pub use ses_export_model::ingest::LineError;
 
 /// One non-blank line, parsed.
 #[derive(Debug)]

@@ -5,9 +5,6 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
-mod memory;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 use std::fmt;
 
@@ -16,10 +13,6 @@ use ses_export_model::types::{CreateExportJobRequest, ExportSourceType, JobStatu
 
 use crate::AccountId;
 use crate::clock::Millis;
-
-pub use memory::MemoryJobStore;
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteJobStore;
 
 /// One export job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +229,9 @@ impl ExportJob {
             && filter.source_type.as_ref().is_none_or(|t| *t == self.source_type)
     }
 
-    fn apply(&mut self, to: JobStatus, update: JobUpdate) {
+    /// Moves the job to `to` with what `update` sets (fields it leaves
+    /// `None` keep their values), as every store's one update does.
+    pub fn apply(&mut self, to: JobStatus, update: JobUpdate) {
         self.status = to;
         if update.completed.is_some() {
             self.completed = update.completed;

@@ -1,16 +1,16 @@
 //! The ingest algorithm, once for every backend: a batch becomes event
 //! rows, insight-record updates and rollup deltas, applied through the
-//! backend's [`IngestTxn`] inside its transaction.
+//! backend's [`BatchTxn`] inside its transaction.
 
 use std::collections::{BTreeSet, HashMap};
 
 use ses_export_model::types::BounceType;
 
-use super::{IngestOutcome, StoreError};
+use super::{BatchOutcome, StoreError};
 use crate::clock::{Millis, day_of};
 use crate::event::{EventId, EventKind, SesEvent};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DimensionValues, Lesson, MetricCounts};
+use crate::vdm::{DimensionValues, Lesson, MetricCounts};
 
 /// One event for one recipient, ready to be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct MessageRow {
 /// few) when it can. [`apply_batch`] is the only caller, with the concrete
 /// type, so a backend's futures are `Send` exactly when its transaction is.
 #[allow(async_fn_in_trait)]
-pub trait IngestTxn {
+pub trait BatchTxn {
     /// Keeps each event unless its (message, id, recipient) is kept already
     /// or comes earlier in `events`; for each, whether it was new.
     async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError>;
@@ -66,7 +66,7 @@ pub trait IngestTxn {
 
 /// Applies a batch through `txn`: the one ingest driver of every backend.
 /// The caller commits when this returns `Ok`, and rolls back otherwise.
-pub async fn apply_batch<T: IngestTxn + ?Sized>(txn: &mut T, events: &[SesEvent]) -> Result<IngestOutcome, StoreError> {
+pub async fn apply_batch<T: BatchTxn + ?Sized>(txn: &mut T, events: &[SesEvent]) -> Result<BatchOutcome, StoreError> {
     let planned = plan_events(events);
     let new_rows = txn.insert_events(&planned.rows).await?;
     let folded = fold_new_events(events, &planned, &new_rows);
@@ -93,11 +93,11 @@ pub async fn apply_batch<T: IngestTxn + ?Sized>(txn: &mut T, events: &[SesEvent]
 
 /// Runs [`apply_batch`] for a backend whose steps never wait (memory,
 /// SQLite on its own thread): it completes when first polled.
-pub fn apply_batch_now<T: IngestTxn + ?Sized>(
+pub fn apply_batch_now<T: BatchTxn + ?Sized>(
     txn: &mut T,
     events: &[SesEvent],
     backend: &'static str,
-) -> Result<IngestOutcome, StoreError> {
+) -> Result<BatchOutcome, StoreError> {
     use futures_util::FutureExt;
     apply_batch(txn, events).now_or_never().unwrap_or_else(|| {
         Err(StoreError::Generic {
@@ -146,7 +146,7 @@ pub fn plan_events(events: &[SesEvent]) -> Planned {
 /// What the new events of a batch change.
 #[derive(Debug)]
 pub struct Folded {
-    pub outcome: IngestOutcome,
+    pub outcome: BatchOutcome,
     /// Messages seen for the first time in this batch (to insert if absent).
     pub messages: Vec<MessageRow>,
     /// Each record a new event touches, with the bits its new events add,
@@ -205,7 +205,7 @@ pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]
         entry.1 = entry.1.union(bit);
         lessons.extend(lesson(event.kind, bit, &entry.0));
     }
-    let mut outcome = IngestOutcome::default();
+    let mut outcome = BatchOutcome::default();
     let mut messages = Vec::new();
     let mut messages_seen: HashMap<&str, ()> = HashMap::new();
     for (event, new) in events.iter().zip(&is_new) {

@@ -1,4 +1,4 @@
-//! The rules beyond the model's traits (SPEC §2), checked after the model's
+//! The rules beyond the model's traits, checked after the model's
 //! own and reported the same way: every violation at once, with its member
 //! path, in AWS's words.
 

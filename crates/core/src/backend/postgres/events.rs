@@ -16,10 +16,12 @@ use super::{BACKEND, boxed};
 use crate::AccountId;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
+use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
+use crate::event_store::{
+    BatchOutcome, EventStore, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent,
+};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
-use crate::store::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, recount};
-use crate::store::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
+use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 /// The PostgreSQL [`EventStore`].
 #[derive(Debug, Clone)]
@@ -88,7 +90,7 @@ impl PgTxn<'_> {
     }
 }
 
-impl IngestTxn for PgTxn<'_> {
+impl BatchTxn for PgTxn<'_> {
     async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
         // A row repeated within the batch is inserted (and new) once.
         let mut seen = HashSet::new();
@@ -252,7 +254,7 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(generic)?;
         let mut txn = PgTxn {
@@ -515,7 +517,7 @@ async fn add_rollups(
 /// same functions ingest uses. It reads a store's events at once: a
 /// one-time cost at the start of the first server of the new version.
 pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    use crate::store::ingest::lesson;
+    use crate::event_store::batch::lesson;
     let rows = tx
         .query(
             "SELECT e.account, e.message_id, m.send_ts, e.recipient, e.kind, e.bounce_type, e.bounce_sub_type, \

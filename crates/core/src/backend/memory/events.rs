@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch_now};
-use super::{EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent};
 use crate::AccountId;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventId, SesEvent};
+use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now};
+use crate::event_store::{
+    BatchOutcome, EventStore, InsightStream, MessageDetail, RecipientDetail, StoreError, StoredEvent,
+};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
+use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 const BACKEND: &str = "memory";
 /// Records handed to a scan per lock.
@@ -143,7 +145,7 @@ impl MemoryTxn<'_> {
     }
 }
 
-impl IngestTxn for MemoryTxn<'_> {
+impl BatchTxn for MemoryTxn<'_> {
     async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
         events.iter().map(|event| self.insert_event(event)).collect()
     }
@@ -197,7 +199,7 @@ impl IngestTxn for MemoryTxn<'_> {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
-    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let mut accounts = self.lock();
         let total_events = accounts.values().map(|a| a.event_keys.len()).sum();
         let data = accounts.entry(account.clone()).or_default();
@@ -330,7 +332,7 @@ impl EventStore for MemoryEventStore {
         for part in split.partial {
             let from = (part.start, String::new(), String::new());
             let records = data.records.range(from..).take_while(|(key, _)| key.0 <= part.end);
-            rows.extend(super::ingest::recount(records.map(|(_, r)| r)));
+            rows.extend(crate::event_store::batch::recount(records.map(|(_, r)| r)));
         }
         let mut rows = merge_daily(rows);
         let mut learned = Learned::default();

@@ -1,16 +1,13 @@
-//! Where events live: the [`EventStore`] trait, its contract, and the
-//! ingest algorithm every backend shares.
+//! Where events live: the [`EventStore`] trait, its contract, and
+//! [`batch`], the one algorithm that writes a batch in every backend.
 //!
-//! Backends: [`MemoryEventStore`] (tests, throwaway servers) and
-//! [`SqliteEventStore`] (the embedded default). Each passes the
-//! [`conformance`] suite; a new backend is done when it does too.
+//! The backends are in [`crate::backend`]; each passes the `conformance`
+//! suite (feature `test-support`), and a new backend is done when it does
+//! too.
 
+pub mod batch;
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
-pub(crate) mod ingest;
-mod memory;
-#[cfg(feature = "sqlite")]
-pub(crate) mod sqlite;
 
 use std::fmt;
 
@@ -22,12 +19,9 @@ use crate::AccountId;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
 use crate::insight::InsightRecord;
-pub use crate::metrics::DailyCounts;
+pub use crate::vdm::DailyCounts;
 
-pub use ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch, apply_batch_now, recount};
-pub use memory::MemoryEventStore;
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteEventStore;
+pub use batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, apply_batch_now, recount};
 
 /// A stream of insight records in export order.
 pub type InsightStream = BoxStream<'static, Result<InsightRecord, StoreError>>;
@@ -50,7 +44,7 @@ pub type RecordFilter = std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
     /// Keeps a batch of events for `account`.
-    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError>;
+    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError>;
 
     /// The insight records whose send time is in `interval`.
     fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream;
@@ -95,7 +89,7 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     ) -> Result<Option<MessageDetail>, StoreError>;
 
     /// Metric counts of single-recipient messages sent in `interval`, per UTC
-    /// day and dimension values, merged (see [`crate::metrics::merge_daily`]).
+    /// day and dimension values, merged (see [`crate::vdm::merge_daily`]).
     async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
 
     /// Retention: deletes, oldest first, up to `max_messages` messages of
@@ -142,7 +136,7 @@ impl ScanControl {
 
 /// What one `ingest` call kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IngestOutcome {
+pub struct BatchOutcome {
     /// Events kept for the first time.
     pub accepted: u64,
     /// Events that were already kept.

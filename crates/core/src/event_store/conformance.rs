@@ -14,14 +14,14 @@ use std::future::Future;
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 
-use super::{EventStore, IngestOutcome, MessageDetail, recount};
+use super::{BatchOutcome, EventStore, MessageDetail, recount};
 use crate::AccountId;
 use crate::clock::{DAY_MILLIS, Interval, Millis, format_iso8601};
 use crate::event::EventKind;
 use crate::event::{SesEvent, parse_record};
 use crate::generate::{EventGenerator, GeneratorConfig};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, Learned, Lesson, merge_daily};
+use crate::vdm::{DailyCounts, Learned, Lesson, merge_daily};
 
 /// Runs every check, each on fresh stores from `new_store`.
 pub async fn run<F, Fut>(new_store: F)
@@ -155,8 +155,8 @@ async fn scan_all(store: &dyn EventStore, account: &AccountId) -> Vec<InsightRec
         .expect("scan")
 }
 
-async fn ingest(store: &dyn EventStore, account: &AccountId, events: Vec<SesEvent>) -> IngestOutcome {
-    store.ingest(account, events).await.expect("ingest")
+async fn ingest(store: &dyn EventStore, account: &AccountId, events: Vec<SesEvent>) -> BatchOutcome {
+    store.write_batch(account, events).await.expect("ingest")
 }
 
 /// Everything a store tells about an account, for comparing two stores.
@@ -172,7 +172,7 @@ pub async fn check_records_and_their_order(store: &dyn EventStore) {
     let outcome = ingest(store, &account(), events(&sample_records())).await;
     assert_eq!(
         outcome,
-        IngestOutcome {
+        BatchOutcome {
             accepted: 9,
             duplicates: 0
         }
@@ -219,7 +219,7 @@ pub async fn check_ingest_is_idempotent(store: &dyn EventStore) {
     let again = ingest(store, &account(), batch.clone()).await;
     assert_eq!(
         again,
-        IngestOutcome {
+        BatchOutcome {
             accepted: 0,
             duplicates: 9
         }
@@ -243,7 +243,7 @@ pub async fn check_ingest_is_idempotent(store: &dyn EventStore) {
     let mixed = ingest(store, &account(), vec![wrapped, new.clone(), new]).await;
     assert_eq!(
         mixed,
-        IngestOutcome {
+        BatchOutcome {
             accepted: 1,
             duplicates: 2
         }
@@ -369,7 +369,7 @@ pub async fn check_daily_counts_match_a_recount(store: &dyn EventStore) {
     }
 }
 
-/// SPEC §5 as AWS defines it: what records show (multi-recipient, the
+/// docs/metrics.md as AWS defines it: what records show (multi-recipient, the
 /// mailbox simulator, the suppression list) and what metrics count,
 /// including deliveries that could be opened or complained about, learned
 /// from later events and applied to earlier days.
@@ -594,7 +594,7 @@ pub async fn check_failed_batch_leaves_nothing(store_that_fills: &dyn EventStore
     let before = state(store, &account()).await;
     let detail = store.message_insights(&account(), "msg-a").await.expect("read");
     let big = generated(3, 3000);
-    let result = store.ingest(&account(), big).await;
+    let result = store.write_batch(&account(), big).await;
     assert!(result.is_err(), "the batch was meant to overflow the store");
     assert_eq!(state(store, &account()).await, before);
     assert_eq!(store.message_insights(&account(), "msg-a").await.expect("read"), detail);
@@ -617,7 +617,7 @@ pub fn generated(seed: u64, messages: u64) -> Vec<SesEvent> {
 }
 
 /// What `events` teach, computed the plain way from the events themselves
-/// (SPEC §5): configuration sets named by an Open (Click) are open-
+/// (docs/metrics.md): configuration sets named by an Open (Click) are open-
 /// (click-) tracked; the ISP of a recipient of a counted complaint (not
 /// from the suppression list, on a single-recipient message to a real
 /// mailbox) has a feedback loop.
@@ -658,7 +658,7 @@ pub fn reference_records(events: &[SesEvent]) -> Vec<InsightRecord> {
     let mut seen: HashSet<(&str, [u8; 16], &str)> = HashSet::new();
     let mut records: HashMap<(Millis, &str, &str), InsightRecord> = HashMap::new();
     for event in events {
-        let bit = super::ingest::event_bit(event);
+        let bit = crate::event_store::batch::event_bit(event);
         for (recipient, _) in event.belongs_to() {
             if !seen.insert((&event.mail.message_id, event.id, recipient)) {
                 continue;

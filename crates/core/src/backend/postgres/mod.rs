@@ -4,7 +4,7 @@
 //!
 //! Migrations run at start-up under an advisory lock, so servers starting
 //! at once do not race. Text keys use the "C" collation: exports order text
-//! by byte value, as SPEC §6 says.
+//! by byte value, as exports order them.
 
 mod events;
 mod jobs;
@@ -111,7 +111,7 @@ CREATE TABLE rate_buckets (
     PRIMARY KEY (account, operation)
 );
 "#,
-    // A message's text is kept once, in ses_messages (SPEC §9).
+    // A message's text is kept once, in ses_messages (docs/security.md).
     r#"
 ALTER TABLE ses_insights DROP COLUMN from_address, DROP COLUMN subject;
 CREATE INDEX ses_messages_by_send_ts ON ses_messages (send_ts);

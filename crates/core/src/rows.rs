@@ -1,4 +1,4 @@
-//! Export files (SPEC §6): the rows of a message-insights or metrics
+//! Export files: the rows of a message-insights or metrics
 //! selection written as CSV (RFC 4180, header row, LF line ends, empty
 //! cells for absent values) or JSON Lines (the same names, `null` for
 //! absent values), UTF-8, times in ISO 8601 UTC with milliseconds.

@@ -84,7 +84,7 @@ impl SubAssign for MetricCounts {
     }
 }
 
-/// One thing an account's events teach (SPEC §5, Metrics).
+/// One thing an account's events teach (docs/metrics.md, Metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lesson {
     /// The configuration set publishes Open events, so SES inserts open

@@ -1,4 +1,4 @@
-//! Where export files go (SPEC §6): managed storage, served by the server
+//! Where export files go: managed storage, served by the server
 //! through pre-signed URLs, and `s3://bucket/key` destinations, through
 //! `object_store`: a folder per bucket under the data dir by default, or a
 //! real S3-compatible service.
@@ -215,7 +215,7 @@ impl Storage {
     }
 }
 
-/// The buckets an account may name in `S3Url` (SPEC §9). Real S3 writes use
+/// The buckets an account may name in `S3Url` (docs/security.md). Real S3 writes use
 /// the server's own credentials, so this list is what keeps one account
 /// out of another's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,21 +2,21 @@
 //! behind a lock (job traffic is light; every call is one transaction).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
-use super::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
+use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::AccountId;
 use crate::clock::Millis;
+use crate::job::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 
-const BACKEND: &str = "sqlite";
-
-/// The schema, by version; `PRAGMA user_version` says which ran.
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// The schema, step by step (see [`migrate`]).
+const MIGRATIONS: &[Migration] = &[
+    Migration::sql(
+        r#"
 CREATE TABLE IF NOT EXISTS export_jobs (
     account     TEXT NOT NULL,
     job_id      TEXT NOT NULL,
@@ -34,10 +34,13 @@ CREATE TABLE IF NOT EXISTS export_jobs (
 CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (account, created DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS export_jobs_by_status ON export_jobs (status, created, job_id);
 "#,
-    r#"
+    ),
+    Migration::sql(
+        r#"
 ALTER TABLE export_jobs ADD COLUMN lease_owner TEXT;
 ALTER TABLE export_jobs ADD COLUMN lease_expires INTEGER;
 "#,
+    ),
 ];
 
 const COLUMNS: &str = "account, job_id, source_type, status, request, created, completed, failure, processed, exported, \
@@ -65,19 +68,15 @@ impl From<rusqlite::Error> for JobStoreError {
 impl SqliteJobStore {
     /// Opens (creating as needed) the job database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, JobStoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A state change is visible only once it would survive power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(usize::MAX))
-        {
-            conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
-        }
+        migrate(&mut conn, "job", MIGRATIONS).map_err(|source| JobStoreError::Generic {
+            backend: BACKEND,
+            source,
+        })?;
         Ok(SqliteJobStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -92,11 +91,6 @@ impl SqliteJobStore {
             .await
             .map_err(generic)?
     }
-}
-
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic inside a transaction drops it, which rolls it back.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
@@ -136,6 +130,39 @@ fn get(conn: &Connection, account: &str, job_id: &str) -> Result<Option<ExportJo
     Ok(conn
         .query_row(&sql, params![account, job_id], job_from_row)
         .optional()?)
+}
+
+/// The one statement that changes a job's status: to `to`, with what
+/// `update` sets (a `None` keeps the stored value). With an `owner`, only
+/// while that owner holds the job's lease, which it then releases. Returns
+/// how many jobs changed (0 or 1).
+fn update_job(
+    conn: &Connection,
+    account: &str,
+    job_id: &str,
+    owner: Option<&str>,
+    to: &JobStatus,
+    update: &JobUpdate,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE export_jobs SET status = ?3, completed = coalesce(?4, completed), \
+         failure = coalesce(?5, failure), processed = coalesce(?6, processed), \
+         exported = coalesce(?7, exported), output_key = coalesce(?8, output_key), \
+         lease_owner = CASE WHEN ?9 IS NULL THEN lease_owner END, \
+         lease_expires = CASE WHEN ?9 IS NULL THEN lease_expires END \
+         WHERE account = ?1 AND job_id = ?2 AND (?9 IS NULL OR (status = 'PROCESSING' AND lease_owner = ?9))",
+    )?
+    .execute(params![
+        account,
+        job_id,
+        to.as_str(),
+        update.completed,
+        update.failure,
+        update.statistics.map(|s| s.processed as i64),
+        update.statistics.map(|s| s.exported as i64),
+        update.output_key,
+        owner,
+    ])
 }
 
 #[async_trait]
@@ -245,22 +272,7 @@ impl JobStore for SqliteJobStore {
             if !from.iter().any(|s| s == job.status.as_str()) {
                 return Ok(Some((job, false)));
             }
-            tx.execute(
-                "UPDATE export_jobs SET status = ?3, completed = coalesce(?4, completed), \
-                 failure = coalesce(?5, failure), processed = coalesce(?6, processed), \
-                 exported = coalesce(?7, exported), output_key = coalesce(?8, output_key) \
-                 WHERE account = ?1 AND job_id = ?2",
-                params![
-                    account,
-                    job_id,
-                    to.as_str(),
-                    update.completed,
-                    update.failure,
-                    update.statistics.map(|s| s.processed as i64),
-                    update.statistics.map(|s| s.exported as i64),
-                    update.output_key,
-                ],
-            )?;
+            update_job(&tx, &account, &job_id, None, &to, &update)?;
             let job = get(&tx, &account, &job_id)?;
             tx.commit()?;
             Ok(job.map(|j| (j, true)))
@@ -314,24 +326,7 @@ impl JobStore for SqliteJobStore {
     ) -> Result<bool, JobStoreError> {
         let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
         self.with(move |conn| {
-            let n = conn.execute(
-                "UPDATE export_jobs SET status = ?4, completed = coalesce(?5, completed), \
-                 failure = coalesce(?6, failure), processed = coalesce(?7, processed), \
-                 exported = coalesce(?8, exported), output_key = coalesce(?9, output_key), \
-                 lease_owner = NULL, lease_expires = NULL \
-                 WHERE account = ?1 AND job_id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3",
-                params![
-                    account,
-                    job_id,
-                    owner,
-                    to.as_str(),
-                    update.completed,
-                    update.failure,
-                    update.statistics.map(|s| s.processed as i64),
-                    update.statistics.map(|s| s.exported as i64),
-                    update.output_key,
-                ],
-            )?;
+            let n = update_job(conn, &account, &job_id, Some(&owner), &to, &update)?;
             Ok(n == 1)
         })
         .await
@@ -376,6 +371,6 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn close(&self) -> Result<(), JobStoreError> {
-        self.with(|conn| Ok(crate::store::sqlite::fold_wal(conn)?)).await
+        self.with(|conn| Ok(fold_wal(conn)?)).await
     }
 }

@@ -67,6 +67,49 @@ impl PgJobStore {
     }
 }
 
+/// The one statement that changes a job's status: from one of `from` to
+/// `to`, with what `update` sets (a `None` keeps the stored value). With
+/// an `owner`, only while that owner holds the job's lease, which it then
+/// releases. Returns the job as changed, or `None` when nothing matched.
+async fn update_job(
+    client: &deadpool_postgres::Client,
+    account: &AccountId,
+    job_id: &str,
+    from: &[JobStatus],
+    owner: Option<&str>,
+    to: &JobStatus,
+    update: &JobUpdate,
+) -> Result<Option<ExportJob>, JobStoreError> {
+    let from: Vec<&str> = from.iter().map(JobStatus::as_str).collect();
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE export_jobs SET status = $4, completed = coalesce($5, completed), \
+                 failure = coalesce($6, failure), processed = coalesce($7, processed), \
+                 exported = coalesce($8, exported), output_key = coalesce($9, output_key), \
+                 lease_owner = CASE WHEN $10::text IS NULL THEN lease_owner END, \
+                 lease_expires = CASE WHEN $10::text IS NULL THEN lease_expires END \
+                 WHERE account = $1 AND job_id = $2 AND status = ANY($3) \
+                 AND ($10::text IS NULL OR lease_owner = $10) RETURNING {COLUMNS}"
+            ),
+            &[
+                &account.as_str(),
+                &job_id,
+                &from,
+                &to.as_str(),
+                &update.completed,
+                &update.failure,
+                &update.statistics.map(|s| s.processed as i64),
+                &update.statistics.map(|s| s.exported as i64),
+                &update.output_key,
+                &owner,
+            ],
+        )
+        .await
+        .map_err(generic)?;
+    row.as_ref().map(job).transpose()
+}
+
 #[async_trait]
 impl JobStore for PgJobStore {
     async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError> {
@@ -171,32 +214,9 @@ impl JobStore for PgJobStore {
         to: JobStatus,
         update: JobUpdate,
     ) -> Result<Option<(ExportJob, bool)>, JobStoreError> {
-        let client = self.client().await?;
-        let from: Vec<&str> = from.iter().map(JobStatus::as_str).collect();
-        let moved = client
-            .query_opt(
-                &format!(
-                    "UPDATE export_jobs SET status = $4, completed = coalesce($5, completed), \
-                     failure = coalesce($6, failure), processed = coalesce($7, processed), \
-                     exported = coalesce($8, exported), output_key = coalesce($9, output_key) \
-                     WHERE account = $1 AND job_id = $2 AND status = ANY($3) RETURNING {COLUMNS}"
-                ),
-                &[
-                    &account.as_str(),
-                    &job_id,
-                    &from,
-                    &to.as_str(),
-                    &update.completed,
-                    &update.failure,
-                    &update.statistics.map(|s| s.processed as i64),
-                    &update.statistics.map(|s| s.exported as i64),
-                    &update.output_key,
-                ],
-            )
-            .await
-            .map_err(generic)?;
+        let moved = update_job(&self.client().await?, account, job_id, from, None, &to, &update).await?;
         match moved {
-            Some(row) => Ok(Some((job(&row)?, true))),
+            Some(job) => Ok(Some((job, true))),
             None => Ok(self.get(account, job_id).await?.map(|j| (j, false))),
         }
     }
@@ -247,28 +267,17 @@ impl JobStore for PgJobStore {
         update: JobUpdate,
     ) -> Result<bool, JobStoreError> {
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE export_jobs SET status = $4, completed = coalesce($5, completed), \
-                 failure = coalesce($6, failure), processed = coalesce($7, processed), \
-                 exported = coalesce($8, exported), output_key = coalesce($9, output_key), \
-                 lease_owner = NULL, lease_expires = NULL \
-                 WHERE account = $1 AND job_id = $2 AND status = 'PROCESSING' AND lease_owner = $3",
-                &[
-                    &account.as_str(),
-                    &job_id,
-                    &owner,
-                    &to.as_str(),
-                    &update.completed,
-                    &update.failure,
-                    &update.statistics.map(|s| s.processed as i64),
-                    &update.statistics.map(|s| s.exported as i64),
-                    &update.output_key,
-                ],
-            )
-            .await
-            .map_err(generic)?;
-        Ok(n == 1)
+        let moved = update_job(
+            &client,
+            account,
+            job_id,
+            &[JobStatus::Processing],
+            Some(owner),
+            &to,
+            &update,
+        )
+        .await?;
+        Ok(moved.is_some())
     }
 
     async fn requeue_processing(&self) -> Result<u64, JobStoreError> {

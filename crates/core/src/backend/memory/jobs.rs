@@ -6,11 +6,11 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use ses_export_model::types::JobStatus;
 
-use super::{
-    ExportJob, JobCursor, JobFilter, JobLease, JobStore, JobStoreError, JobUpdate, claimable, held_by, is_active,
-};
 use crate::AccountId;
 use crate::clock::Millis;
+use crate::job::{
+    ExportJob, JobCursor, JobFilter, JobLease, JobStore, JobStoreError, JobUpdate, claimable, held_by, is_active,
+};
 
 /// The in-memory [`JobStore`].
 #[derive(Debug, Default)]

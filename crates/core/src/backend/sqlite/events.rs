@@ -8,32 +8,33 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use ses_export_model::types::BounceType;
 
-use super::ingest::{IngestTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
-use super::{
-    EventStore, IngestOutcome, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
-    ScanControl, StoreError, StoredEvent,
-};
+use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::AccountId;
 use crate::clock::{Interval, Millis, day_of};
 use crate::event::{EventKind, SesEvent};
+use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
+use crate::event_store::{
+    BatchOutcome, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
+    ScanControl, StoreError, StoredEvent,
+};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
-use crate::metrics::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
+use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
-const BACKEND: &str = "sqlite";
 /// Records a scan sends across threads at a time.
 const SCAN_CHUNK: usize = 512;
 
-/// The schema, by version; `PRAGMA user_version` says which ran.
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// The schema, step by step (see [`migrate`]).
+const MIGRATIONS: &[Migration] = &[
+    Migration::sql(
+        r#"
 CREATE TABLE messages (
     account      TEXT NOT NULL,
     message_id   TEXT NOT NULL,
@@ -95,9 +96,11 @@ CREATE TABLE metric_days (
     PRIMARY KEY (account, day, email_identity, configuration_set, isp, tenant_name)
 ) WITHOUT ROWID;
 "#,
+    ),
     // A message's text (from address, subject) is kept once, in `messages`,
-    // not once per recipient (SPEC §9): insight rows lose their copies.
-    r#"
+    // not once per recipient (docs/security.md): insight rows lose their copies.
+    Migration::sql(
+        r#"
 CREATE TABLE insights_v2 (
     account           TEXT NOT NULL,
     send_ts           INTEGER NOT NULL,
@@ -120,11 +123,13 @@ ALTER TABLE insights_v2 RENAME TO insights;
 -- Retention deletes the oldest messages first.
 CREATE INDEX messages_by_send_ts ON messages (send_ts);
 "#,
-    // Metrics and insight records as AWS defines them (SPEC §5, revised):
+    ),
+    // Metrics and insight records as AWS defines them (docs/metrics.md):
     // what the account's events teach, kept once each. The records' flags
     // and the rollups are derived again from the kept events by
     // `rederive`, which runs with this step.
-    r#"
+    Migration {
+        sql: r#"
 CREATE TABLE learned (
     account TEXT NOT NULL,
     lesson  INTEGER NOT NULL,
@@ -132,11 +137,9 @@ CREATE TABLE learned (
     PRIMARY KEY (account, lesson, value)
 ) WITHOUT ROWID;
 "#,
+        then: Some(|tx| Ok(rederive(tx)?)),
+    },
 ];
-
-/// The schema version whose migration re-derives flags, lessons and
-/// rollups from the kept events.
-const REDERIVE_AT: usize = 3;
 
 /// The SQLite [`EventStore`].
 #[derive(Debug, Clone)]
@@ -197,12 +200,15 @@ impl SqliteEventStore {
         // Checkpoint every ~64 MiB of WAL rather than every 4 MiB: fewer
         // copies of hot pages during bulk ingest.
         writer.pragma_update(None, "wal_autocheckpoint", 4096)?;
-        // An acknowledged ingest survives power loss (SPEC §9): in WAL mode,
+        // An acknowledged ingest survives power loss (docs/security.md): in WAL mode,
         // FULL syncs the log at every commit.
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", -65536)?;
         writer.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut writer)?;
+        migrate(&mut writer, "event", MIGRATIONS).map_err(|source| StoreError::Generic {
+            backend: BACKEND,
+            source,
+        })?;
         if let Some(max_bytes) = max_bytes {
             let page_size: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
@@ -237,11 +243,6 @@ impl SqliteEventStore {
     }
 }
 
-fn lock<T>(conn: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic mid-transaction drops the transaction, which rolls it back.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// What `account`'s events have taught.
 fn learned(conn: &Connection, account: &str) -> Result<Learned, StoreError> {
     let mut learned = Learned::default();
@@ -255,15 +256,6 @@ fn learned(conn: &Connection, account: &str) -> Result<Learned, StoreError> {
     Ok(learned)
 }
 
-/// Folds the write-ahead log into the database and leaves WAL mode, so the
-/// database is one self-contained file (SPEC §9). Needs the other
-/// connections closed; when one is still open, the log is checkpointed and
-/// stays.
-pub(crate) fn fold_wal(conn: &Connection) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
-}
-
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -272,34 +264,6 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "cache_size", -32768)?;
     Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::Generic {
-            backend: BACKEND,
-            source: format!(
-                "the event database is at schema version {version}, newer than this build's {}",
-                MIGRATIONS.len()
-            )
-            .into(),
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        // A store made before the revised definitions: its events are all
-        // kept, so what is derived from them is derived again.
-        if i + 1 == REDERIVE_AT && version > 0 {
-            tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
-            rederive(&tx)?;
-        }
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 /// Derives again, from the kept events, every record's flags, the lessons
@@ -375,7 +339,7 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         }
         if let Some(r) = flags.get_mut(&key) {
             r.flags = r.flags.union(bit);
-            if let Some((lesson, value)) = super::ingest::lesson(kind, bit, r) {
+            if let Some((lesson, value)) = crate::event_store::batch::lesson(kind, bit, r) {
                 SqliteTxn { tx, account: &account }.learn_one(lesson, &value)?;
             }
         }
@@ -555,7 +519,7 @@ impl SqliteTxn<'_> {
 
 /// Statement by statement: SQLite runs in-process, so a statement per row
 /// costs no round trip.
-impl IngestTxn for SqliteTxn<'_> {
+impl BatchTxn for SqliteTxn<'_> {
     async fn insert_events(&mut self, events: &[PlannedEvent]) -> Result<Vec<bool>, StoreError> {
         events.iter().map(|e| self.insert_event(e)).collect()
     }
@@ -707,7 +671,7 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn ingest(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<IngestOutcome, StoreError> {
+    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let inner = Arc::clone(&self.inner);
         let account = account.clone();
         tokio::task::spawn_blocking(move || {
@@ -934,7 +898,7 @@ mod tests {
         let path = dir.path().join("events.sqlite");
         {
             let conn = Connection::open(&path).expect("open");
-            conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            conn.execute_batch(MIGRATIONS[0].sql).expect("schema 1");
             conn.pragma_update(None, "user_version", 1).expect("version");
             conn.execute(
                 "INSERT INTO messages VALUES ('000000000000', 'm1', 5, 'from@example.com', 'Hello', '[]')",
@@ -978,13 +942,13 @@ mod tests {
     /// its kept events: the same as a store that ingested them afresh.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stores_before_the_revised_definitions_are_rederived() {
-        use crate::store::conformance::{account, generated};
+        use crate::event_store::conformance::{account, generated};
         let dir = tempfile::tempdir().expect("temp");
         let (old, fresh) = (dir.path().join("old.sqlite"), dir.path().join("fresh.sqlite"));
         let stream = generated(17, 400);
         for path in [&old, &fresh] {
             let store = SqliteEventStore::open(path).expect("open");
-            store.ingest(&account(), stream.clone()).await.expect("ingest");
+            store.write_batch(&account(), stream.clone()).await.expect("ingest");
         }
         {
             // Make `old` what the previous version would have written.
