@@ -198,6 +198,7 @@ pub fn generated_lines(seed: u64, messages: u64) -> String {
         start: 1_704_067_200_000,
         days: 5,
         account_id: "000000000000".into(),
+        ..Default::default()
     };
     let mut out = String::new();
     for line in ses_export_core::generate::EventGenerator::new(config) {

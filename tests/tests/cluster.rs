@@ -107,6 +107,7 @@ async fn three_servers_share_jobs_limits_and_data() {
         start: T0 * 1000,
         days: 3,
         account_id: "000000000000".into(),
+        ..Default::default()
     })
     .map(|l| l + "\n")
     .collect();

@@ -18,6 +18,7 @@ fn generated() -> String {
         start: T0 * 1000,
         days: 2,
         account_id: "000000000000".into(),
+        ..Default::default()
     };
     EventGenerator::new(config).map(|l| l + "\n").collect()
 }

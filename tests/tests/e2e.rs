@@ -28,6 +28,7 @@ fn generated(seed: u64, messages: u64) -> String {
         start: T0 * 1000,
         days: 5,
         account_id: "000000000000".into(),
+        ..Default::default()
     };
     let mut out = String::new();
     for line in EventGenerator::new(config) {

@@ -1,9 +1,10 @@
-//! `cargo xtask bench`: runs the workloads of `crates/core/examples/bench.rs`
-//! and the same work done by DuckDB (`xtask/bench/duckdb_bench.py`) on the
-//! same generated data, in one run, and writes `docs/benchmarks.md`.
-//!
-//! Each workload runs in its own process, so each reports its own peak
-//! memory. Queries run three times and the fastest counts; ingest once.
+//! `cargo xtask bench`: the server as users meet it. The release
+//! `ses-export-server` is driven over HTTP (`tests/examples/server_bench.rs`:
+//! signed ingest bodies, exports created, polled and downloaded, and
+//! `GetExportJob` under `wrk`), on SQLite and on PostgreSQL, for each data
+//! set and size; DuckDB does the same work on the same file
+//! (`xtask/bench/duckdb_bench.py`) and a bare axum handler takes the same
+//! `wrk` load, in the same run. Writes `docs/benchmarks.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,83 +16,55 @@ use crate::root;
 
 const DEFAULT_MESSAGES: u64 = 1_000_000;
 const QUERY_RUNS: usize = 3;
+const ARRIVALS: [&str; 2] = ["live", "backfill"];
+const DUCK_EXPORTS: [(&str, &str); 4] = [
+    ("insights_all", "insights export, no filter, MaxResults 10,000"),
+    (
+        "insights_gmail_delivered",
+        "insights export, Isp = Gmail ∧ LastDeliveryEvent = DELIVERY",
+    ),
+    (
+        "insights_from_news",
+        "insights export, From `*@news.example.com`, Exclude Subject `Your weekly*`",
+    ),
+    ("metrics", "metrics export, 10 metrics by identity and ISP, 30 days"),
+];
+
+struct Options {
+    sizes: Vec<u64>,
+    postgres: bool,
+}
+
+fn options(args: &[&str]) -> Result<Options, String> {
+    let mut options = Options {
+        sizes: vec![DEFAULT_MESSAGES],
+        postgres: true,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--messages" => {
+                let list = args.next().ok_or("--messages needs N[,N...]")?;
+                options.sizes = list
+                    .split(',')
+                    .map(|n| n.parse().map_err(|e| format!("--messages {n}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--no-postgres" => options.postgres = false,
+            other => return Err(format!("unknown bench argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
 
 pub fn run(args: &[&str]) -> Result<(), String> {
-    let messages = match args {
-        [] => DEFAULT_MESSAGES,
-        ["--messages", n] => n.parse().map_err(|e| format!("--messages {n}: {e}"))?,
-        _ => return Err(format!("unknown bench arguments {args:?}")),
-    };
+    let options = options(args)?;
     let root = root();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
 
-    step("building the Rust workloads (release)");
+    step("building the server, its load and the generator (release)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run_status(Command::new(&cargo).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "ses-export-core",
-        "--example",
-        "bench",
-    ]))?;
-    let ours = root.join("target/release/examples/bench");
-    ensure_duckdb()?;
-    let duck_script = root.join("xtask/bench/duckdb_bench.py");
-    let duck_version = capture(Command::new("python3").args(["-c", "import duckdb; print(duckdb.__version__)"]))?;
-
-    let data = dir.join(format!("events-{messages}.jsonl"));
-    let generated = if data.exists() {
-        step(&format!("reusing {}", data.display()));
-        None
-    } else {
-        step(&format!("generating {messages} messages"));
-        Some(json(
-            Command::new(&ours).arg("generate").arg(messages.to_string()).arg(&data),
-        )?)
-    };
-    let bytes = std::fs::metadata(&data).map_err(|e| e.to_string())?.len();
-
-    // The SQLite store is made where a server's data dir keeps it, so the
-    // server workloads below run over the same 1,000,000 messages.
-    let server_dir = dir.join(format!("server-{messages}"));
-    if server_dir.exists() {
-        std::fs::remove_dir_all(&server_dir).map_err(|e| format!("removing {}: {e}", server_dir.display()))?;
-    }
-    std::fs::create_dir_all(&server_dir).map_err(|e| e.to_string())?;
-    let sqlite = server_dir.join("events.sqlite");
-    let duck = fresh(&dir.join(format!("events-{messages}.duckdb")))?;
-    step("ingest: ses-export (SQLite)");
-    let our_ingest = json(Command::new(&ours).arg("ingest").arg(&sqlite).arg(&data))?;
-    step("ingest: DuckDB");
-    let duck_ingest = json(
-        Command::new("python3")
-            .arg(&duck_script)
-            .arg("ingest")
-            .arg(&duck)
-            .arg(&data),
-    )?;
-
-    let mut rows = vec![Row::new(
-        "ingest (JSONL to stored insight records)",
-        &our_ingest,
-        &duck_ingest,
-    )];
-    for workload in ["insights", "metrics"] {
-        step(&format!("{workload}: ses-export and DuckDB, best of {QUERY_RUNS}"));
-        let ours = best((0..QUERY_RUNS).map(|_| json(Command::new(&ours).arg(workload).arg(&sqlite))))?;
-        let theirs =
-            best((0..QUERY_RUNS).map(|_| json(Command::new("python3").arg(&duck_script).arg(workload).arg(&duck))))?;
-        let name = match workload {
-            "insights" => "message-insights query (filters, 10,000 sample)",
-            _ => "metrics query (10 metrics by identity and ISP)",
-        };
-        rows.push(Row::new(name, &ours, &theirs));
-    }
-
-    step("server: building ses-export-server and the HTTP load (release)");
     run_status(Command::new(&cargo).args([
         "build",
         "--quiet",
@@ -103,29 +76,94 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         "-p",
         "ses-export-tests",
         "--example",
-        "http_bench",
+        "server_bench",
+        "-p",
+        "ses-export-core",
+        "--example",
+        "bench",
     ]))?;
-    step("server: a 10,000-row export, then GetExportJob under signed load beside a bare axum handler");
-    let http = json(
-        Command::new(root.join("target/release/examples/http_bench"))
-            .arg(&server_dir)
-            .args(["5", "8"]),
-    )?;
+    let generator = root.join("target/release/examples/bench");
+    let load = root.join("target/release/examples/server_bench");
+    ensure_duckdb()?;
+    ensure_wrk()?;
+    let duck_script = root.join("xtask/bench/duckdb_bench.py");
+    let duck_version = capture(Command::new("python3").args(["-c", "import duckdb; print(duckdb.__version__)"]))?;
 
-    let postgres = postgres(&ours, &data, &root);
+    step("the anchor: a bare axum handler under wrk");
+    let bare = json(Command::new(&load).arg("bare"))?;
 
-    let events = our_ingest["accepted"].as_u64().unwrap_or(0);
-    let mut report = render(
-        messages,
-        events,
-        bytes,
-        &duck_version,
-        generated.as_ref(),
-        &our_ingest,
-        &rows,
-    );
-    report.push_str(&render_server(&http));
-    report.push_str(&render_postgres(&postgres, &our_ingest, &rows));
+    let mut sets = Vec::new();
+    for &messages in &options.sizes {
+        for arrival in ARRIVALS {
+            let data = dir.join(format!("events-{messages}-{arrival}.jsonl"));
+            if data.exists() {
+                step(&format!("reusing {}", data.display()));
+            } else {
+                step(&format!("generating {messages} messages ({arrival})"));
+                json(
+                    Command::new(&generator)
+                        .arg("generate")
+                        .arg(messages.to_string())
+                        .arg(&data)
+                        .arg(arrival),
+                )?;
+            }
+            let bytes = std::fs::metadata(&data).map_err(|e| e.to_string())?.len();
+
+            step(&format!("{messages} {arrival}: DuckDB"));
+            let duck_db = fresh(&dir.join(format!("events-{messages}-{arrival}.duckdb")))?;
+            let mut duck = serde_json::Map::new();
+            duck.insert(
+                "ingest".to_owned(),
+                json(
+                    Command::new("python3")
+                        .arg(&duck_script)
+                        .arg("ingest")
+                        .arg(&duck_db)
+                        .arg(&data),
+                )?,
+            );
+            for (workload, _) in DUCK_EXPORTS {
+                let script = if workload == "metrics" {
+                    "metrics_month"
+                } else {
+                    workload
+                };
+                let result = best(
+                    (0..QUERY_RUNS).map(|_| json(Command::new("python3").arg(&duck_script).arg(script).arg(&duck_db))),
+                )?;
+                duck.insert(workload.to_owned(), result);
+            }
+
+            step(&format!("{messages} {arrival}: the server on SQLite"));
+            let server_dir = fresh_dir(&dir.join(format!("server-{messages}-{arrival}")))?;
+            let sqlite = json(Command::new(&load).arg("run").arg(&data).arg(&server_dir))?;
+
+            let postgres = if options.postgres {
+                step(&format!("{messages} {arrival}: the server on PostgreSQL"));
+                match pg_schema(&generator) {
+                    Ok(url) => {
+                        let pg_dir = fresh_dir(&dir.join(format!("server-pg-{messages}-{arrival}")))?;
+                        json(Command::new(&load).arg("run").arg(&data).arg(&pg_dir).arg(url))
+                            .unwrap_or_else(|e| serde_json::json!({"skipped": e}))
+                    }
+                    Err(e) => serde_json::json!({"skipped": e}),
+                }
+            } else {
+                serde_json::json!({"skipped": "--no-postgres"})
+            };
+            sets.push(DataSet {
+                messages,
+                arrival,
+                bytes,
+                duck: Value::Object(duck),
+                sqlite,
+                postgres,
+            });
+        }
+    }
+
+    let report = render(&sets, &bare, &duck_version, &options);
     let out = root.join("docs/benchmarks.md");
     std::fs::write(&out, &report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("\n{report}");
@@ -133,272 +171,217 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-struct Row {
-    name: &'static str,
-    ours: Value,
-    theirs: Value,
-}
-
-impl Row {
-    fn new(name: &'static str, ours: &Value, theirs: &Value) -> Row {
-        Row {
-            name,
-            ours: ours.clone(),
-            theirs: theirs.clone(),
-        }
-    }
-}
-
-fn seconds(v: &Value) -> f64 {
-    v["seconds"].as_f64().unwrap_or(f64::NAN)
-}
-
-fn mib(v: &Value) -> f64 {
-    v["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1024.0 * 1024.0)
-}
-
-fn render(
+struct DataSet {
     messages: u64,
-    events: u64,
+    arrival: &'static str,
     bytes: u64,
-    duck_version: &str,
-    generated: Option<&Value>,
-    our_ingest: &Value,
-    rows: &[Row],
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Benchmarks\n");
+    duck: Value,
+    sqlite: Value,
+    postgres: Value,
+}
+
+/// A fresh schema in the PostgreSQL of `SES_EXPORT_BENCH_DATABASE_URL`
+/// (the machine's by default); its URL.
+fn pg_schema(generator: &Path) -> Result<String, String> {
+    let base = std::env::var("SES_EXPORT_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let out = json(Command::new(generator).arg("pg-schema").arg(&base))
+        .map_err(|e| format!("PostgreSQL at {base} is not reachable ({e})"))?;
+    out["url"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no schema URL".to_owned())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn ms(v: &Value) -> String {
+    format!("{:.1} ms", f(v) * 1000.0)
+}
+
+fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options) -> String {
+    let mut out = String::from("# Benchmarks\n\n");
+    let sizes: Vec<String> = options.sizes.iter().map(u64::to_string).collect();
     let _ = writeln!(
         out,
-        "Made by `cargo xtask bench` (`--messages {messages}`) on {}: {}.",
+        "Made by `cargo xtask bench --messages {}` on {}: {}.\n",
+        sizes.join(","),
         today(),
         machine()
     );
     let _ = writeln!(
         out,
-        "Data: {messages} generated messages, {events} SES event records, {:.0} MiB of JSON Lines \
-         (`crates/core/src/generate.rs`, seed 2026, 30 days). DuckDB {duck_version} from PyPI does the same work \
-         (`xtask/bench/duckdb_bench.py`) on the same file in the same run. Each workload is its own process; \
-         time is the work only (not process start), memory is the process's peak RSS. Queries: best of {QUERY_RUNS}.\n",
-        bytes as f64 / (1024.0 * 1024.0)
-    );
-    if let Some(g) = generated {
-        let _ = writeln!(out, "Generating the data took {:.1} s.\n", seconds(g));
-    }
-    let _ = writeln!(
-        out,
-        "| workload | ses-export | DuckDB | DuckDB time / ours | ses-export peak | DuckDB peak |"
-    );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
-    for row in rows {
-        let (a, b) = (seconds(&row.ours), seconds(&row.theirs));
-        let _ = writeln!(
-            out,
-            "| {} | {:.3} s | {:.3} s | {:.2}× | {:.0} MiB | {:.0} MiB |",
-            row.name,
-            a,
-            b,
-            b / a,
-            mib(&row.ours),
-            mib(&row.theirs)
-        );
-    }
-    let rate = events as f64 / seconds(our_ingest);
-    let _ = writeln!(
-        out,
-        "\nIngest rate: {:.0} events/s into SQLite (each event deduplicated, kept for `GetMessageInsights`, \
-         its insight record and the daily metric rollups updated, one transaction per 5,000 events).\n",
-        rate
+        "What is measured is what users meet: the release `ses-export-server` over HTTP, driven by \
+         `tests/examples/server_bench.rs`. Ingest: the file in signed `POST /_ses-export/v1/events` bodies of at \
+         most 32 MiB, four in flight. Exports: `CreateExportJob`, `GetExportJob` polled every 5 ms, the file \
+         downloaded; best of {QUERY_RUNS}, wall time from create to downloaded (the metrics row also gives the \
+         job's own time, Completed − Created). `GetExportJob`: `wrk` with {} connections for {} s, one request \
+         signed once. Memory: the server's resident set, idle and at its peak in each phase. The anchors run in \
+         the same session on the same file: DuckDB {duck_version} (`read_json` and the derivation of insight \
+         records, then the same selections: `xtask/bench/duckdb_bench.py`, best of {QUERY_RUNS}), and a bare axum \
+         handler under the same `wrk` load. Server and load share the machine's two cores.\n",
+        bare["get"]["connections"], bare["get"]["seconds"]
     );
     let _ = writeln!(
         out,
-        "Results both sides agree on (a check that they did the same work):\n"
+        "Data: `crates/core/src/generate.rs` (seed 2026, 30 days). *live*: message ids begin with the send time, as \
+         SES makes them; *backfill*: ids random and events shuffled across windows of 100,000 messages, as many \
+         Firehose files delivered in parallel arrive.\n"
     );
-    for row in rows {
-        let _ = writeln!(
-            out,
-            "- {}: ses-export `{}`; DuckDB `{}`",
-            row.name,
-            strip(&row.ours),
-            strip(&row.theirs)
-        );
+    for set in sets {
+        render_set(&mut out, set, bare);
     }
-    out.push_str(ANALYSIS);
     out
 }
 
-/// The same workloads on PostgreSQL, and GetExportJob across one and three
-/// servers on it; `Err` says why they were skipped.
-fn postgres(ours: &Path, data: &Path, root: &Path) -> Result<Vec<(&'static str, Value)>, String> {
-    let base = std::env::var("SES_EXPORT_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = |_: ()| -> Result<String, String> {
-        let out = json(Command::new(ours).arg("pg-schema").arg(&base))?;
-        out["url"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| "no schema URL".to_owned())
-    };
-    let url = schema(()).map_err(|e| format!("PostgreSQL at {base} is not reachable ({e})"))?;
-    step("PostgreSQL: ingest, then the two queries, best of 3");
-    let ingest = json(Command::new(ours).arg("ingest").arg(&url).arg(data))?;
-    let insights = best((0..QUERY_RUNS).map(|_| json(Command::new(ours).arg("insights").arg(&url))))?;
-    let metrics = best((0..QUERY_RUNS).map(|_| json(Command::new(ours).arg("metrics").arg(&url))))?;
-    step("PostgreSQL: GetExportJob on one server, then across three");
-    let cluster_url = schema(())?;
-    let cluster = json(
-        Command::new(root.join("target/release/examples/http_bench"))
-            .arg("cluster")
-            .arg(&cluster_url)
-            .args(["5", "8"]),
-    )?;
-    Ok(vec![
-        ("ingest", ingest),
-        ("insights", insights),
-        ("metrics", metrics),
-        ("cluster", cluster),
-    ])
-}
-
-fn render_postgres(
-    postgres: &Result<Vec<(&'static str, Value)>, String>,
-    sqlite_ingest: &Value,
-    rows: &[Row],
-) -> String {
-    let mut out = String::from("\n## PostgreSQL\n\n");
-    let results = match postgres {
-        Ok(results) => results,
-        Err(why) => {
-            let _ = writeln!(out, "Skipped: {why}.");
-            return out;
-        }
-    };
-    let get = |name: &str| {
-        results
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+fn render_set(out: &mut String, set: &DataSet, bare: &Value) {
+    let (s, d, p) = (&set.sqlite, &set.duck, &set.postgres);
+    let events = f(&s["ingest"]["accepted"]);
     let _ = writeln!(
         out,
-        "The same data and workloads with the PostgreSQL backend (the machine's PostgreSQL on 127.0.0.1, a schema \
-         of its own), beside SQLite from the table above.\n"
+        "## {} messages, {} ({} events, {:.0} MiB of JSON Lines)\n",
+        set.messages,
+        set.arrival,
+        events,
+        set.bytes as f64 / (1024.0 * 1024.0)
     );
-    let _ = writeln!(out, "| workload | SQLite | PostgreSQL | PostgreSQL peak (client) |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
-    let pg_rows = [
-        ("ingest", sqlite_ingest.clone()),
-        ("insights", rows[1].ours.clone()),
-        ("metrics", rows[2].ours.clone()),
-    ];
-    for (name, sqlite) in pg_rows {
-        let pg = get(name);
-        let _ = writeln!(
-            out,
-            "| {name} | {:.3} s | {:.3} s | {:.0} MiB |",
-            seconds(&sqlite),
-            seconds(&pg),
-            mib(&pg)
-        );
+    if s.get("exports").is_none() {
+        let _ = writeln!(out, "The SQLite run failed: {s}\n");
+        return;
     }
-    let events = get("ingest")["accepted"].as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
         out,
-        "\nIngest rate on PostgreSQL: {:.0} events/s.\n",
-        events / seconds(&get("ingest"))
+        "| work | server (SQLite) | DuckDB / bare axum | ratio | server (PostgreSQL) |"
     );
-    let cluster = get("cluster");
-    if let Some(skipped) = cluster["skipped"].as_str() {
-        let _ = writeln!(out, "GetExportJob across servers: skipped ({skipped}).");
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+    let duck_rate = events / f(&d["ingest"]["seconds"]);
+    let pg_ingest = if p.get("ingest").is_some() {
+        format!("{:.0} ev/s", f(&p["ingest"]["events_per_second"]))
     } else {
-        let rps = |v: &Value| v["rps"].as_f64().unwrap_or(f64::NAN);
+        "skipped".to_owned()
+    };
+    let _ = writeln!(
+        out,
+        "| ingest | {:.0} ev/s | {:.0} ev/s | {:.2}× | {pg_ingest} |",
+        f(&s["ingest"]["events_per_second"]),
+        duck_rate,
+        f(&s["ingest"]["events_per_second"]) / duck_rate,
+    );
+    for (key, name) in DUCK_EXPORTS {
+        let ours = &s["exports"][key];
+        let theirs = &d[key];
+        let pg = if p.get("exports").is_some() {
+            ms(&p["exports"][key]["seconds"])
+        } else {
+            "skipped".to_owned()
+        };
         let _ = writeln!(
             out,
-            "`GetExportJob` (signed, rate limits off) with the load spread over one server, then three, all on this \
-             machine's two cores: {:.0} requests/s (p99 {:.2} ms) on one, {:.0} requests/s (p99 {:.2} ms) on three. \
-             On one machine a second and third server add processes, not cores; across machines the servers share \
-             only PostgreSQL, which this call reads once.",
-            rps(&cluster["one_server"]),
-            cluster["one_server"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-            rps(&cluster["three_servers"]),
-            cluster["three_servers"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            "| {name} | {} | {} | {:.2}× | {pg} |",
+            ms(&ours["seconds"]),
+            ms(&theirs["seconds"]),
+            f(&ours["seconds"]) / f(&theirs["seconds"]),
         );
     }
-    out
-}
-
-fn render_server(http: &Value) -> String {
-    let mut out = String::from("\n## The server\n\n");
-    let ours = &http["get_export_job"];
-    let bare = &http["bare_axum"];
-    let rps = |v: &Value| v["rps"].as_f64().unwrap_or(f64::NAN);
-    let p = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let metrics = &s["exports"]["metrics"];
     let _ = writeln!(
         out,
-        "Release `ses-export-server` (rate limits off, one worker) over the store above, and the load generator \
-         (`tests/examples/http_bench.rs`: {} concurrent connections for {} s, every request signed with `aws-sigv4`) \
-         share the machine's cores. The baseline is a bare axum handler in the load generator's process that answers \
-         the same path with a fixed body, under the same signed load.\n",
-        http["concurrency"], http["seconds"]
+        "| metrics export, job time (Completed − Created) | {} | {} | {:.2}× | {} |",
+        ms(&metrics["job_seconds"]),
+        ms(&d["metrics"]["seconds"]),
+        f(&metrics["job_seconds"]) / f(&d["metrics"]["seconds"]),
+        if p.get("exports").is_some() {
+            ms(&p["exports"]["metrics"]["job_seconds"])
+        } else {
+            "skipped".to_owned()
+        },
     );
-    let _ = writeln!(out, "| workload | requests/s | p50 | p99 |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+    let get = &s["get_export_job"];
+    let pg_get = if p.get("get_export_job").is_some() {
+        format!(
+            "{:.0} req/s, p99 {:.2} ms",
+            f(&p["get_export_job"]["rps"]),
+            f(&p["get_export_job"]["p99_ms"])
+        )
+    } else {
+        "skipped".to_owned()
+    };
     let _ = writeln!(
         out,
-        "| `GetExportJob`, SigV4 verified, SQLite job store | {:.0} | {:.2} ms | {:.2} ms |",
-        rps(ours),
-        p(ours, "p50_ms"),
-        p(ours, "p99_ms")
+        "| GetExportJob, SigV4 verified | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p99 {:.2} ms | {:.2}× | {pg_get} |",
+        f(&get["rps"]),
+        f(&get["p99_ms"]),
+        f(&bare["get"]["rps"]),
+        f(&bare["get"]["p99_ms"]),
+        f(&get["rps"]) / f(&bare["get"]["rps"]),
     );
+    let m = &s["memory_mib"];
+    let pm = &p["memory_mib"];
     let _ = writeln!(
         out,
-        "| bare axum handler | {:.0} | {:.2} ms | {:.2} ms |",
-        rps(bare),
-        p(bare, "p50_ms"),
-        p(bare, "p99_ms")
+        "| server memory: idle / peak in exports / peak in ingest | {:.1} / {:.0} / {:.0} MiB | bare axum idle {:.1} MiB | | {} |",
+        f(&m["idle"]),
+        f(&m["export_peak"]),
+        f(&m["ingest_peak"]),
+        f(&bare["idle_mib"]),
+        if pm.is_object() {
+            format!(
+                "{:.1} / {:.0} / {:.0} MiB",
+                f(&pm["idle"]),
+                f(&pm["export_peak"]),
+                f(&pm["ingest_peak"])
+            )
+        } else {
+            "skipped".to_owned()
+        },
     );
-    let _ = writeln!(out, "\nThroughput ratio (ours / bare): {:.2}.\n", rps(ours) / rps(bare));
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "`CreateExportJob` to `COMPLETED` for a {}-row message-insights export (all {} records of the month scanned, \
-         sampled, written as CSV): {:.2} s. Peak server memory over the whole run: {:.0} MiB.",
-        http["export_rows"],
-        http["export_processed"],
-        http["export_seconds"].as_f64().unwrap_or(f64::NAN),
-        http["server_peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1024.0 * 1024.0)
+        "Both sides did the same work (rows the exports matched and wrote):\n"
     );
-    out
-}
-
-/// A result without its timing fields.
-fn strip(v: &Value) -> String {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("seconds");
-        o.remove("peak_rss_bytes");
+    for (key, name) in DUCK_EXPORTS {
+        let _ = writeln!(
+            out,
+            "- {name}: server processed {} and exported {}; DuckDB matched {} and returned {}",
+            s["exports"][key]["processed"],
+            s["exports"][key]["exported"],
+            d[key]["matched"]
+                .as_u64()
+                .map_or_else(|| d[key]["processed"].to_string(), |m| m.to_string()),
+            d[key]["exported"]
+                .as_u64()
+                .map_or_else(|| d[key]["rows"].to_string(), |m| m.to_string()),
+        );
     }
-    v.to_string()
+    let _ = writeln!(
+        out,
+        "- ingest: server accepted {} events ({} duplicates, {} rejected); DuckDB derived {} insight records\n",
+        s["ingest"]["accepted"], s["ingest"]["duplicates"], s["ingest"]["rejected"], d["ingest"]["records"]
+    );
+    if let Some(skipped) = p.get("skipped") {
+        let _ = writeln!(out, "PostgreSQL: skipped ({skipped}).\n");
+    }
 }
 
-const ANALYSIS: &str = "
-## Where we stand, and what limits us
+fn fresh_dir(path: &Path) -> Result<PathBuf, String> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(path.to_owned())
+}
 
-- **Ingest** does more than DuckDB's: every event is kept (for `GetMessageInsights`) under a unique key
-  (the same event twice counts once, across batches and restarts), each insight record is updated in
-  place, and the daily rollups are maintained, all durably in SQLite's WAL. DuckDB parses the file and
-  aggregates it in one columnar pass, with all cores and no per-event index. Our limits: SQLite B-tree
-  inserts on one writer thread (parsing runs on a second thread), and writing each page twice (WAL,
-  then checkpoint).
-- **Message insights** scan the insight records in export order (the table is clustered on send time,
-  message id and destination, so there is no sort); each row is judged on its borrowed columns and
-  only the rows the filters keep are built into records. What remains is SQLite stepping through
-  every row of the interval, whole, on one thread; DuckDB reads only the filtered columns, on all
-  cores. An index on the filtered columns, or keeping the few filter columns apart from the wide
-  rows, is what would close the gap.
-- **Metrics** read the daily rollups for whole days and recount only the partial days at either end,
-  so they cost the same for a year as for a day; DuckDB scans every record in the interval.
-";
+fn ensure_wrk() -> Result<(), String> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    step("installing wrk (Debian)");
+    run_status(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
+        .map_err(|e| format!("wrk is needed for the API row: {e}"))
+}
 
 fn step(what: &str) {
     eprintln!("==> {what}");
@@ -440,7 +423,7 @@ fn best(runs: impl Iterator<Item = Result<Value, String>>) -> Result<Value, Stri
     let mut best: Option<Value> = None;
     for run in runs {
         let run = run?;
-        if best.as_ref().is_none_or(|b| seconds(&run) < seconds(b)) {
+        if best.as_ref().is_none_or(|b| f(&run["seconds"]) < f(&b["seconds"])) {
             best = Some(run);
         }
     }

@@ -17,9 +17,12 @@ tasks:
                       into crates/model/aws-model/
   codegen [--check]   generate crates/model's code from the vendored model;
                       --check fails if the committed code differs
-  bench [--messages N]
-                      measure ingest and queries over N generated messages
-                      (default 1,000,000) beside DuckDB; writes docs/benchmarks.md
+  bench [--messages N[,N...]] [--no-postgres]
+                      measure the release server over HTTP (ingest, exports,
+                      GetExportJob, memory) on SQLite and PostgreSQL for each
+                      size (default 1,000,000 messages) and arrival order,
+                      beside DuckDB and a bare axum handler; writes
+                      docs/benchmarks.md
   fuzz [--inputs N] [--seed S]
                       feed N mutated requests, event lines, signatures and
                       download paths (default 10,000,000) to the server in

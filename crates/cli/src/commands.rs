@@ -276,6 +276,7 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                 start,
                 days: *days,
                 account_id: "000000000000".to_owned(),
+                ..Default::default()
             };
             if *send {
                 let client = client(cli)?;

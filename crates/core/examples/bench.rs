@@ -11,7 +11,7 @@ use ses_export_core::clock::{DAY_MILLIS, Interval};
 use ses_export_core::event::open_events;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::filter::{InsightFilter, TextPattern};
-use ses_export_core::generate::{GeneratorConfig, write_events};
+use ses_export_core::generate::{Arrival, GeneratorConfig, write_events};
 use ses_export_core::ingest::ingest;
 use ses_export_core::query::{DimensionSelect, InsightQuery, MetricsQuery, select_insights, select_metrics};
 use ses_export_core::{AccountId, vdm::METRICS};
@@ -74,6 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 messages,
                 start: START,
                 days: DAYS,
+                arrival: match args.get(3).map(String::as_str) {
+                    Some("backfill") => Arrival::Backfill,
+                    _ => Arrival::Live,
+                },
                 ..GeneratorConfig::default()
             };
             let events = write_events(&config, BufWriter::new(File::create(arg(2)?)?))?;

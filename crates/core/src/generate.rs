@@ -28,7 +28,25 @@ pub struct GeneratorConfig {
     pub days: u32,
     /// The account that appears in ARNs.
     pub account_id: String,
+    /// How events arrive (see [`Arrival`]).
+    pub arrival: Arrival,
 }
+
+/// How the stream orders events and names messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Arrival {
+    /// As SES publishes them: message ids begin with the send time, and a
+    /// message's events are shuffled only among its near neighbours'.
+    #[default]
+    Live,
+    /// As a backfill of many Firehose files delivered in parallel: message
+    /// ids are random, and events are shuffled across windows of
+    /// [`BACKFILL_WINDOW`] messages (days of mail at a million a month).
+    Backfill,
+}
+
+/// Messages whose events a backfill shuffles together.
+pub const BACKFILL_WINDOW: usize = 100_000;
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
@@ -38,6 +56,7 @@ impl Default for GeneratorConfig {
             start: 1_704_067_200_000, // 2024-01-01T00:00:00Z
             days: 7,
             account_id: "000000000000".to_owned(),
+            arrival: Arrival::Live,
         }
     }
 }
@@ -208,7 +227,11 @@ impl EventGenerator {
     }
 
     fn refill(&mut self) {
-        let end = (self.next_message + SHUFFLE_WINDOW as u64).min(self.config.messages);
+        let window = match self.config.arrival {
+            Arrival::Live => SHUFFLE_WINDOW,
+            Arrival::Backfill => BACKFILL_WINDOW,
+        };
+        let end = (self.next_message + window as u64).min(self.config.messages);
         for i in self.next_message..end {
             self.message(i);
         }
@@ -250,9 +273,14 @@ impl EventGenerator {
         tags.insert("campaign", vec![format!("c{}", rng.below(12))]);
         let mail = MailJson {
             timestamp: format_iso8601(sent),
-            // Like SES's ids: the send time in hex, then a random UUID.
+            // Like SES's ids: the send time in hex, then a random UUID (a
+            // backfill's are random throughout).
             message_id: format!(
-                "0100{sent:012x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
+                "0100{:012x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
+                match c.arrival {
+                    Arrival::Live => sent as u64,
+                    Arrival::Backfill => rng.next_u64() & 0xFFFF_FFFF_FFFF,
+                },
                 rng.next_u64() as u32,
                 rng.next_u64() as u16,
                 rng.next_u64() as u16,
@@ -470,5 +498,32 @@ mod tests {
         for kind in ["Send", "Delivery", "Bounce", "Open", "Click"] {
             assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
         }
+    }
+
+    /// A backfill has the same messages' worth of events, with ids that do
+    /// not follow the send time; a live stream's ids do.
+    #[test]
+    fn a_backfill_arrives_out_of_order() {
+        let ids = |arrival| -> Vec<(i64, String)> {
+            let config = GeneratorConfig {
+                messages: 500,
+                arrival,
+                ..GeneratorConfig::default()
+            };
+            let mut seen = BTreeMap::new();
+            for line in EventGenerator::new(config) {
+                let event = parse_record(&line).expect("parses");
+                seen.insert(event.mail.message_id.clone(), event.mail.timestamp);
+            }
+            let mut by_id: Vec<(i64, String)> = seen.into_iter().map(|(id, sent)| (sent, id)).collect();
+            by_id.sort_by(|a, b| a.1.cmp(&b.1));
+            by_id
+        };
+        let in_time_order = |by_id: &[(i64, String)]| by_id.windows(2).all(|w| w[0].0 <= w[1].0);
+        let live = ids(Arrival::Live);
+        let backfill = ids(Arrival::Backfill);
+        assert_eq!(live.len(), backfill.len());
+        assert!(in_time_order(&live), "live ids sort as their send times");
+        assert!(!in_time_order(&backfill), "backfill ids do not");
     }
 }
