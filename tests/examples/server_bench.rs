@@ -12,7 +12,8 @@
 //! - `server_bench bare`: the anchor for the API row, a bare axum handler
 //!   answering the same path with a fixed body, under the same `wrk` load.
 //!
-//! `WRK_SECONDS` and `WRK_CONNECTIONS` set the load (10 s, 64 connections);
+//! `WRK_SECONDS` and `WRK_CONNECTIONS` set the load (10 s, 64 connections),
+//! `INGEST_IN_FLIGHT` the ingest bodies in flight (4);
 //! a DATA_FILE of `-` skips ingest, for profiling a data dir already full.
 
 use std::io::BufRead;
@@ -30,7 +31,6 @@ use ses_export_tests::{DEV, Server, http_client, sign};
 const T0: i64 = 1_704_067_200;
 const DAY: i64 = 86_400;
 const MAX_BODY: usize = 32 << 20;
-const IN_FLIGHT: usize = 4;
 const EXPORT_RUNS: usize = 3;
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -79,7 +79,8 @@ fn bodies(path: &str) -> impl Iterator<Item = Vec<u8>> {
 async fn ingest(server: &Server, path: &str) -> serde_json::Value {
     let url = format!("{}/_ses-export/v1/events", server.url);
     let host = server.address();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let in_flight = env_or("INGEST_IN_FLIGHT", 4) as usize;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(in_flight);
     let path = path.to_owned();
     let reader = std::thread::spawn(move || {
         for body in bodies(&path) {
@@ -91,7 +92,7 @@ async fn ingest(server: &Server, path: &str) -> serde_json::Value {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    for _ in 0..in_flight {
         let (rx, url, host) = (Arc::clone(&rx), url.clone(), host.clone());
         tasks.push(tokio::spawn(async move {
             let mut totals = [0u64; 3];

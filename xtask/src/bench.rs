@@ -32,13 +32,14 @@ const DUCK_EXPORTS: [(&str, &str); 4] = [
 
 struct Options {
     sizes: Vec<u64>,
-    postgres: bool,
+    /// The largest size PostgreSQL runs at (its ingest is the slow part).
+    postgres_messages: u64,
 }
 
 fn options(args: &[&str]) -> Result<Options, String> {
     let mut options = Options {
         sizes: vec![DEFAULT_MESSAGES],
-        postgres: true,
+        postgres_messages: DEFAULT_MESSAGES,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -50,7 +51,11 @@ fn options(args: &[&str]) -> Result<Options, String> {
                     .map(|n| n.parse().map_err(|e| format!("--messages {n}: {e}")))
                     .collect::<Result<_, _>>()?;
             }
-            "--no-postgres" => options.postgres = false,
+            "--no-postgres" => options.postgres_messages = 0,
+            "--postgres-messages" => {
+                let n = args.next().ok_or("--postgres-messages needs N")?;
+                options.postgres_messages = n.parse().map_err(|e| format!("--postgres-messages {n}: {e}"))?;
+            }
             other => return Err(format!("unknown bench argument {other:?}")),
         }
     }
@@ -139,7 +144,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
             let server_dir = fresh_dir(&dir.join(format!("server-{messages}-{arrival}")))?;
             let sqlite = json(Command::new(&load).arg("run").arg(&data).arg(&server_dir))?;
 
-            let postgres = if options.postgres {
+            let postgres = if messages <= options.postgres_messages {
                 step(&format!("{messages} {arrival}: the server on PostgreSQL"));
                 match pg_schema(&generator) {
                     Ok(url) => {
@@ -150,7 +155,7 @@ pub fn run(args: &[&str]) -> Result<(), String> {
                     Err(e) => serde_json::json!({"skipped": e}),
                 }
             } else {
-                serde_json::json!({"skipped": "--no-postgres"})
+                serde_json::json!({"skipped": format!("PostgreSQL runs up to {} messages", options.postgres_messages)})
             };
             sets.push(DataSet {
                 messages,

@@ -17,10 +17,11 @@ tasks:
                       into crates/model/aws-model/
   codegen [--check]   generate crates/model's code from the vendored model;
                       --check fails if the committed code differs
-  bench [--messages N[,N...]] [--no-postgres]
+  bench [--messages N[,N...]] [--postgres-messages N | --no-postgres]
                       measure the release server over HTTP (ingest, exports,
                       GetExportJob, memory) on SQLite and PostgreSQL for each
-                      size (default 1,000,000 messages) and arrival order,
+                      size (default 1,000,000 messages; PostgreSQL up to
+                      --postgres-messages, default 1,000,000) and arrival order,
                       beside DuckDB and a bare axum handler; writes
                       docs/benchmarks.md
   fuzz [--inputs N] [--seed S]

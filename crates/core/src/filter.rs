@@ -14,6 +14,7 @@ use crate::insight::{EventFlags, InsightRecord, shows_every_event};
 /// building it).
 #[derive(Debug, Clone, Copy)]
 pub struct FilterFields<'a> {
+    pub message_id: &'a str,
     pub from_email_address: Option<&'a str>,
     pub destination: &'a str,
     pub subject: Option<&'a str>,
@@ -28,6 +29,7 @@ impl InsightRecord {
     /// The fields filters look at.
     pub fn filter_fields(&self) -> FilterFields<'_> {
         FilterFields {
+            message_id: &self.message_id,
             from_email_address: self.from_email_address.as_deref(),
             destination: &self.destination,
             subject: self.subject.as_deref(),
@@ -140,6 +142,13 @@ pub struct FilterError {
 }
 
 impl InsightFilter {
+    /// Whether the filter looks at a message's text (from address or
+    /// subject): a scan that it does not need the text for can leave the
+    /// text out of the rows it only judges.
+    pub fn reads_text(&self) -> bool {
+        !self.from_email_address.is_empty() || !self.subject.is_empty()
+    }
+
     /// Parses the model's filters; every bad value is reported.
     pub fn parse(filters: &MessageInsightsFilters) -> Result<InsightFilter, Vec<FilterError>> {
         let mut errors = Vec::new();
@@ -180,7 +189,12 @@ impl InsightFilter {
         fn exact_text(values: &[String], value: Option<&str>) -> Option<bool> {
             (!values.is_empty()).then(|| value.is_some_and(|v| values.iter().any(|x| x == v)))
         }
-        let shown = f.flags.shown(shows_every_event(f.recipient_count, f.destination));
+        // What a record shows costs a look at its address: only when asked.
+        let shown = if self.last_delivery_event.is_empty() && self.last_engagement_event.is_empty() {
+            EventFlags::default()
+        } else {
+            f.flags.shown(shows_every_event(f.recipient_count, f.destination))
+        };
         [
             text(&self.from_email_address, f.from_email_address),
             text(&self.destination, Some(f.destination)),

@@ -60,7 +60,9 @@ pub async fn ingest<R: BufRead + Send + 'static>(
     on_batch: &(dyn Fn(&IngestReport) + Sync),
 ) -> Result<IngestReport, IngestError> {
     let batch_size = batch_size.max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
+    // One batch parsed ahead of the one being written: enough to keep both
+    // busy, and what an ingest holds stays two batches whatever its size.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(1);
     let parser = tokio::task::spawn_blocking(move || {
         let mut events = Vec::with_capacity(batch_size);
         let mut errors = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use ses_export_model::Timestamp;
@@ -112,9 +112,20 @@ impl Ord for Sampled {
     }
 }
 
+/// The key that places a record in a sample of `seed`.
+fn sample_key(seed: u64, message_id: &str, destination: &str) -> u64 {
+    rng::hash(seed, &[message_id.as_bytes(), destination.as_bytes()])
+}
+
 /// Runs a message-insights selection. Memory holds at most `max_results`
 /// records, however many match. Setting `stop` ends the scan (with what was
 /// found so far) within [`crate::event_store::SCAN_CHECK_ROWS`] rows read.
+///
+/// The interval is scanned in parts, one per core, side by side (a sample
+/// does not depend on the order records arrive in). Once the sample is
+/// full, its largest key is the bar a record must get under: the scans
+/// judge that on the row's own fields, so a record that cannot enter the
+/// sample is never built.
 pub async fn select_insights(
     store: &dyn EventStore,
     account: &AccountId,
@@ -124,33 +135,70 @@ pub async fn select_insights(
     let mut selection = InsightSelection::default();
     let mut sample: BinaryHeap<Sampled> = BinaryHeap::with_capacity(query.max_results.min(1 << 16) + 1);
     let control = Arc::new(ScanControl::new(Arc::clone(stop)));
-    let (include, exclude) = (query.include.clone(), query.exclude.clone());
-    let keep: RecordFilter =
-        Arc::new(move |fields| include.includes_fields(fields) && !exclude.excludes_fields(fields));
-    let mut scan = store.scan_insights_where(account, query.interval, keep, Arc::clone(&control));
+    let bar = Arc::new(AtomicU64::new(u64::MAX));
+    let matched = Arc::new(AtomicU64::new(0));
+    let keep = {
+        let (include, exclude) = (query.include.clone(), query.exclude.clone());
+        let (bar, matched, seed) = (Arc::clone(&bar), Arc::clone(&matched), query.seed);
+        RecordFilter::new(include.reads_text() || exclude.reads_text(), move |fields| {
+            if !include.includes_fields(fields) || exclude.excludes_fields(fields) {
+                return false;
+            }
+            matched.fetch_add(1, Ordering::Relaxed);
+            sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
+        })
+    };
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let scans = split(query.interval, parts)
+        .into_iter()
+        .map(|part| store.scan_insights_where(account, part, keep.clone(), Arc::clone(&control)));
+    let mut scan = futures_util::stream::select_all(scans);
     while let Some(record) = scan.next().await {
         let record = record?;
-        selection.matched += 1;
         if control.stopped() {
             break;
         }
-        let key = rng::hash(
-            query.seed,
-            &[record.message_id.as_bytes(), record.destination.as_bytes()],
-        );
+        let key = sample_key(query.seed, &record.message_id, &record.destination);
         if sample.len() < query.max_results {
             sample.push(Sampled(key, record));
         } else if sample.peek().is_some_and(|top| key < top.0) {
             sample.pop();
             sample.push(Sampled(key, record));
+        } else {
+            continue;
+        }
+        if sample.len() >= query.max_results
+            && let Some(top) = sample.peek()
+        {
+            bar.store(top.0, Ordering::Relaxed);
         }
     }
     drop(scan);
     selection.processed = control.scanned.load(Ordering::Relaxed);
+    selection.matched = matched.load(Ordering::Relaxed);
     let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| s.1).collect();
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     selection.records = records;
     Ok(selection)
+}
+
+/// `interval` in at most `parts` consecutive pieces of about equal length.
+fn split(interval: Interval, parts: usize) -> Vec<Interval> {
+    let span = i128::from(interval.end) - i128::from(interval.start) + 1;
+    let parts = i128::try_from(parts.max(1)).unwrap_or(1).min(span.max(1));
+    let mut pieces = Vec::new();
+    let mut start = i128::from(interval.start);
+    for i in 1..=parts {
+        let end = i128::from(interval.start) + span * i / parts - 1;
+        if end >= start {
+            pieces.push(Interval {
+                start: i64::try_from(start).unwrap_or(i64::MAX),
+                end: i64::try_from(end).unwrap_or(i64::MAX),
+            });
+        }
+        start = end + 1;
+    }
+    pieces
 }
 
 /// Which values of a dimension a metrics export groups by.
@@ -269,4 +317,29 @@ pub async fn daily_volumes(
         }
     }
     Ok(volumes.into_iter().map(|(day, v)| (day_start(day), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_splits_into_consecutive_pieces() {
+        let whole = Interval { start: 10, end: 19 };
+        let pieces = split(whole, 3);
+        assert_eq!(pieces.first().map(|p| p.start), Some(10));
+        assert_eq!(pieces.last().map(|p| p.end), Some(19));
+        assert!(pieces.windows(2).all(|w| w[0].end + 1 == w[1].start), "{pieces:?}");
+        assert_eq!(
+            split(Interval { start: 5, end: 5 }, 4),
+            vec![Interval { start: 5, end: 5 }]
+        );
+        let extreme = Interval {
+            start: i64::MIN,
+            end: i64::MAX,
+        };
+        let halves = split(extreme, 2);
+        assert_eq!((halves[0].start, halves[1].end), (i64::MIN, i64::MAX));
+        assert_eq!(halves[0].end + 1, halves[1].start);
+    }
 }

@@ -2,7 +2,7 @@
 //! from the generated metadata), restJson1 framing, SigV4 on every API
 //! call, the ingest and download endpoints, `/healthz` and `/metrics`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -320,7 +320,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 async fn framing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures_util::StreamExt;
     use tracing::Instrument;
-    let id = ses_export_core::ids::uuid_v4().unwrap_or_default();
+    let id = ses_export_core::ids::request_id();
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let (parts, body) = request.into_parts();
     let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
@@ -359,7 +359,7 @@ async fn read_body(
     mut body: Body,
     limit: usize,
     silence: Duration,
-) -> Result<(Bytes, String), WireError> {
+) -> Result<(ReadBody, String), WireError> {
     let too_large = || WireError::bad_request(format!("The request body is larger than the limit of {limit} bytes."));
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -368,8 +368,12 @@ async fn read_body(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // Memory grows with what arrives, not with what a header announces.
-    let mut bytes = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize).min(64 << 10));
+    // Memory grows with what arrives, not with what a header announces;
+    // the frames are kept as they came and joined once, into a buffer of
+    // exactly their size (a buffer grown by doubling holds up to twice the
+    // body for as long as the request lasts).
+    let mut frames: VecDeque<Bytes> = VecDeque::new();
+    let mut received = 0usize;
     let mut hash = Sha256::new();
     loop {
         let frame = match tokio::time::timeout(silence, body.frame()).await {
@@ -388,14 +392,58 @@ async fn read_body(
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
+            if received + data.len() > limit {
                 return Err(too_large());
             }
             hash.update(&data);
-            bytes.extend_from_slice(&data);
+            received += data.len();
+            frames.push_back(data);
         }
     }
-    Ok((bytes.freeze(), hex::encode(hash.finalize())))
+    Ok((ReadBody { frames }, hex::encode(hash.finalize())))
+}
+
+/// A body as it arrived, in frames. An API body is joined once, into a
+/// buffer of exactly its size ([`ReadBody::into_bytes`]); an ingest body is
+/// read through ([`std::io::Read`]), each frame let go once it is parsed,
+/// so a large body is never held twice and shrinks as it is ingested.
+#[derive(Debug, Clone, Default)]
+struct ReadBody {
+    frames: VecDeque<Bytes>,
+}
+
+impl ReadBody {
+    fn into_bytes(mut self) -> Bytes {
+        if self.frames.len() <= 1 {
+            return self.frames.pop_front().unwrap_or_default();
+        }
+        let mut joined = bytes::BytesMut::with_capacity(self.frames.iter().map(Bytes::len).sum());
+        for frame in self.frames {
+            joined.extend_from_slice(&frame);
+        }
+        joined.freeze()
+    }
+
+    fn starts_with(&self, prefix: &[u8]) -> bool {
+        let head = self.frames.iter().flat_map(|f| f.iter()).take(prefix.len());
+        head.copied().eq(prefix.iter().copied())
+    }
+}
+
+impl Read for ReadBody {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(front) = self.frames.front_mut() {
+            if front.is_empty() {
+                self.frames.pop_front();
+                continue;
+            }
+            let n = front.len().min(out.len());
+            out[..n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// The parts of a request the verifier reads; the body is never among them.
@@ -460,7 +508,7 @@ impl<'a> Admitted<'a> {
         headers: &HeaderMap,
         body: Body,
         limit: usize,
-    ) -> Result<(&'a Identity, Bytes), WireError> {
+    ) -> Result<(&'a Identity, ReadBody), WireError> {
         let (bytes, hash) = read_body(headers, body, limit, state.body_timeout).await?;
         match self.head.claimed_payload_hash() {
             Some(claimed) if !claimed.eq_ignore_ascii_case(&hash) => return Err(sigv4::payload_mismatch().into()),
@@ -491,6 +539,7 @@ async fn handle<O: Serve>(
     let result = async {
         let admitted = admit(&state, &method, &uri, &headers)?;
         let (identity, body) = admitted.body(&state, &headers, body, state.max_body_bytes).await?;
+        let body = body.into_bytes();
         let params = params.map_err(|e| WireError::bad_request(e.body_text()))?;
         let labels: Vec<(&str, &str)> = params.iter().collect();
         let input: O::Input = parse_input(&body, &labels).map_err(|e| WireError::bad_request(e.to_string()))?;
@@ -530,7 +579,7 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
             // over-large body is refused whole.
             let bound = state.max_ingest_bytes as u64 * 16;
             let bytes = body.clone();
-            let size = tokio::task::spawn_blocking(move || expanded_size(&bytes, bound))
+            let size = tokio::task::spawn_blocking(move || expanded_size(bytes, bound))
                 .await
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
             if size > bound {
@@ -539,7 +588,7 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
                 )));
             }
         }
-        let input = ses_export_core::event::open_events(std::io::Cursor::new(body))
+        let input = ses_export_core::event::open_events(body)
             .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
         let store = state.service.events().clone();
         let report = ses_export_core::ingest::ingest(
@@ -591,7 +640,7 @@ async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers
 /// The size `gzip` expands to, reading at most `bound + 1` bytes of it. A
 /// stream that breaks counts up to the break: the ingest then keeps the
 /// lines before it and reports the rest.
-fn expanded_size(gzip: &[u8], bound: u64) -> u64 {
+fn expanded_size(gzip: impl Read, bound: u64) -> u64 {
     let mut decoder = ses_export_core::event::gzip_reader(gzip).take(bound + 1);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut total = 0u64;

@@ -127,7 +127,7 @@ impl<R: BufRead> Iterator for EventReader<R> {
     }
 }
 
-/// A reader that decompresses one or more gzip members from `bytes`.
-pub fn gzip_reader(bytes: &[u8]) -> impl Read + '_ {
-    MultiGzDecoder::new(bytes)
+/// A reader that decompresses one or more gzip members from `input`.
+pub fn gzip_reader<R: Read>(input: R) -> impl Read {
+    MultiGzDecoder::new(BufReader::new(input))
 }

@@ -27,7 +27,43 @@ pub use batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, apply_batch_now
 pub type InsightStream = BoxStream<'static, Result<InsightRecord, StoreError>>;
 
 /// Which records a scan keeps, decided on their fields.
-pub type RecordFilter = std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync>;
+#[derive(Clone)]
+pub struct RecordFilter {
+    keep: std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync>,
+    reads_text: bool,
+}
+
+impl RecordFilter {
+    /// A filter that keeps what `keep` accepts. `reads_text` says whether
+    /// `keep` looks at the message's text (from address, subject); when it
+    /// does not, a backend may judge rows without their text and fetch it
+    /// only for the records it keeps.
+    pub fn new(
+        reads_text: bool,
+        keep: impl Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        RecordFilter {
+            keep: std::sync::Arc::new(keep),
+            reads_text,
+        }
+    }
+
+    pub fn keeps(&self, fields: crate::filter::FilterFields<'_>) -> bool {
+        (self.keep)(fields)
+    }
+
+    pub fn reads_text(&self) -> bool {
+        self.reads_text
+    }
+}
+
+impl fmt::Debug for RecordFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordFilter")
+            .field("reads_text", &self.reads_text)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Keeps SES events per account and answers the queries built on them.
 ///
@@ -71,7 +107,7 @@ pub trait EventStore: Send + Sync + fmt::Debug {
                 let kept = match record {
                     Ok(record) => {
                         control.scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        keep(record.filter_fields())
+                        keep.keeps(record.filter_fields())
                     }
                     Err(_) => true,
                 };

@@ -47,9 +47,55 @@ const COLUMNS: &str = "account, job_id, source_type, status, request, created, c
                        output_key, lease_owner, lease_expires";
 
 /// The SQLite [`JobStore`].
+///
+/// `GetExportJob` is the call clients poll, so jobs read are kept in a
+/// small cache beside the connection: a hit answers without a blocking
+/// thread or a read transaction. It stays true because one process serves
+/// a SQLite data dir and every change goes through this store: a change
+/// forgets what it touched while it still holds the connection, and a read
+/// fills the cache while it holds the connection too, so a read can never
+/// put back what a change has just made stale.
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     conn: Arc<Mutex<Connection>>,
+    cache: Arc<JobCache>,
+}
+
+/// Jobs by account and id, at most [`JobCache::CAPACITY`] of them.
+#[derive(Debug, Default)]
+struct JobCache {
+    jobs: std::sync::RwLock<std::collections::HashMap<(String, String), ExportJob>>,
+}
+
+impl JobCache {
+    /// Enough for every job clients are likely polling; when full, the
+    /// cache starts again (a miss only costs a read).
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, account: &str, job_id: &str) -> Option<ExportJob> {
+        let jobs = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&(account.to_owned(), job_id.to_owned())).cloned()
+    }
+
+    /// Call with the connection held.
+    fn put(&self, job: &ExportJob) {
+        let mut jobs = self.jobs.write().unwrap_or_else(|p| p.into_inner());
+        if jobs.len() >= Self::CAPACITY {
+            jobs.clear();
+        }
+        jobs.insert((job.account.to_string(), job.job_id.clone()), job.clone());
+    }
+
+    /// Call with the connection held, after the change is committed.
+    fn forget(&self, account: &str, job_id: &str) {
+        let mut jobs = self.jobs.write().unwrap_or_else(|p| p.into_inner());
+        jobs.remove(&(account.to_owned(), job_id.to_owned()));
+    }
+
+    /// Call with the connection held, after the change is committed.
+    fn forget_all(&self) {
+        self.jobs.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 fn generic(e: impl std::error::Error + Send + Sync + 'static) -> JobStoreError {
@@ -79,6 +125,7 @@ impl SqliteJobStore {
         })?;
         Ok(SqliteJobStore {
             conn: Arc::new(Mutex::new(conn)),
+            cache: Arc::default(),
         })
     }
 
@@ -86,8 +133,16 @@ impl SqliteJobStore {
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, JobStoreError> + Send + 'static,
     ) -> Result<T, JobStoreError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || work(&mut lock(&conn)))
+        self.with_cache(|conn, _| work(conn)).await
+    }
+
+    /// Runs `work` on a blocking thread with the connection and the cache.
+    async fn with_cache<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &JobCache) -> Result<T, JobStoreError> + Send + 'static,
+    ) -> Result<T, JobStoreError> {
+        let (conn, cache) = (Arc::clone(&self.conn), Arc::clone(&self.cache));
+        tokio::task::spawn_blocking(move || work(&mut lock(&conn), &cache))
             .await
             .map_err(generic)?
     }
@@ -128,7 +183,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
 fn get(conn: &Connection, account: &str, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
     let sql = format!("SELECT {COLUMNS} FROM export_jobs WHERE account = ?1 AND job_id = ?2");
     Ok(conn
-        .query_row(&sql, params![account, job_id], job_from_row)
+        .prepare_cached(&sql)?
+        .query_row(params![account, job_id], job_from_row)
         .optional()?)
 }
 
@@ -213,8 +269,18 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+        if let Some(job) = self.cache.get(account.as_str(), job_id) {
+            return Ok(Some(job));
+        }
         let (account, job_id) = (account.to_string(), job_id.to_owned());
-        self.with(move |conn| get(conn, &account, &job_id)).await
+        self.with_cache(move |conn, cache| {
+            let job = get(conn, &account, &job_id)?;
+            if let Some(job) = &job {
+                cache.put(job);
+            }
+            Ok(job)
+        })
+        .await
     }
 
     async fn list(
@@ -264,7 +330,7 @@ impl JobStore for SqliteJobStore {
     ) -> Result<Option<(ExportJob, bool)>, JobStoreError> {
         let (account, job_id) = (account.to_string(), job_id.to_owned());
         let from: Vec<String> = from.iter().map(|s| s.as_str().to_owned()).collect();
-        self.with(move |conn| {
+        self.with_cache(move |conn, cache| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(job) = get(&tx, &account, &job_id)? else {
                 return Ok(None);
@@ -275,6 +341,7 @@ impl JobStore for SqliteJobStore {
             update_job(&tx, &account, &job_id, None, &to, &update)?;
             let job = get(&tx, &account, &job_id)?;
             tx.commit()?;
+            cache.forget(&account, &job_id);
             Ok(job.map(|j| (j, true)))
         })
         .await
@@ -282,7 +349,7 @@ impl JobStore for SqliteJobStore {
 
     async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
         let owner = owner.to_owned();
-        self.with(move |conn| {
+        self.with_cache(move |conn, cache| {
             let sql = format!(
                 "UPDATE export_jobs SET status = 'PROCESSING', lease_owner = ?1, lease_expires = ?2 \
                  WHERE (account, job_id) = (SELECT account, job_id FROM export_jobs \
@@ -290,9 +357,13 @@ impl JobStore for SqliteJobStore {
                    ORDER BY created, job_id LIMIT 1) \
                  RETURNING {COLUMNS}"
             );
-            Ok(conn
+            let job = conn
                 .query_row(&sql, params![owner, now + lease, now], job_from_row)
-                .optional()?)
+                .optional()?;
+            if let Some(job) = &job {
+                cache.forget(job.account.as_str(), &job.job_id);
+            }
+            Ok(job)
         })
         .await
     }
@@ -305,12 +376,13 @@ impl JobStore for SqliteJobStore {
         until: Millis,
     ) -> Result<bool, JobStoreError> {
         let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
-        self.with(move |conn| {
+        self.with_cache(move |conn, cache| {
             let n = conn.execute(
                 "UPDATE export_jobs SET lease_expires = ?4 \
                  WHERE account = ?1 AND job_id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3",
                 params![account, job_id, owner, until],
             )?;
+            cache.forget(&account, &job_id);
             Ok(n == 1)
         })
         .await
@@ -325,19 +397,21 @@ impl JobStore for SqliteJobStore {
         update: JobUpdate,
     ) -> Result<bool, JobStoreError> {
         let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
-        self.with(move |conn| {
+        self.with_cache(move |conn, cache| {
             let n = update_job(conn, &account, &job_id, Some(&owner), &to, &update)?;
+            cache.forget(&account, &job_id);
             Ok(n == 1)
         })
         .await
     }
 
     async fn requeue_processing(&self) -> Result<u64, JobStoreError> {
-        self.with(|conn| {
+        self.with_cache(|conn, cache| {
             let n = conn.execute(
                 "UPDATE export_jobs SET status = 'CREATED' WHERE status = 'PROCESSING'",
                 [],
             )?;
+            cache.forget_all();
             Ok(n as u64)
         })
         .await
@@ -360,11 +434,12 @@ impl JobStore for SqliteJobStore {
 
     async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
         let (account, job_id) = (account.to_string(), job_id.to_owned());
-        self.with(move |conn| {
+        self.with_cache(move |conn, cache| {
             conn.execute(
                 "UPDATE export_jobs SET output_key = NULL WHERE account = ?1 AND job_id = ?2",
                 params![account, job_id],
             )?;
+            cache.forget(&account, &job_id);
             Ok(())
         })
         .await
