@@ -254,6 +254,31 @@ async fn best_export(server: &Server, source: impl Fn() -> ExportDataSource) -> 
     best.expect("a run")
 }
 
+/// moto's S3 server on a free port, with the bucket `managed`.
+async fn moto() -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let child = tokio::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moto_server (pip install 'moto[server]')");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    while http_client().get(&endpoint).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http_client()
+        .put(format!("{endpoint}/managed"))
+        .send()
+        .await
+        .expect("bucket");
+    (child, endpoint)
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -300,11 +325,37 @@ fn wrk(url: &str, headers: &[(String, String)]) -> serde_json::Value {
 async fn run(args: &[String]) -> serde_json::Value {
     let data = &args[0];
     let dir = std::path::PathBuf::from(&args[1]);
-    let mut server_args = vec!["--rate-limits", "off", "--workers", "1"];
-    if let Some(url) = args.get(2) {
-        server_args.extend(["--database-url", url.as_str()]);
-    }
-    let server = Server::start_in(&dir, &server_args).await;
+    let mut server_args: Vec<String> = ["--rate-limits", "off", "--workers", "1"].map(str::to_owned).to_vec();
+    let mut env = Vec::new();
+    // PostgreSQL servers keep managed exports where every server can read
+    // them: an S3-compatible server (moto's), started here.
+    let _moto = match args.get(2) {
+        Some(url) => {
+            let (moto, endpoint) = moto().await;
+            server_args.extend(
+                [
+                    "--database-url",
+                    url,
+                    "--s3-endpoint-url",
+                    &endpoint,
+                    "--managed-bucket",
+                    "managed",
+                    "--signing-secret",
+                    "bench-signing-secret-of-at-least-32-bytes",
+                ]
+                .map(str::to_owned),
+            );
+            env.extend([
+                ("AWS_ACCESS_KEY_ID", "x"),
+                ("AWS_SECRET_ACCESS_KEY", "x"),
+                ("AWS_REGION", "us-east-1"),
+            ]);
+            Some(moto)
+        }
+        None => None,
+    };
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let server = Server::start_with_env(&dir, &server_args, &env).await;
     let pid = server.pid().expect("pid");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_mib(pid);

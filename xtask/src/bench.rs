@@ -238,8 +238,61 @@ fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options)
     for set in sets {
         render_set(&mut out, set, bare);
     }
+    out.push_str(ANALYSIS);
     out
 }
+
+/// Where the time goes: from `perf record` on the server during each phase
+/// (Debian's `linux-perf`), on this machine. Revisit when the tables move.
+const ANALYSIS: &str = "\
+## Where the time goes
+
+Profiles of the release server under the load above (`perf record -p PID`), and what was tried.
+
+- **GetExportJob.** Before this step a quarter of the server's time was context switches: every read
+  hopped to a blocking thread and queued behind the job store's one connection (held across fsyncs by
+  the workers), and parsed its SQL again. The SQLite job store now answers reads from a cache that
+  every change keeps true (one process serves a data dir; a change forgets what it touched while it
+  holds the connection), and request ids no longer cost a system call. What remains is hyper, SigV4
+  (deriving the signing key is four HMACs, then the canonical request and one more), the JSON body
+  and the log span. PostgreSQL's job store is shared by several servers, so it has no cache: one
+  round trip per call.
+- **Message-insights exports.** The scan is SQLite stepping through every row of the interval
+  (`sqlite3VdbeExec`, B-tree and record compares: most of what is left). Building records
+  (`from_utf8`, allocation) and joining each row to its message's text were half the time; now the
+  interval is scanned in two parts side by side, a row is judged on its own columns against the
+  filters and against the sample's bar (once 10,000 are kept, only rows whose sample key is below
+  the largest kept one can enter), and the text is read only for rows that pass. DuckDB reads only
+  the filtered columns, vectorised, on both cores; closing the rest of the gap needs the same:
+  narrow, dictionary-coded filter columns kept apart from the wide rows (a columnar file per settled
+  day), with the row store for the hot days.
+- **Ingest, live.** One writer: SQLite's B-tree inserts and WAL checksums on one thread, parsing on
+  another; four requests in flight are no faster than one. DuckDB derives the records in one
+  columnar pass with no per-event key; we keep every event under a unique key (a retry counts
+  once), update each record in place and keep the rollups, durably.
+- **Ingest, backfill.** Events and messages are keyed by message id, which is random when ids
+  are: every batch dirties pages all over a tree larger than the page cache, which spill
+  (`pagerStress`), are written to the WAL, synced and checkpointed; the server sits at 75 % CPU,
+  waiting on the disk the rest. Tried: 4 KiB pages (no change); a checkpoint every 512 MiB of WAL
+  instead of 64 MiB (+20 % ingest, slower exports: reverted). Next: keys that begin with the send
+  time (events and messages), with a narrow message-id index for `GetMessageInsights`, so a
+  backfill's window touches days of tree, not all of it.
+- **Metrics export, job time.** The query reads daily rollups (a millisecond); the rest is the
+  durability the job promises: the job's row committed, claimed, the file and its folder synced,
+  the end committed, each an fsync. Next: a claim that is not synced (a sole server requeues
+  `PROCESSING` jobs at start anyway).
+- **Memory.** Idle is mostly the allocator's arenas and the binary's pages (glibc's malloc idles at
+  12 MiB, but keeps 500 MiB after an ingest where mimalloc gives back all but about 130). In ingest:
+  each body in flight is held whole until its hash is checked (four of up to 32 MiB), read through
+  frame by frame and let go as it is parsed, one batch parsed ahead of the one being written, and the
+  writer's 32 MiB page cache. The export peak after an ingest is what the allocator has not yet
+  returned; an export on a fresh server peaks at about 70 MiB, whatever the data's size.
+- **PostgreSQL.** A scan right after a bulk load was joined to its messages one lookup at a time:
+  the planner's statistics were stale until autovacuum came. The store now refreshes them itself
+  every 250,000 events written (a hash join: half the time). Ingest makes seven round trips per
+  5,000 events; the time is PostgreSQL's inserts on random keys and its WAL. Next: `COPY` into a
+  staging table and one set-based merge per batch.
+";
 
 fn render_set(out: &mut String, set: &DataSet, bare: &Value) {
     let (s, d, p) = (&set.sqlite, &set.duck, &set.postgres);

@@ -149,6 +149,18 @@ impl InsightFilter {
         !self.from_email_address.is_empty() || !self.subject.is_empty()
     }
 
+    /// The filter without its text parts (from address, subject): as an
+    /// `Include` it passes whatever the full filter passes, and as an
+    /// `Exclude` it drops only what the full filter drops, so a row judged
+    /// by it without its text is ruled out for certain or still open.
+    pub fn without_text(&self) -> InsightFilter {
+        InsightFilter {
+            from_email_address: Vec::new(),
+            subject: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// Parses the model's filters; every bad value is reported.
     pub fn parse(filters: &MessageInsightsFilters) -> Result<InsightFilter, Vec<FilterError>> {
         let mut errors = Vec::new();

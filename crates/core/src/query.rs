@@ -84,7 +84,9 @@ pub struct InsightQuery {
 pub struct InsightSelection {
     /// Records scanned inside the interval.
     pub processed: u64,
-    /// Records that passed the filters.
+    /// Records that passed the filters, of those judged whole (a scan may
+    /// rule a row out before reading its text, when it could not enter
+    /// the sample anyway).
     pub matched: u64,
     /// At most `max_results` of them, in export order.
     pub records: Vec<InsightRecord>,
@@ -146,6 +148,18 @@ pub async fn select_insights(
             }
             matched.fetch_add(1, Ordering::Relaxed);
             sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
+        })
+    };
+    // Before a row's text is read: the other filters, and the bar (which
+    // does not depend on the text). Rows it rules out are not counted as
+    // matched: `matched` then counts the records judged whole.
+    let keep = {
+        let (include, exclude) = (query.include.without_text(), query.exclude.without_text());
+        let (bar, seed) = (Arc::clone(&bar), query.seed);
+        keep.with_check_before_text(move |fields| {
+            include.includes_fields(fields)
+                && !exclude.excludes_fields(fields)
+                && sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
         })
     };
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get());

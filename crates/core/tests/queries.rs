@@ -359,6 +359,44 @@ async fn max_results_takes_a_reproducible_uniform_sample_in_export_order() {
     assert_eq!(keys, sorted, "the sample is in export order");
     let again = run(7, 100).await;
     assert_eq!(again.records, a.records, "the same seed picks the same records");
+    // SQLite judges rows before building them (and before reading their
+    // text), in parts side by side: the same sample, text and all.
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = ses_export_core::backend::sqlite::SqliteEventStore::open(dir.path().join("e.sqlite")).expect("open");
+    let events = records
+        .iter()
+        .map(|r| parse_record(&r.to_string()).expect("record"))
+        .collect();
+    sqlite.write_batch(&account(), events).await.expect("ingest");
+    for (include, exclude) in [
+        (InsightFilter::default(), InsightFilter::default()),
+        (
+            filter(json!({"FromEmailAddress": ["*@example.com"]})),
+            InsightFilter::default(),
+        ),
+        (
+            filter(json!({"Isp": ["Gmail"]})),
+            filter(json!({"Subject": ["nothing*"]})),
+        ),
+    ] {
+        let query = InsightQuery {
+            interval: Interval::new(T0, T0 + D),
+            include,
+            exclude,
+            max_results: 100,
+            seed: 7,
+        };
+        let stop = Default::default();
+        let from_sqlite = select_insights(&sqlite, &account(), &query, &stop)
+            .await
+            .expect("sqlite");
+        let from_memory = select_insights(&store, &account(), &query, &stop)
+            .await
+            .expect("memory");
+        assert_eq!(from_sqlite.records, from_memory.records, "{query:?}");
+        assert_eq!(from_sqlite.records, a.records, "the filters keep every record");
+        assert_eq!(from_sqlite.processed, 500);
+    }
     let other = run(8, 100).await;
     assert_ne!(other.records, a.records, "another seed picks others");
     // Uniform: over many seeds every record is picked about max/total = 1/5 of the time.

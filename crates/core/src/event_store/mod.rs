@@ -29,9 +29,13 @@ pub type InsightStream = BoxStream<'static, Result<InsightRecord, StoreError>>;
 /// Which records a scan keeps, decided on their fields.
 #[derive(Clone)]
 pub struct RecordFilter {
-    keep: std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync>,
+    keep: Judge,
     reads_text: bool,
+    before_text: Option<Judge>,
 }
+
+/// A decision on a row's fields.
+type Judge = std::sync::Arc<dyn Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync>;
 
 impl RecordFilter {
     /// A filter that keeps what `keep` accepts. `reads_text` says whether
@@ -45,7 +49,35 @@ impl RecordFilter {
         RecordFilter {
             keep: std::sync::Arc::new(keep),
             reads_text,
+            before_text: None,
         }
+    }
+
+    /// Adds a check for rows judged before their text is read: `false`
+    /// when the filter would refuse the row whatever its text is. A
+    /// backend may then read the text only for rows that pass it.
+    pub fn with_check_before_text(
+        mut self,
+        check: impl Fn(crate::filter::FilterFields<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.before_text = Some(std::sync::Arc::new(check));
+        self
+    }
+
+    /// Whether a row whose text is not read yet can still be kept: the
+    /// check before text when there is one; without one, only a filter
+    /// that does not read text can tell.
+    pub fn may_keep_before_text(&self, fields: crate::filter::FilterFields<'_>) -> Option<bool> {
+        match (&self.before_text, self.reads_text) {
+            (Some(check), _) => Some(check(fields)),
+            (None, false) => Some((self.keep)(fields)),
+            (None, true) => None,
+        }
+    }
+
+    /// Whether a backend can judge rows before reading their text.
+    pub fn judges_before_text(&self) -> bool {
+        self.before_text.is_some() || !self.reads_text
     }
 
     pub fn keeps(&self, fields: crate::filter::FilterFields<'_>) -> bool {
@@ -61,6 +93,7 @@ impl fmt::Debug for RecordFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordFilter")
             .field("reads_text", &self.reads_text)
+            .field("checks_before_text", &self.before_text.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -606,7 +606,10 @@ fn stream_records(
             let mut stmt = conn.prepare(&sql)?;
             let mut text =
                 conn.prepare("SELECT from_address, subject FROM messages WHERE account = ?1 AND message_id = ?2")?;
-            let text_later = keep.as_ref().is_some_and(|(keep, _)| !keep.reads_text());
+            // Rows judged before their text is read: the text is fetched
+            // for the rows that may be kept, and the filter judges those
+            // whole.
+            let text_later = keep.as_ref().is_some_and(|(keep, _)| keep.judges_before_text());
             let mut rows = stmt.query(rusqlite::params![params.0, params.1, params.2])?;
             let mut chunk = Vec::with_capacity(SCAN_CHUNK);
             let mut read: u64 = 0;
@@ -621,20 +624,33 @@ fn stream_records(
                 }
                 if let Some((keep, control)) = &keep {
                     control.scanned.fetch_add(1, Ordering::Relaxed);
-                    if !keep.keeps(filter_fields(row)?) {
+                    let fields = filter_fields(row)?;
+                    let judged = if text_later {
+                        keep.may_keep_before_text(fields)
+                    } else {
+                        Some(keep.keeps(fields))
+                    };
+                    if judged == Some(false) {
                         continue;
                     }
                 }
                 let mut record = record_from_row(row)?;
-                if text_later
-                    && let Some((from, subject)) = text
+                if text_later {
+                    if let Some((from, subject)) = text
                         .query_row(rusqlite::params![params.0, record.message_id], |r| {
                             Ok((r.get(0)?, r.get(1)?))
                         })
                         .optional()?
-                {
-                    record.from_email_address = from;
-                    record.subject = subject;
+                    {
+                        record.from_email_address = from;
+                        record.subject = subject;
+                    }
+                    if keep
+                        .as_ref()
+                        .is_some_and(|(keep, _)| !keep.keeps(record.filter_fields()))
+                    {
+                        continue;
+                    }
                 }
                 chunk.push(record);
                 if chunk.len() == SCAN_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
@@ -734,7 +750,7 @@ impl EventStore for SqliteEventStore {
         keep: RecordFilter,
         control: Arc<ScanControl>,
     ) -> InsightStream {
-        let sql = if keep.reads_text() {
+        let sql = if !keep.judges_before_text() {
             format!(
                 "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
                  ORDER BY i.send_ts, i.message_id, i.destination"
