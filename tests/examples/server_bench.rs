@@ -26,7 +26,7 @@ use aws_sdk_sesv2::types::{
     DataFormat, DeliveryEventType, ExportDataSource, ExportDestination, ExportMetric, MessageInsightsDataSource,
     MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName, MetricNamespace, MetricsDataSource,
 };
-use ses_export_tests::{DEV, Server, http_client, sign};
+use ses_export_tests::{DEV, S3Server, Server, download, http_client, sign};
 
 /// 2024-01-01T00:00:00Z, where the generated messages start.
 const T0: i64 = 1_704_067_200;
@@ -216,14 +216,8 @@ async fn export(server: &Server, source: ExportDataSource) -> serde_json::Value 
         .and_then(|d| d.s3_url())
         .expect("a download URL")
         .to_owned();
-    let file = http_client()
-        .get(&url)
-        .send()
-        .await
-        .expect("download")
-        .bytes()
-        .await
-        .expect("file");
+    let (status, file) = download(&url).await;
+    assert_eq!(status, 200, "download");
     let seconds = started.elapsed().as_secs_f64();
     let job_seconds = match (job.created_timestamp(), job.completed_timestamp()) {
         (Some(a), Some(b)) => (b.to_millis().unwrap_or(0) - a.to_millis().unwrap_or(0)) as f64 / 1000.0,
@@ -253,31 +247,6 @@ async fn best_export(server: &Server, source: impl Fn() -> ExportDataSource) -> 
         }
     }
     best.expect("a run")
-}
-
-/// moto's S3 server on a free port, with the bucket `managed`.
-async fn moto() -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let child = tokio::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("moto_server (pip install 'moto[server]')");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    while http_client().get(&endpoint).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    http_client()
-        .put(format!("{endpoint}/managed"))
-        .send()
-        .await
-        .expect("bucket");
-    (child, endpoint)
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -332,7 +301,11 @@ async fn run(args: &[String]) -> serde_json::Value {
     // them: an S3-compatible server (moto's), started here.
     let _moto = match args.get(2) {
         Some(url) => {
-            let (moto, endpoint) = moto().await;
+            let moto = S3Server::start()
+                .await
+                .expect("moto_server (pip install 'moto[server]')");
+            moto.bucket("managed").await;
+            let endpoint = moto.endpoint.clone();
             server_args.extend(
                 [
                     "--database-url",

@@ -4,6 +4,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::rng;
+
 /// A random version-4 UUID, in its usual text form.
 pub fn uuid_v4() -> std::io::Result<String> {
     let mut b = [0u8; 16];
@@ -34,21 +36,12 @@ pub fn request_id() -> String {
         ]
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let high = mix(n ^ key[0]);
-    let low = mix(high ^ key[1]);
+    let high = rng::mix(n ^ key[0]);
+    let low = rng::mix(high ^ key[1]);
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&high.to_be_bytes());
     b[8..].copy_from_slice(&low.to_be_bytes());
     format_v4(b)
-}
-
-/// SplitMix64's finaliser: a bijection on 64 bits that spreads every input
-/// bit over the output.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn format_v4(mut b: [u8; 16]) -> String {
