@@ -107,10 +107,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(unknown)
         .layer(axum::middleware::from_fn(framing))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
-fn route<O: Serve>(router: Router<AppState>) -> Router<AppState> {
+fn route<O: Serve>(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
     let spec = O::spec();
     let method = match spec.method {
         "GET" => MethodFilter::GET,
@@ -552,7 +552,7 @@ fn base_url(headers: &HeaderMap) -> String {
 }
 
 async fn handle<O: Serve>(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -585,7 +585,13 @@ async fn handle<O: Serve>(
 /// `POST /_ses-export/v1/events`: JSON Lines of SES records, optionally
 /// gzip (`Content-Encoding: gzip`, or just gzip bytes), into the caller's
 /// account.
-async fn ingest(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let admitted = admit(&state, &method, &uri, &headers)?;
         // Bodies in flight are bounded before one more is read.
@@ -679,7 +685,7 @@ fn expanded_size(gzip: impl Read, bound: u64) -> u64 {
 
 /// `GET /_ses-export/v1/exports/{key}?X-Amz-Expires=..&X-Amz-Signature=..`:
 /// a managed export, by its pre-signed URL; anything else is 403.
-async fn download(State(state): State<AppState>, uri: Uri) -> Response {
+async fn download(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
     let key = sigv4::percent_decode(uri.path().strip_prefix(DOWNLOAD_PATH).unwrap_or_default());
     let query: BTreeMap<String, String> = uri
         .query()
@@ -712,7 +718,7 @@ async fn download(State(state): State<AppState>, uri: Uri) -> Response {
     response
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -9,6 +9,8 @@
 //! encodes once and does not normalise. Both are here, for AWS's test suite
 //! uses the S3 rules.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -89,6 +91,48 @@ pub struct Verifier {
     pub service: String,
     pub path_rules: PathRules,
     pub max_skew: Duration,
+    /// Signing keys already derived; shared by the verifier's clones.
+    pub keys: SigningKeys,
+}
+
+/// Signing keys by secret and scope. A key depends only on the secret,
+/// the day, the region and the service, so a client signing all day costs
+/// four HMACs once, not on every request. Bounded: the cache is emptied
+/// when it reaches [`SigningKeys::MAX`] entries.
+#[derive(Debug, Clone, Default)]
+pub struct SigningKeys(Arc<Mutex<HashMap<KeyScope, [u8; 32]>>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KeyScope {
+    secret: String,
+    date: String,
+    region: String,
+    service: String,
+}
+
+impl SigningKeys {
+    /// Entries kept at most.
+    pub const MAX: usize = 4096;
+
+    /// The key for `secret` in `credential`'s scope, derived once.
+    fn get(&self, secret: &str, credential: &Credential) -> [u8; 32] {
+        let scope = KeyScope {
+            secret: secret.to_owned(),
+            date: credential.date.clone(),
+            region: credential.region.clone(),
+            service: credential.service.clone(),
+        };
+        if let Some(key) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&scope) {
+            return *key;
+        }
+        let key = signing_key_bytes(secret, &credential.date, &credential.region, &credential.service);
+        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= Self::MAX {
+            keys.clear();
+        }
+        keys.insert(scope, key);
+        key
+    }
 }
 
 impl Verifier {
@@ -98,6 +142,7 @@ impl Verifier {
             service: "ses".to_owned(),
             path_rules: PathRules::NON_S3,
             max_skew: Duration::from_secs(15 * 60),
+            keys: SigningKeys::default(),
         }
     }
 
@@ -158,7 +203,7 @@ impl Verifier {
     ) -> Result<(), AuthError> {
         let parsed = &head.parsed;
         let credential = &parsed.credential;
-        let key = signing_key(head.secret, &credential.date, &credential.region, &credential.service);
+        let key = self.keys.get(head.secret, credential);
         // A signature of the wrong length cannot verify.
         let Ok(provided) = hex::decode(&parsed.signature) else {
             return Err(mismatch());
@@ -483,12 +528,16 @@ fn hmac(key: &[u8], data: &[u8]) -> Hmac<Sha256> {
 
 /// SigV4 step 3's key.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    signing_key_bytes(secret, date, region, service).to_vec()
+}
+
+fn signing_key_bytes(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes())
         .finalize()
         .into_bytes();
     let k_region = hmac(&k_date, region.as_bytes()).finalize().into_bytes();
     let k_service = hmac(&k_region, service.as_bytes()).finalize().into_bytes();
-    hmac(&k_service, b"aws4_request").finalize().into_bytes().to_vec()
+    hmac(&k_service, b"aws4_request").finalize().into_bytes().into()
 }
 
 /// The signature of a string to sign, as hex.

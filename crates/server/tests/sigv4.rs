@@ -160,6 +160,7 @@ fn aws_sigv4_test_suite() {
             service: "service".into(),
             path_rules: rules,
             max_skew: Duration::from_secs(900),
+            ..Verifier::ses()
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         assert_eq!(verifier.verify(&signed_request, SECRET, at), Ok(()), "{name}");
