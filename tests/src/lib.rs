@@ -104,6 +104,32 @@ impl Server {
         self.client_as(DEV.0, DEV.1)
     }
 
+    /// An SDK client of an HTTPS server that trusts only `ca_pem`.
+    pub fn client_trusting(&self, ca_pem: &str) -> aws_sdk_sesv2::Client {
+        use aws_smithy_http_client::tls;
+        let context = tls::TlsContext::builder()
+            .with_trust_store(
+                tls::TrustStore::empty()
+                    .with_native_roots(false)
+                    .with_pem_certificate(ca_pem.as_bytes()),
+            )
+            .build()
+            .expect("TLS context");
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_context(context)
+            .build_https();
+        let config = aws_sdk_sesv2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(DEV.0, DEV.1, None, None, "e2e"))
+            .http_client(http)
+            .retry_config(aws_sdk_sesv2::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_sesv2::Client::from_conf(config)
+    }
+
     pub fn client_as(&self, access_key: &str, secret: &str) -> aws_sdk_sesv2::Client {
         let config = aws_sdk_sesv2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -211,9 +237,89 @@ pub fn generated_lines(seed: u64, messages: u64) -> String {
 /// One HTTP client for the process, so connections are reused.
 pub fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| reqwest::Client::builder().build().expect("http client"))
-        .clone()
+    CLIENT.get_or_init(|| https_client(&[])).clone()
+}
+
+/// An HTTP client that trusts, for `https`, only the PEM certificates given.
+pub fn https_client(ca_pems: &[&str]) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+        }
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("http client")
+}
+
+/// A certificate authority made for one test (in a temporary folder), and
+/// a server certificate it signed for `127.0.0.1` and `localhost`.
+#[derive(Debug)]
+pub struct TestCa {
+    /// The CA's certificate, PEM.
+    pub ca_pem: String,
+    /// Where `ca_pem` is, for `--ca-bundle` and the like.
+    pub ca_path: PathBuf,
+    /// The server certificate (PEM) and its key, for `--tls-cert` / `--tls-key`.
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = params.self_signed(&key).expect("CA certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).expect("write CA");
+        let test_ca = TestCa {
+            ca_pem: ca.pem(),
+            ca_path,
+            cert_path: dir.path().join("server.pem"),
+            key_path: dir.path().join("server-key.pem"),
+            params,
+            key,
+            dir,
+        };
+        let (cert, key) = test_ca.issue(&["127.0.0.1", "localhost"]);
+        std::fs::write(&test_ca.cert_path, cert).expect("write certificate");
+        std::fs::write(&test_ca.key_path, key).expect("write key");
+        test_ca
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) signed by
+    /// this CA: (certificate PEM, private key PEM).
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).expect("certificate params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].clone());
+        let key = rcgen::KeyPair::generate().expect("key");
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The folder the CA's files are in (removed with it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// The SigV4 headers for a request to SES, signed with `aws-sigv4`.

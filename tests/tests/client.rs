@@ -22,6 +22,7 @@ fn client(server: &Server) -> Client {
             }),
         },
         retry: RetryPolicy::default(),
+        ca_bundle: None,
     })
     .expect("client")
 }

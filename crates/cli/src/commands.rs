@@ -26,12 +26,19 @@ fn client(cli: &Cli) -> Result<Client> {
             credentials: None,
         },
         retry: RetryPolicy::default(),
+        ca_bundle: cli.ca_bundle.clone(),
     };
     Client::new(config).map_err(|e| explain(&e, &cli.endpoint_url))
 }
 
 /// An error as a sentence that says what to do.
 fn explain(error: &Error, endpoint: &str) -> String {
+    if let Some(problem) = error.tls_problem() {
+        return format!(
+            "could not connect to {endpoint}: {problem}. If the server's certificate comes from your own CA, \
+             give that CA with --ca-bundle FILE (or AWS_CA_BUNDLE)."
+        );
+    }
     match error {
         Error::Transport { source, .. } if source.is_connect() => format!(
             "could not connect to {endpoint}: is ses-export-server running there? \

@@ -1,7 +1,7 @@
 //! The client: one generic, signed, retried call per operation, and the
 //! helpers built on it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
@@ -40,6 +40,10 @@ pub struct ClientConfig {
     pub endpoint: String,
     pub resolve: Resolve,
     pub retry: RetryPolicy,
+    /// For `https` endpoints: trust only the certificates in this PEM file
+    /// (the AWS CLI's `--ca-bundle`); else `AWS_CA_BUNDLE`, else the
+    /// platform's trust roots.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -49,6 +53,7 @@ impl ClientConfig {
             endpoint: endpoint.to_owned(),
             resolve: Resolve::default(),
             retry: RetryPolicy::default(),
+            ca_bundle: None,
         }
     }
 }
@@ -76,8 +81,14 @@ impl Client {
             .unwrap_or_default()
             .to_owned();
         let resolved = credentials::resolve(&config.resolve).map_err(Error::Config)?;
+        let ca_bundle = config.ca_bundle.or_else(|| {
+            std::env::var_os("AWS_CA_BUNDLE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(crate::tls::client_config(ca_bundle.as_deref())?)
             .build()
             .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
         Ok(Client {

@@ -64,6 +64,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// When the endpoint could not be reached because of TLS (a certificate
+    /// not trusted, a handshake refused): what went wrong, in a sentence.
+    pub fn tls_problem(&self) -> Option<String> {
+        match self {
+            Error::Transport { source, .. } => crate::tls::certificate_problem(source),
+            _ => None,
+        }
+    }
+
     /// The service error, if that is what this is.
     pub fn service(&self) -> Option<&ServiceError> {
         match self {
@@ -82,7 +91,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Service(e) => write!(f, "{}: {}", e.kind.name(), e.message),
-            Error::Transport { endpoint, source } => write!(f, "could not reach {endpoint}: {source}"),
+            Error::Transport { endpoint, source } => match crate::tls::certificate_problem(source) {
+                Some(problem) => write!(f, "could not reach {endpoint}: {problem}"),
+                None => write!(f, "could not reach {endpoint}: {source}"),
+            },
             Error::Config(message) | Error::Decode(message) => f.write_str(message),
             Error::Io(e) => write!(f, "{e}"),
         }

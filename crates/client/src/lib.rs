@@ -15,6 +15,7 @@
 mod client;
 pub mod credentials;
 mod error;
+mod tls;
 
 pub use client::{Client, ClientConfig, RetryPolicy};
 pub use error::{Error, ErrorKind, ServiceError};

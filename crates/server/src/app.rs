@@ -45,6 +45,11 @@ pub struct AppState {
     /// Ingest bodies in flight; a request that finds none free is 429.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Where download URLs point: `--public-url`, or this server as the
+    /// caller reached it.
+    pub public_url: Option<String>,
+    /// Whether this server serves HTTPS (download URLs then say `https`).
+    pub tls: bool,
 }
 
 /// Request counts for `/metrics`.
@@ -135,7 +140,8 @@ pub struct Caller {
     pub account: AccountId,
     /// The buckets the caller may name in `S3Url`.
     pub buckets: Arc<BucketAccess>,
-    /// `http://host:port` as the caller reached us, for download URLs.
+    /// `http(s)://host:port` as the caller reached us (or `--public-url`),
+    /// for download URLs.
     pub base_url: String,
 }
 
@@ -543,12 +549,16 @@ impl<'a> Admitted<'a> {
     }
 }
 
-fn base_url(headers: &HeaderMap) -> String {
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.clone();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let scheme = if state.tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 async fn handle<O: Serve>(
@@ -570,7 +580,7 @@ async fn handle<O: Serve>(
         let caller = Caller {
             account: identity.account.clone(),
             buckets: Arc::clone(&identity.buckets),
-            base_url: base_url(&headers),
+            base_url: base_url(&state, &headers),
         };
         let output = O::serve(&state.service, &caller, input).await?;
         let status = StatusCode::from_u16(O::spec().success_status).unwrap_or(StatusCode::OK);

@@ -130,6 +130,22 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_MIN_JOB_DURATION_MS", default_value_t = 0)]
     pub min_job_duration_ms: u64,
 
+    /// Serve HTTPS with this certificate chain (PEM, the server's first);
+    /// needs --tls-key.
+    #[arg(long, env = "SES_EXPORT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SES_EXPORT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The URL clients reach this server at, when a proxy or load balancer
+    /// stands in front of it (`https://exports.example.com`): download URLs
+    /// begin with it. Default: the scheme this server serves and the Host
+    /// the client sent.
+    #[arg(long, env = "SES_EXPORT_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, env = "SES_EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -151,4 +167,19 @@ pub enum S3Backend {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `http(s)://host[:port][/path]`, kept without a trailing slash.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or("must begin with http:// or https://")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("has no host".to_owned());
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err("must not hold a query, a fragment or a space".to_owned());
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }

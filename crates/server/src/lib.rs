@@ -10,5 +10,6 @@ pub mod config;
 pub mod credentials;
 mod run;
 pub mod sigv4;
+mod tls;
 
 pub use run::{build_state, run};

@@ -119,6 +119,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         body_timeout: Duration::from_secs(config.body_timeout),
         ingest_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_inflight as usize)),
         metrics: Arc::new(Metrics::default()),
+        public_url: config.public_url.clone(),
+        tls: config.tls_cert.is_some(),
     })
 }
 
@@ -289,6 +291,10 @@ fn warn_if_readable_by_others(path: &Path) {
 /// `--shutdown-timeout`: no new connections, requests in flight finish,
 /// workers stop at their next safe point, the databases are closed.
 pub async fn run(config: Config) -> Result<(), String> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let state = build_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -312,12 +318,13 @@ pub async fn run(config: Config) -> Result<(), String> {
         stopped,
     ));
 
-    println!("listening on http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
     tracing::info!(%address, workers, data_dir = %config.data_dir.display(), "ses-export-server started");
 
     let service = Arc::clone(&state.service);
-    let graceful = serve(listener, app(state), &config, shutdown_signal()).await;
+    let graceful = serve(listener, app(state), tls, &config, shutdown_signal()).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_timeout);
     tracing::info!("shutting down: finishing requests in flight, stopping jobs at a safe point");
@@ -343,6 +350,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> GracefulShutdown {
@@ -354,6 +362,7 @@ async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(config.header_timeout))
         .keep_alive(true);
+    let handshake_timeout = Duration::from_secs(config.header_timeout);
     tokio::pin!(shutdown);
     loop {
         // A connection is accepted only when one of the slots is free.
@@ -378,11 +387,35 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(slot);
-        });
+        match &tls {
+            None => {
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake is bounded like a header block: a client
+                // that opens a connection and says nothing holds a slot for
+                // at most --header-timeout.
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let _ = watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     graceful
 }
