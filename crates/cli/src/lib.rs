@@ -36,7 +36,13 @@ pub struct Cli {
 
     /// A PEM file of the certificate authorities to trust for an https
     /// endpoint, instead of the system's (as the AWS CLI's --ca-bundle).
-    #[arg(long, global = true, env = "AWS_CA_BUNDLE", hide_env_values = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_CA_BUNDLE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub ca_bundle: Option<PathBuf>,
 
     /// How to print answers (default: table on a terminal, json otherwise).

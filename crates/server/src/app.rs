@@ -18,7 +18,6 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use ses_export_core::AccountId;
 use ses_export_core::destination::BucketAccess;
-use ses_export_core::ingest::IngestFailure;
 use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
 use ses_export_model::AuthErrorCode;
 use ses_export_model::error::ErrorBody;
@@ -29,8 +28,12 @@ use sha2::{Digest, Sha256};
 use crate::credentials::{Credentials, Identity};
 use crate::sigv4::{self, AuthError, SignedHead, Verifier};
 
+mod intake;
+
 /// Where the ingest endpoint is.
 pub const INGEST_PATH: &str = "/_ses-export/v1/events";
+/// Where an Amazon Data Firehose HTTP endpoint destination delivers.
+pub const FIREHOSE_PATH: &str = "/_ses-export/v1/firehose";
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -103,7 +106,8 @@ pub fn app(state: AppState) -> Router {
     let router = route::<operation::GetMessageInsights>(router);
     let router = route::<operation::BatchGetMetricData>(router);
     router
-        .route(INGEST_PATH, post(ingest).fallback(method_not_allowed))
+        .route(INGEST_PATH, post(intake::events).fallback(method_not_allowed))
+        .route(FIREHOSE_PATH, post(intake::firehose).fallback(method_not_allowed))
         .route(
             &format!("{DOWNLOAD_PATH}{{*key}}"),
             get(download).fallback(method_not_allowed),
@@ -590,107 +594,6 @@ async fn handle<O: Serve>(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     state.metrics.count(name, response.status());
     response
-}
-
-/// `POST /_ses-export/v1/events`: JSON Lines of SES records, optionally
-/// gzip (`Content-Encoding: gzip`, or just gzip bytes), into the caller's
-/// account.
-async fn ingest(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let result = async {
-        let admitted = admit(&state, &method, &uri, &headers)?;
-        // Bodies in flight are bounded before one more is read.
-        let Ok(_slot) = Arc::clone(&state.ingest_slots).try_acquire_owned() else {
-            return Err(WireError::of(
-                ErrorCode::TooManyRequestsException,
-                "Too many ingest requests are in flight; retry later.",
-            ));
-        };
-        let (identity, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
-        let account = identity.account.clone();
-        let gzip = body.starts_with(&[0x1f, 0x8b]);
-        if gzip {
-            // Measure the expanded size before keeping anything, so an
-            // over-large body is refused whole.
-            let bound = state.max_ingest_bytes as u64 * 16;
-            let bytes = body.clone();
-            let size = tokio::task::spawn_blocking(move || expanded_size(bytes, bound))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            if size > bound {
-                return Err(WireError::bad_request(format!(
-                    "The decompressed body is larger than the limit of {bound} bytes."
-                )));
-            }
-        }
-        let input = ses_export_core::event::open_events(body)
-            .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
-        let store = state.service.events().clone();
-        let report = ses_export_core::ingest::ingest(
-            &*store,
-            &account,
-            input,
-            ses_export_core::ingest::DEFAULT_BATCH,
-            &|_| {},
-        )
-        .await;
-        let count = |report: &ses_export_core::ingest::IngestReport| {
-            let mut counts = state.metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
-            counts[0] += report.accepted;
-            counts[1] += report.duplicates;
-            counts[2] += report.rejected;
-        };
-        match report {
-            Ok(report) => {
-                count(&report);
-                Ok(json_response(StatusCode::OK, &report))
-            }
-            Err(e) => {
-                // What was kept before the failure stays kept; say how much.
-                count(&e.report);
-                let mut error = match e.cause {
-                    IngestFailure::Read(read) => WireError::bad_request(format!(
-                        "The body could not be read past a point: {read}. The events before it were kept."
-                    )),
-                    IngestFailure::Store(store) => {
-                        let mut error = WireError::from(ServiceError::Internal(store.to_string()));
-                        error.message.push_str(" The events counted as accepted were kept.");
-                        error
-                    }
-                };
-                error.extra = match serde_json::to_value(&e.report) {
-                    Ok(serde_json::Value::Object(members)) => Some(members),
-                    _ => None,
-                };
-                Err(error)
-            }
-        }
-    }
-    .await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state.metrics.count("Ingest", response.status());
-    response
-}
-
-/// The size `gzip` expands to, reading at most `bound + 1` bytes of it. A
-/// stream that breaks counts up to the break: the ingest then keeps the
-/// lines before it and reports the rest.
-fn expanded_size(gzip: impl Read, bound: u64) -> u64 {
-    let mut decoder = ses_export_core::event::gzip_reader(gzip).take(bound + 1);
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    while let Ok(n) = decoder.read(&mut buffer) {
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-    }
-    total
 }
 
 /// `GET /_ses-export/v1/exports/{key}?X-Amz-Expires=..&X-Amz-Signature=..`:

@@ -29,6 +29,13 @@ struct Entry {
     /// none when absent.
     #[serde(default)]
     s3_buckets: Vec<String>,
+    /// Secrets that authorise only event intake into the account (Firehose's
+    /// access key, an EventBridge API destination's `x-api-key`).
+    #[serde(default)]
+    intake_keys: Vec<String>,
+    /// SNS topics whose notifications are the account's events.
+    #[serde(default)]
+    sns_topic_arns: Vec<String>,
 }
 
 /// What an access key stands for.
@@ -39,27 +46,46 @@ pub struct Identity {
     pub buckets: Arc<BucketAccess>,
 }
 
-/// Access key id to its identity.
-#[derive(Clone)]
-pub struct Credentials(HashMap<String, Identity>);
+/// Access key id to its identity; intake keys and SNS topics to their
+/// accounts.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    keys: HashMap<String, Identity>,
+    /// SHA-256 of each intake key: a lookup's timing tells nothing about
+    /// the keys, and the keys themselves are not kept.
+    intake: HashMap<[u8; 32], AccountId>,
+    topics: HashMap<String, AccountId>,
+}
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("keys", &self.0.len()).finish()
+        f.debug_struct("Credentials")
+            .field("keys", &self.keys.len())
+            .field("intake_keys", &self.intake.len())
+            .field("sns_topics", &self.topics.len())
+            .finish()
     }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 impl Credentials {
     /// Access key `test`, secret `test`, account `000000000000`.
     pub fn development() -> Self {
-        Credentials(HashMap::from([(
-            DEVELOPMENT_KEY.to_owned(),
-            Identity {
-                secret: DEVELOPMENT_KEY.to_owned(),
-                account: AccountId::development(),
-                buckets: Arc::new(BucketAccess::Any),
-            },
-        )]))
+        Credentials {
+            keys: HashMap::from([(
+                DEVELOPMENT_KEY.to_owned(),
+                Identity {
+                    secret: DEVELOPMENT_KEY.to_owned(),
+                    account: AccountId::development(),
+                    buckets: Arc::new(BucketAccess::Any),
+                },
+            )]),
+            ..Credentials::default()
+        }
     }
 
     /// Reads a credentials file; says which entry is wrong when one is.
@@ -71,6 +97,8 @@ impl Credentials {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut map = HashMap::new();
+        let mut intake = HashMap::new();
+        let mut topics = HashMap::new();
         for (i, entry) in file.credentials.into_iter().enumerate() {
             let account: AccountId = entry
                 .account_id
@@ -81,6 +109,31 @@ impl Credentials {
             }
             let buckets = BucketAccess::only(entry.s3_buckets)
                 .map_err(|e| format!("credentials entry {}: s3_buckets: {e}", i + 1))?;
+            for key in entry.intake_keys {
+                if key.trim().is_empty() {
+                    return Err(format!("credentials entry {}: an empty intake key", i + 1));
+                }
+                if intake.insert(digest(&key), account.clone()).is_some() {
+                    return Err(format!("credentials entry {}: an intake key appears twice", i + 1));
+                }
+            }
+            for arn in entry.sns_topic_arns {
+                if !is_topic_arn(&arn) {
+                    return Err(format!(
+                        "credentials entry {}: sns_topic_arns: {arn:?} is not an SNS topic ARN \
+                         (arn:aws:sns:REGION:ACCOUNT:NAME)",
+                        i + 1
+                    ));
+                }
+                if let Some(other) = topics.insert(arn.clone(), account.clone())
+                    && other != account
+                {
+                    return Err(format!(
+                        "credentials entry {}: topic {arn} is listed for two accounts",
+                        i + 1
+                    ));
+                }
+            }
             let identity = Identity {
                 secret: entry.secret_access_key,
                 account,
@@ -93,13 +146,40 @@ impl Credentials {
         if map.is_empty() {
             return Err("no [[credentials]] entries".to_owned());
         }
-        Ok(Credentials(map))
+        Ok(Credentials {
+            keys: map,
+            intake,
+            topics,
+        })
     }
 
     /// What `access_key` stands for.
     pub fn get(&self, access_key: &str) -> Option<&Identity> {
-        self.0.get(access_key)
+        self.keys.get(access_key)
     }
+
+    /// The account an intake key feeds.
+    pub fn intake_account(&self, key: &str) -> Option<&AccountId> {
+        self.intake.get(&digest(key))
+    }
+
+    /// The account whose events an SNS topic carries.
+    pub fn topic_account(&self, topic_arn: &str) -> Option<&AccountId> {
+        self.topics.get(topic_arn)
+    }
+}
+
+/// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`.
+fn is_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[5].is_empty()
 }
 
 #[cfg(test)]
@@ -132,6 +212,32 @@ mod tests {
         let bad_account = ok.replace("111111111111", "1111");
         assert!(Credentials::parse(&bad_account).expect_err("bad").contains("entry 1"));
         assert!(Credentials::parse("").is_err());
+        let intake = ok.replace(
+            "\"111111111111\"\n",
+            "\"111111111111\"\nintake_keys = [\"firehose-key-1\"]\nsns_topic_arns = [\"arn:aws:sns:us-east-1:111111111111:ses-events\"]\n",
+        );
+        let parsed = Credentials::parse(&intake).expect("intake keys");
+        assert_eq!(
+            parsed.intake_account("firehose-key-1").map(AccountId::as_str),
+            Some("111111111111")
+        );
+        assert!(parsed.intake_account("firehose-key-2").is_none());
+        assert!(
+            parsed.intake_account("AKIAEXAMPLE1").is_none(),
+            "an access key is no intake key"
+        );
+        assert_eq!(
+            parsed
+                .topic_account("arn:aws:sns:us-east-1:111111111111:ses-events")
+                .map(AccountId::as_str),
+            Some("111111111111")
+        );
+        let bad_topic = intake.replace("arn:aws:sns:us-east-1:111111111111:ses-events", "ses-events");
+        assert!(
+            Credentials::parse(&bad_topic)
+                .expect_err("bad arn")
+                .contains("sns_topic_arns")
+        );
         assert!(
             Credentials::parse(&format!("{ok}{ok}"))
                 .expect_err("twice")

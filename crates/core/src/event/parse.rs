@@ -27,6 +27,10 @@ struct RawRecord {
     /// An SNS notification carries the record as text in `Message`.
     #[serde(rename = "Message")]
     sns_message: Option<String>,
+    /// An EventBridge event carries the record in `detail`, from the
+    /// `source` `aws.ses`.
+    detail: Option<Box<RawRecord>>,
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -115,15 +119,25 @@ fn check_bounds(mail: &Mail, named: usize) -> Result<(), String> {
 }
 
 /// Parses one record: an SES event-publishing record, an SES notification
-/// (`notificationType`), or an SNS notification wrapping either.
+/// (`notificationType`), or either in an SNS notification's `Message` or an
+/// EventBridge event's `detail`.
 pub fn parse_record(text: &str) -> Result<SesEvent, String> {
     let raw = raw_record(text)?;
-    if raw.event_type.is_none()
-        && raw.notification_type.is_none()
-        && let Some(inner) = &raw.sns_message
-    {
+    if raw.event_type.is_some() || raw.notification_type.is_some() {
+        return event(raw);
+    }
+    if let Some(inner) = &raw.sns_message {
         let raw = raw_record(inner).map_err(|e| format!("SNS notification whose Message is {e}"))?;
         return event(raw);
+    }
+    if let Some(detail) = raw.detail {
+        return match raw.source.as_deref() {
+            Some("aws.ses") => event(*detail).map_err(|e| format!("EventBridge event whose detail is {e}")),
+            other => Err(format!(
+                "an EventBridge event from source {}, not aws.ses",
+                other.map_or_else(|| "(none)".to_owned(), |s| format!("{s:?}"))
+            )),
+        };
     }
     event(raw)
 }

@@ -1,0 +1,351 @@
+//! Event intake: `POST /_ses-export/v1/events` (SigV4-signed, or with an
+//! intake key in `x-api-key`, as an EventBridge API destination sends it)
+//! and `POST /_ses-export/v1/firehose` (an Amazon Data Firehose HTTP
+//! endpoint destination, in the protocol AWS specifies).
+//!
+//! Both authenticate from the head before a byte of the body is read, hold
+//! one of the ingest slots while they read and store, and store through
+//! the one ingest path: events are idempotent, so a retried delivery
+//! counts its events as duplicates, never twice.
+
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use ses_export_core::AccountId;
+use ses_export_core::ingest::{IngestError, IngestFailure, IngestReport};
+use ses_export_core::service::ServiceError;
+use ses_export_model::{AuthErrorCode, ErrorCode};
+
+use super::{AppState, ReadBody, WireError, admit, json_response, read_body};
+
+/// The header an EventBridge API destination (API key authorization)
+/// carries the intake key in.
+const API_KEY: &str = "x-api-key";
+/// The header Firehose carries an HTTP endpoint's access key in.
+const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
+const FIREHOSE_REQUEST_ID: &str = "x-amz-firehose-request-id";
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// `POST /_ses-export/v1/events`: JSON Lines of SES records (each may be
+/// wrapped in SNS's or EventBridge's envelope), optionally gzip
+/// (`Content-Encoding: gzip`, or just gzip bytes), into the caller's account.
+pub(super) async fn events(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let signed =
+            headers.contains_key(header::AUTHORIZATION) || uri.query().is_some_and(|q| q.contains("X-Amz-Signature="));
+        let (account, body, _slot) = match headers.get(API_KEY) {
+            Some(key) if !signed => {
+                let account = intake_account(&state, key.to_str().unwrap_or_default()).ok_or_else(|| {
+                    WireError::forbidden(AuthErrorCode::UnrecognizedClient.name(), "The intake key is not valid.")
+                })?;
+                let slot = ingest_slot(&state)?;
+                let (body, _) = read_body(&headers, body, state.max_ingest_bytes, state.body_timeout).await?;
+                (account, body, slot)
+            }
+            _ => {
+                let admitted = admit(&state, &method, &uri, &headers)?;
+                let slot = ingest_slot(&state)?;
+                let (identity, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
+                (identity.account.clone(), body, slot)
+            }
+        };
+        check_gzip_size(&body, state.max_ingest_bytes as u64 * 16).await?;
+        let input = ses_export_core::event::open_events(body)
+            .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
+        match store(&state, &account, input).await {
+            Ok(report) => Ok(json_response(StatusCode::OK, &report)),
+            Err(e) => Err(ingest_error(e)),
+        }
+    }
+    .await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    state.metrics.count("Ingest", response.status());
+    response
+}
+
+/// The account an intake key feeds.
+fn intake_account(state: &AppState, key: &str) -> Option<AccountId> {
+    state.credentials.intake_account(key).cloned()
+}
+
+/// One of the ingest slots, or 429 when all are taken.
+fn ingest_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, WireError> {
+    Arc::clone(&state.ingest_slots).try_acquire_owned().map_err(|_| {
+        WireError::of(
+            ErrorCode::TooManyRequestsException,
+            "Too many ingest requests are in flight; retry later.",
+        )
+    })
+}
+
+/// Refuses a gzip body that expands past `bound`, before anything of it
+/// is kept, so an over-large body is refused whole.
+async fn check_gzip_size(body: &ReadBody, bound: u64) -> Result<(), WireError> {
+    if !body.starts_with(&GZIP_MAGIC) {
+        return Ok(());
+    }
+    let bytes = body.clone();
+    let size = tokio::task::spawn_blocking(move || expanded_size(bytes, bound))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    if size > bound {
+        return Err(WireError::bad_request(format!(
+            "The decompressed body is larger than the limit of {bound} bytes."
+        )));
+    }
+    Ok(())
+}
+
+/// Stores `input`'s lines into `account`, counting what became of them.
+async fn store<R: BufRead + Send + 'static>(
+    state: &AppState,
+    account: &AccountId,
+    input: R,
+) -> Result<IngestReport, IngestError> {
+    let store = state.service.events().clone();
+    let result =
+        ses_export_core::ingest::ingest(&*store, account, input, ses_export_core::ingest::DEFAULT_BATCH, &|_| {}).await;
+    let report = match &result {
+        Ok(report) => report,
+        Err(e) => &e.report,
+    };
+    let mut counts = state.metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
+    counts[0] += report.accepted;
+    counts[1] += report.duplicates;
+    counts[2] += report.rejected;
+    drop(counts);
+    result
+}
+
+/// An ingest that stopped partway, as the events endpoint answers it: what
+/// was kept stays kept, and the answer says how much.
+fn ingest_error(e: IngestError) -> WireError {
+    let mut error = match e.cause {
+        IngestFailure::Read(read) => WireError::bad_request(format!(
+            "The body could not be read past a point: {read}. The events before it were kept."
+        )),
+        IngestFailure::Store(store) => {
+            let mut error = WireError::from(ServiceError::Internal(store.to_string()));
+            error.message.push_str(" The events counted as accepted were kept.");
+            error
+        }
+    };
+    error.extra = match serde_json::to_value(&e.report) {
+        Ok(serde_json::Value::Object(members)) => Some(members),
+        _ => None,
+    };
+    error
+}
+
+/// The size `gzip` expands to, reading at most `bound + 1` bytes of it. A
+/// stream that breaks counts up to the break: the ingest then keeps the
+/// lines before it and reports the rest.
+fn expanded_size(gzip: impl Read, bound: u64) -> u64 {
+    let mut decoder = ses_export_core::event::gzip_reader(gzip).take(bound + 1);
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    while let Ok(n) = decoder.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    total
+}
+
+/// A Firehose delivery: `{"requestId", "timestamp", "records": [{"data"}]}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FirehoseRequest {
+    request_id: String,
+    #[allow(dead_code)]
+    timestamp: Option<i64>,
+    records: Vec<FirehoseRecord>,
+}
+
+#[derive(Deserialize)]
+struct FirehoseRecord {
+    /// Base64 of what the producer (SES) put: one record, a JSON object.
+    data: String,
+}
+
+/// Firehose's answer: `{"requestId", "timestamp"}`, and `errorMessage`
+/// when the status is not 200 (Firehose then retries, and in the end
+/// backs the records up to S3).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FirehoseResponse {
+    request_id: String,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn firehose_answer(status: StatusCode, request_id: String, error: Option<String>) -> Response {
+    let body = FirehoseResponse {
+        request_id,
+        timestamp: now_millis(),
+        error_message: error,
+    };
+    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `POST /_ses-export/v1/firehose`: an Amazon Data Firehose HTTP endpoint
+/// destination. `X-Amz-Firehose-Access-Key` is an intake key; the body is
+/// JSON (gzip with `Content-Encoding: gzip`) whose records each hold one SES
+/// record in base64. Errors are answered in Firehose's shape.
+pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    // Until the body says otherwise, the request id is the header's.
+    let mut request_id = headers
+        .get(FIREHOSE_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let result = firehose_deliver(&state, &headers, body, &mut request_id).await;
+    let response = match result {
+        Ok(report) if report.rejected == 0 => firehose_answer(StatusCode::OK, request_id, None),
+        Ok(report) => {
+            // Kept what it could; the rest is refused, so Firehose keeps
+            // those records (retried, then backed up to S3), not us.
+            let first = report
+                .errors
+                .first()
+                .map(|e| format!(" The first, record {}: {}", e.line, e.reason))
+                .unwrap_or_default();
+            tracing::warn!(
+                accepted = report.accepted,
+                rejected = report.rejected,
+                "a Firehose delivery held records that are not SES events"
+            );
+            firehose_answer(
+                StatusCode::BAD_REQUEST,
+                request_id,
+                Some(format!(
+                    "{} of the records are not SES event records and were not kept; the other {} were.{first}",
+                    report.rejected,
+                    report.accepted + report.duplicates
+                )),
+            )
+        }
+        Err((status, message)) => firehose_answer(status, request_id, Some(message)),
+    };
+    state.metrics.count("Firehose", response.status());
+    response
+}
+
+async fn firehose_deliver(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &mut String,
+) -> Result<IngestReport, (StatusCode, String)> {
+    let key = headers
+        .get(FIREHOSE_ACCESS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .ok_or((
+            StatusCode::UNAUTHORIZED,
+            "No access key: set the HTTP endpoint's access key to one of the account's intake keys.".to_owned(),
+        ))?;
+    let account = intake_account(state, key).ok_or((
+        StatusCode::FORBIDDEN,
+        "The access key is not an intake key of any account.".to_owned(),
+    ))?;
+    let _slot = ingest_slot(state).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
+    let (body, _) = read_body(headers, body, state.max_ingest_bytes, state.body_timeout)
+        .await
+        .map_err(|e| (firehose_status(&e), e.message))?;
+    // The JSON of a delivery is its records in base64 (4/3 of their size)
+    // and a little more; twice the ingest limit bounds it whatever the
+    // compression.
+    let bound = state.max_ingest_bytes as u64 * 2;
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+        || body.starts_with(&GZIP_MAGIC);
+    let delivery = tokio::task::spawn_blocking(move || {
+        let reader: Box<dyn Read + Send> = if gzip {
+            Box::new(ses_export_core::event::gzip_reader(body))
+        } else {
+            Box::new(body)
+        };
+        let mut limited = reader.take(bound + 1);
+        let mut json = Vec::new();
+        limited
+            .read_to_end(&mut json)
+            .map_err(|e| format!("The gzip body could not be read: {e}"))?;
+        if json.len() as u64 > bound {
+            return Err(format!(
+                "The decompressed body is larger than the limit of {bound} bytes."
+            ));
+        }
+        let delivery: FirehoseRequest = serde_json::from_slice(&json).map_err(|e| {
+            format!("The body is not a Firehose delivery ({{\"requestId\", \"timestamp\", \"records\"}}): {e}")
+        })?;
+        drop(json);
+        Ok(delivery)
+    })
+    .await
+    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
+    *request_id = delivery.request_id;
+    // The records' data, one after another, as the lines of one ingest; a
+    // record that is not base64 is a line that says so, rejected like any
+    // other line that is not an SES record.
+    let mut lines = Vec::new();
+    for record in delivery.records {
+        match base64::engine::general_purpose::STANDARD.decode(record.data.trim()) {
+            // SES puts one record per Firehose record; a producer that
+            // puts several puts them as JSON Lines, which read the same.
+            Ok(data) => {
+                lines.extend_from_slice(&data);
+                if !data.ends_with(b"\n") {
+                    lines.push(b'\n');
+                }
+            }
+            Err(e) => lines.extend_from_slice(format!("record data is not base64: {e}\n").as_bytes()),
+        }
+    }
+    store(state, &account, std::io::Cursor::new(lines))
+        .await
+        .map_err(|e| match e.cause {
+            IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
+            IngestFailure::Store(store) => {
+                tracing::error!(error = %store, "a Firehose delivery could not be stored");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The events could not be stored; retry.".to_owned(),
+                )
+            }
+        })
+}
+
+fn firehose_status(error: &WireError) -> StatusCode {
+    if error.message.contains("larger than the limit") {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        error.status
+    }
+}
