@@ -17,7 +17,7 @@ pub const DEV: (&str, &str) = ("test", "test");
 #[derive(Debug)]
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when it serves TLS)
     pub url: String,
     pub data_dir: PathBuf,
     /// Keeps a temporary data dir alive as long as the server.
@@ -171,7 +171,10 @@ impl Server {
 
     /// `127.0.0.1:PORT`, for raw sockets.
     pub fn address(&self) -> String {
-        self.url.trim_start_matches("http://").to_owned()
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
     }
 
     /// The SigV4 headers (`host` included) for `method path` over `body`,

@@ -202,3 +202,21 @@ async fn bad_tls_files_are_named_at_start() {
         .expect("run the server");
     assert_eq!(alone.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_stalled_handshake_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new("ses-export test CA");
+    let server = tls_server(&ca, &["--header-timeout", "1"]).await;
+    // A client that connects and never says hello holds its connection for
+    // the header timeout, not for ever.
+    let mut stalled = tokio::net::TcpStream::connect(server.address()).await.expect("connect");
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stalled.read(&mut buffer))
+        .await
+        .expect("the server closes a silent connection within seconds");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The server still serves everyone else.
+    let client = server.client_trusting(&ca.ca_pem);
+    client.list_export_jobs().send().await.expect("ListExportJobs");
+}
