@@ -35,6 +35,22 @@ pub fn cli_binary() -> PathBuf {
     binary("ses-export-cli", "ses-export")
 }
 
+/// `ses-export --endpoint-url ENDPOINT --output json` with the development
+/// credential and nothing of the machine's AWS settings (no shared files,
+/// no profile, no CA bundle), for a test to add its arguments to.
+pub fn cli_command(endpoint: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(cli_binary());
+    command
+        .args(["--endpoint-url", endpoint, "--output", "json"])
+        .env("AWS_ACCESS_KEY_ID", DEV.0)
+        .env("AWS_SECRET_ACCESS_KEY", DEV.1)
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE");
+    command
+}
+
 fn binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");

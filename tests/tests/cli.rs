@@ -6,20 +6,14 @@ mod expectations;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use ses_export_tests::{Server, cli_binary};
+use ses_export_tests::{Server, cli_binary, cli_command};
 
 /// Runs `ses-export` with the development credential (unless `env` says
 /// otherwise) against `server`, with JSON output.
 fn run(server: &Server, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
-    let mut command = Command::new(cli_binary());
+    let mut command = cli_command(&server.url);
     command
-        .args(["--endpoint-url", &server.url, "--output", "json"])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env_remove("AWS_PROFILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -11,18 +11,11 @@ use aws_sdk_sesv2::types::{
     ExportDataSource, ExportDestination, ExportMetric, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
     MetricsDataSource,
 };
-use ses_export_tests::{Server, TestCa, cli_binary, download, https_client, wait_for_end};
+use ses_export_tests::{Server, TestCa, cli_command, download, https_client, wait_for_end};
 
 fn cli(server: &Server, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(cli_binary())
-        .args(["--endpoint-url", &server.url, "--output", "json"])
+    cli_command(&server.url)
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_CA_BUNDLE")
         .envs(env.iter().copied())
         .output()
         .expect("run ses-export")
