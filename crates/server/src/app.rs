@@ -34,6 +34,8 @@ mod intake;
 pub const INGEST_PATH: &str = "/_ses-export/v1/events";
 /// Where an Amazon Data Firehose HTTP endpoint destination delivers.
 pub const FIREHOSE_PATH: &str = "/_ses-export/v1/firehose";
+/// Where an SNS HTTP(S) subscription delivers.
+pub const SNS_PATH: &str = "/_ses-export/v1/sns";
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Whether this server serves HTTPS (download URLs then say `https`).
     pub tls: bool,
+    /// Verifies SNS deliveries and confirms subscriptions.
+    pub sns: crate::sns::Sns,
 }
 
 /// Request counts for `/metrics`.
@@ -108,6 +112,7 @@ pub fn app(state: AppState) -> Router {
     router
         .route(INGEST_PATH, post(intake::events).fallback(method_not_allowed))
         .route(FIREHOSE_PATH, post(intake::firehose).fallback(method_not_allowed))
+        .route(SNS_PATH, post(intake::sns).fallback(method_not_allowed))
         .route(
             &format!("{DOWNLOAD_PATH}{{*key}}"),
             get(download).fallback(method_not_allowed),

@@ -146,6 +146,16 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
+    /// For tests: trust only this CA (PEM) when fetching SNS's signing
+    /// certificates and confirmation URLs, instead of the system's roots.
+    #[arg(long, env = "SES_EXPORT_SNS_TRUST_CA", value_name = "FILE", hide = true)]
+    pub sns_trust_ca: Option<PathBuf>,
+
+    /// For tests: the one host (HOST or HOST:PORT) SNS's certificate and
+    /// confirmation URLs may name, instead of sns.<region>.amazonaws.com.
+    #[arg(long, env = "SES_EXPORT_SNS_CERT_HOST", value_name = "HOST", hide = true)]
+    pub sns_cert_host: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, env = "SES_EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

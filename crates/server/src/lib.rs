@@ -10,6 +10,7 @@ pub mod config;
 pub mod credentials;
 mod run;
 pub mod sigv4;
+pub mod sns;
 mod tls;
 
 pub use run::{build_state, run};

@@ -349,3 +349,124 @@ fn firehose_status(error: &WireError) -> StatusCode {
         error.status
     }
 }
+
+/// The header SNS names the message's type in.
+const SNS_MESSAGE_TYPE: &str = "x-amz-sns-message-type";
+const SNS_TOPIC_ARN: &str = "x-amz-sns-topic-arn";
+/// Set by SNS when a subscription has raw message delivery on.
+const SNS_RAW_DELIVERY: &str = "x-amz-sns-rawdelivery";
+
+/// `POST /_ses-export/v1/sns`: an SNS HTTP(S) subscription. The topic must
+/// be one a credential lists (checked from the head when SNS names it
+/// there, before the body); every message's signature is verified with
+/// SNS's certificate; a `SubscriptionConfirmation` is confirmed by fetching
+/// its `SubscribeURL`; a `Notification`'s `Message` is ingested into the
+/// topic's account like a line of `/_ses-export/v1/events`.
+pub(super) async fn sns(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let result = sns_deliver(&state, &headers, body).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    state.metrics.count("Sns", response.status());
+    response
+}
+
+fn sns_refused(message: impl Into<String>) -> WireError {
+    WireError::forbidden("AccessDeniedException", message)
+}
+
+async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, WireError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header(SNS_RAW_DELIVERY).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(WireError::bad_request(
+            "This subscription has raw message delivery on: SNS then sends the bare message without its \
+             signature, which cannot be verified. Turn raw message delivery off for this subscription.",
+        ));
+    }
+    if let Some(topic) = header(SNS_TOPIC_ARN)
+        && state.credentials.topic_account(topic).is_none()
+    {
+        return Err(sns_refused(format!(
+            "Topic {topic} is not one any account lists in sns_topic_arns."
+        )));
+    }
+    let _slot = ingest_slot(state)?;
+    let (body, _) = read_body(headers, body, state.max_body_bytes, state.body_timeout).await?;
+    let body = body.into_bytes();
+    let message: crate::sns::Message = serde_json::from_slice(&body).map_err(|e| {
+        WireError::bad_request(format!(
+            "The body is not an SNS message ({e}). If raw message delivery is on for this subscription, turn it off."
+        ))
+    })?;
+    if header(SNS_MESSAGE_TYPE).is_some_and(|t| t != message.kind) {
+        return Err(WireError::bad_request(
+            "The x-amz-sns-message-type header and the message's Type differ.",
+        ));
+    }
+    if header(SNS_TOPIC_ARN).is_some_and(|t| t != message.topic_arn) {
+        return Err(sns_refused(
+            "The x-amz-sns-topic-arn header and the message's TopicArn differ.",
+        ));
+    }
+    let account = state
+        .credentials
+        .topic_account(&message.topic_arn)
+        .cloned()
+        .ok_or_else(|| {
+            sns_refused(format!(
+                "Topic {} is not one any account lists in sns_topic_arns.",
+                message.topic_arn
+            ))
+        })?;
+    state.sns.verify(&message).await.map_err(sns_error)?;
+    match message.kind.as_str() {
+        "SubscriptionConfirmation" => {
+            let fetched = state.sns.confirm(&message).await.map_err(sns_error)?;
+            if fetched {
+                tracing::info!(topic = %message.topic_arn, account = %account.as_str(), "SNS subscription confirmed");
+            }
+            Ok(json_response(StatusCode::OK, &serde_json::json!({"confirmed": true})))
+        }
+        "UnsubscribeConfirmation" => {
+            tracing::info!(topic = %message.topic_arn, account = %account.as_str(), "SNS subscription ended");
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"unsubscribed": true}),
+            ))
+        }
+        _ => {
+            // One record, one line: a raw line break cannot be inside a JSON
+            // string, so outside one it is whitespace.
+            let mut line = message.message.replace(['\n', '\r'], " ");
+            line.push('\n');
+            let report = store(state, &account, std::io::Cursor::new(line.into_bytes()))
+                .await
+                .map_err(ingest_error)?;
+            if let Some(error) = report.errors.first() {
+                // Refused, so SNS's retry policy and dead-letter queue keep it.
+                let mut refused = WireError::bad_request(format!(
+                    "The notification's Message is not an SES event record: {}",
+                    error.reason
+                ));
+                refused.extra = match serde_json::to_value(&report) {
+                    Ok(serde_json::Value::Object(members)) => Some(members),
+                    _ => None,
+                };
+                return Err(refused);
+            }
+            Ok(json_response(StatusCode::OK, &report))
+        }
+    }
+}
+
+fn sns_error(error: crate::sns::SnsError) -> WireError {
+    use crate::sns::SnsError;
+    match error {
+        SnsError::Refused(m) => sns_refused(m),
+        SnsError::Malformed(m) => WireError::bad_request(m),
+        SnsError::Unreachable(m) => {
+            tracing::warn!(error = %m, "SNS could not be reached");
+            let mut e = WireError::of(ErrorCode::InternalServiceErrorException, m);
+            e.status = StatusCode::BAD_GATEWAY;
+            e
+        }
+    }
+}
