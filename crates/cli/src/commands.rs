@@ -1,6 +1,6 @@
 //! What each command does.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -13,18 +13,22 @@ use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 
 use crate::output::{Format, render};
-use crate::{Cli, Command, exit};
+use crate::{Cli, Command, exit, ingest};
 
 type Result<T> = std::result::Result<T, String>;
+
+fn resolve(cli: &Cli) -> Resolve {
+    Resolve {
+        profile: cli.profile.clone(),
+        region: cli.region.clone(),
+        credentials: None,
+    }
+}
 
 fn client(cli: &Cli) -> Result<Client> {
     let config = ClientConfig {
         endpoint: cli.endpoint_url.clone(),
-        resolve: Resolve {
-            profile: cli.profile.clone(),
-            region: cli.region.clone(),
-            credentials: None,
-        },
+        resolve: resolve(cli),
         retry: RetryPolicy::default(),
         ca_bundle: cli.ca_bundle.clone(),
     };
@@ -252,13 +256,30 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                 format,
             )?;
         }
-        Command::Ingest { files, chunk_bytes } => {
+        Command::Ingest {
+            files,
+            chunk_bytes,
+            resume,
+            s3_endpoint_url,
+            parallel,
+        } => {
             let client = client(cli)?;
-            let report = ingest(&client, files, *chunk_bytes).await.map_err(|e| match e {
-                IngestError::Client(e) => fail(e),
-                IngestError::Input(m) => m,
+            let options = ingest::Options {
+                chunk_bytes: *chunk_bytes,
+                resume: resume.clone(),
+                s3_endpoint_url: s3_endpoint_url.clone(),
+                parallel: usize::from(*parallel),
+                resolve: resolve(cli),
+                ca_bundle: cli.ca_bundle.clone(),
+            };
+            let (report, failed) = ingest::run(&client, files, &options).await.map_err(|e| match e {
+                ingest::IngestError::Client(e) => fail(e),
+                ingest::IngestError::Input(m) => m,
             })?;
             print(&report, format)?;
+            if failed {
+                return Ok(exit::ERROR);
+            }
         }
         Command::Seed {
             messages,
@@ -333,110 +354,4 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-enum IngestError {
-    Client(Error),
-    Input(String),
-}
-
-/// Sends each file in bodies of at most `chunk_bytes`, split at line ends;
-/// rejected lines are reported by file and line.
-async fn ingest(
-    client: &Client,
-    files: &[std::path::PathBuf],
-    chunk_bytes: usize,
-) -> std::result::Result<Value, IngestError> {
-    let mut accepted = 0;
-    let mut duplicates = 0;
-    let mut rejected = 0;
-    let mut errors = Vec::new();
-    let progress = std::io::stderr().is_terminal();
-    for path in files {
-        let name = path.display().to_string();
-        let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if name == "-" {
-            (Box::new(std::io::stdin()), None)
-        } else {
-            let file = std::fs::File::open(path).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
-            let size = file.metadata().ok().map(|m| m.len());
-            (Box::new(file), size)
-        };
-        let counted = CountingReader {
-            inner: reader,
-            count: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        };
-        let read_bytes = std::sync::Arc::clone(&counted.count);
-        let mut lines =
-            ses_export_core::event::open_events(counted).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
-        let bar = progress.then(|| {
-            let bar = match size {
-                Some(size) => indicatif::ProgressBar::new(size),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix} {bytes}/{total_bytes} {wide_bar} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_prefix(name.clone());
-            bar
-        });
-        let mut first_line = 1u64;
-        let mut line_count = 0u64;
-        let mut body = Vec::with_capacity(chunk_bytes);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = lines
-                .read_until(b'\n', &mut line)
-                .map_err(|e| IngestError::Input(format!("{name}: reading: {e}")))?;
-            let full = n > 0 && body.len() + line.len() > chunk_bytes && !body.is_empty();
-            if n == 0 || full {
-                if !body.is_empty() {
-                    let report = client.ingest(&body).await.map_err(IngestError::Client)?;
-                    accepted += report.accepted;
-                    duplicates += report.duplicates;
-                    rejected += report.rejected;
-                    for e in report.errors {
-                        if errors.len() < 20 {
-                            errors.push(json!({"file": name, "line": e.line + first_line - 1, "reason": e.reason}));
-                        }
-                    }
-                    if let Some(bar) = &bar {
-                        bar.set_position(read_bytes.load(std::sync::atomic::Ordering::Relaxed));
-                        bar.set_message(format!(
-                            "{accepted} accepted, {duplicates} duplicates, {rejected} rejected"
-                        ));
-                    }
-                    body.clear();
-                    first_line = line_count + 1;
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-            if !line.ends_with(b"\n") {
-                line.push(b'\n');
-            }
-            body.extend_from_slice(&line);
-            line_count += 1;
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-    }
-    Ok(json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected, "errors": errors}))
-}
-
-/// Counts the bytes read, for the progress bar.
-struct CountingReader {
-    inner: Box<dyn Read + Send>,
-    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Read for CountingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
 }

@@ -3,6 +3,7 @@
 //! `ses-export-client`; `seed` uses `ses-export-core`'s generator.
 
 mod commands;
+mod ingest;
 pub mod output;
 
 use std::io::IsTerminal;
@@ -107,12 +108,24 @@ pub enum Command {
     },
     /// Send SES event records (JSON Lines, gzip or plain; `-` for stdin).
     Ingest {
-        /// Files to read.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
+        /// Files to read (`-` for standard input), plain or gzip, or
+        /// s3://BUCKET/PREFIX for every object under the prefix.
+        #[arg(required = true, value_name = "FILE|S3_URL")]
+        files: Vec<String>,
         /// Largest request body, in bytes (split at line ends).
         #[arg(long, default_value_t = 4 << 20)]
         chunk_bytes: usize,
+        /// With s3://: record each finished object in FILE and skip those
+        /// it already lists, so an interrupted backfill goes on where it
+        /// stopped.
+        #[arg(long, value_name = "FILE")]
+        resume: Option<PathBuf>,
+        /// With s3://: an S3-compatible endpoint instead of AWS.
+        #[arg(long, env = "AWS_ENDPOINT_URL_S3", hide_env_values = true, value_name = "URL")]
+        s3_endpoint_url: Option<String>,
+        /// With s3://: objects read and sent at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
     },
     /// Write a synthetic, realistic SES event stream.
     Seed {

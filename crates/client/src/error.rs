@@ -61,6 +61,8 @@ pub enum Error {
     Decode(String),
     /// A local file could not be read or written.
     Io(std::io::Error),
+    /// S3 refused a request (a backfill's listing or object).
+    S3 { status: u16, code: String, message: String },
 }
 
 impl Error {
@@ -97,6 +99,16 @@ impl fmt::Display for Error {
             },
             Error::Config(message) | Error::Decode(message) => f.write_str(message),
             Error::Io(e) => write!(f, "{e}"),
+            Error::S3 { status, code, message } => {
+                write!(f, "S3 answered {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

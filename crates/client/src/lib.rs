@@ -15,6 +15,7 @@
 mod client;
 pub mod credentials;
 mod error;
+pub mod s3;
 mod tls;
 
 pub use client::{Client, ClientConfig, RetryPolicy};

@@ -45,7 +45,7 @@ pub(super) async fn events(
     let result = async {
         let signed =
             headers.contains_key(header::AUTHORIZATION) || uri.query().is_some_and(|q| q.contains("X-Amz-Signature="));
-        let (account, body, _slot) = match headers.get(API_KEY) {
+        let (account, body, slot) = match headers.get(API_KEY) {
             Some(key) if !signed => {
                 let account = intake_account(&state, key.to_str().unwrap_or_default()).ok_or_else(|| {
                     WireError::forbidden(AuthErrorCode::UnrecognizedClient.name(), "The intake key is not valid.")
@@ -64,7 +64,7 @@ pub(super) async fn events(
         check_gzip_size(&body, state.max_ingest_bytes as u64 * 16).await?;
         let input = ses_export_core::event::open_events(body)
             .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
-        match store(&state, &account, input).await {
+        match store(&state, &account, input, slot).await {
             Ok(report) => Ok(json_response(StatusCode::OK, &report)),
             Err(e) => Err(ingest_error(e)),
         }
@@ -109,24 +109,48 @@ async fn check_gzip_size(body: &ReadBody, bound: u64) -> Result<(), WireError> {
 }
 
 /// Stores `input`'s lines into `account`, counting what became of them.
+///
+/// The work runs as its own task: a client that goes away mid-body does
+/// not cut a store off between two batches with its counts untold (what
+/// was stored stays stored either way; events are idempotent).
 async fn store<R: BufRead + Send + 'static>(
     state: &AppState,
     account: &AccountId,
     input: R,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<IngestReport, IngestError> {
     let store = state.service.events().clone();
-    let result =
-        ses_export_core::ingest::ingest(&*store, account, input, ses_export_core::ingest::DEFAULT_BATCH, &|_| {}).await;
-    let report = match &result {
-        Ok(report) => report,
-        Err(e) => &e.report,
-    };
-    let mut counts = state.metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
-    counts[0] += report.accepted;
-    counts[1] += report.duplicates;
-    counts[2] += report.rejected;
-    drop(counts);
-    result
+    let metrics = Arc::clone(&state.metrics);
+    let account = account.clone();
+    let task = tokio::spawn(async move {
+        let result = ses_export_core::ingest::ingest(
+            &*store,
+            &account,
+            input,
+            ses_export_core::ingest::DEFAULT_BATCH,
+            &|_| {},
+        )
+        .await;
+        let report = match &result {
+            Ok(report) => report,
+            Err(e) => &e.report,
+        };
+        let mut counts = metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
+        counts[0] += report.accepted;
+        counts[1] += report.duplicates;
+        counts[2] += report.rejected;
+        drop(counts);
+        // The ingest slot is free only once the store is done.
+        drop(slot);
+        result
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(IngestError {
+            report: IngestReport::default(),
+            cause: IngestFailure::Read(std::io::Error::other(format!("the ingest stopped: {e}"))),
+        }),
+    }
 }
 
 /// An ingest that stopped partway, as the events endpoint answers it: what
@@ -273,7 +297,7 @@ async fn firehose_deliver(
         StatusCode::FORBIDDEN,
         "The access key is not an intake key of any account.".to_owned(),
     ))?;
-    let _slot = ingest_slot(state).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
+    let slot = ingest_slot(state).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
     let (body, _) = read_body(headers, body, state.max_ingest_bytes, state.body_timeout)
         .await
         .map_err(|e| (firehose_status(&e), e.message))?;
@@ -328,7 +352,7 @@ async fn firehose_deliver(
             Err(e) => lines.extend_from_slice(format!("record data is not base64: {e}\n").as_bytes()),
         }
     }
-    store(state, &account, std::io::Cursor::new(lines))
+    store(state, &account, std::io::Cursor::new(lines), slot)
         .await
         .map_err(|e| match e.cause {
             IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
@@ -388,7 +412,7 @@ async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
             "Topic {topic} is not one any account lists in sns_topic_arns."
         )));
     }
-    let _slot = ingest_slot(state)?;
+    let slot = ingest_slot(state)?;
     let (body, _) = read_body(headers, body, state.max_body_bytes, state.body_timeout).await?;
     let body = body.into_bytes();
     let message: crate::sns::Message = serde_json::from_slice(&body).map_err(|e| {
@@ -437,7 +461,7 @@ async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
             // string, so outside one it is whitespace.
             let mut line = message.message.replace(['\n', '\r'], " ");
             line.push('\n');
-            let report = store(state, &account, std::io::Cursor::new(line.into_bytes()))
+            let report = store(state, &account, std::io::Cursor::new(line.into_bytes()), slot)
                 .await
                 .map_err(ingest_error)?;
             if let Some(error) = report.errors.first() {

@@ -1,0 +1,142 @@
+//! `ses-export ingest s3://bucket/prefix/` (SPEC §10) against `moto_server`:
+//! a thousand objects as Firehose writes them, one gzip, one empty, one
+//! broken (reported, the rest kept), one outside the prefix (not read); the
+//! run interrupted and resumed with `--resume`, and no event counted twice.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use ses_export_tests::{S3Server, Server, cli_command, generated_lines, http_client};
+
+const BUCKET: &str = "ses-events";
+const PREFIX: &str = "firehose/2024/01/01/";
+const OBJECTS: usize = 1000;
+
+async fn put(s3: &S3Server, key: &str, body: Vec<u8>) {
+    let put = http_client()
+        .put(format!("{}/{BUCKET}/{key}", s3.endpoint))
+        .body(body)
+        .send()
+        .await
+        .expect("put object");
+    assert!(put.status().is_success(), "{put:?}");
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("compress");
+    encoder.finish().expect("compress")
+}
+
+async fn accepted_and_duplicates(server: &Server) -> (u64, u64) {
+    let page = server.unsigned("GET", "/metrics", b"").await.text();
+    let value = |outcome: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix(&format!("ses_export_ingested_records_total{{outcome=\"{outcome}\"}} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (value("accepted"), value("duplicate"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_reads_every_object_reports_the_broken_one_and_resumes() {
+    let Some(s3) = S3Server::start().await else { return };
+    s3.bucket(BUCKET).await;
+    let server = Server::start(&[]).await;
+
+    let lines = generated_lines(21, 1200);
+    let all: Vec<&str> = lines.lines().collect();
+    let per = all.len().div_ceil(OBJECTS);
+    let mut events = 0;
+    for i in 0..OBJECTS {
+        let chunk = &all[i * all.len() / OBJECTS..(i + 1) * all.len() / OBJECTS];
+        let mut body = chunk.join("\n").into_bytes();
+        body.push(b'\n');
+        events += chunk.len();
+        let key = format!("{PREFIX}{:02}/ses-events-1-2024-01-01-00-00-00-{i:04}", i % 24);
+        let body = if i == 0 { gzip(&body) } else { body };
+        put(&s3, &key, body).await;
+    }
+    put(&s3, &format!("{PREFIX}23/empty"), Vec::new()).await;
+    // A gzip header and then nothing a decoder can read.
+    put(
+        &s3,
+        &format!("{PREFIX}23/broken"),
+        b"\x1f\x8b\x08\x00garbage that is not deflate".to_vec(),
+    )
+    .await;
+    put(&s3, "elsewhere/not-this-prefix", gzip(all[0].as_bytes())).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resume = dir.path().join("resume.txt");
+    let args = [
+        "ingest",
+        &format!("s3://{BUCKET}/{PREFIX}"),
+        "--s3-endpoint-url",
+        &s3.endpoint,
+        "--resume",
+        resume.to_str().expect("path"),
+        "--chunk-bytes",
+        "2048",
+    ];
+
+    // The first run is stopped partway, as a backfill may be.
+    let mut first = cli_command(&server.url)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ses-export");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = std::fs::read_to_string(&resume).map_or(0, |t| t.lines().count());
+        if done >= 100 || first.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no object finished within two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+    let finished_before = std::fs::read_to_string(&resume).expect("resume file").lines().count();
+    assert!(finished_before >= 100, "{finished_before}");
+
+    let second = cli_command(&server.url).args(args).output().expect("run ses-export");
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "a broken object makes the run fail after the rest: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&second.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&second.stdout)));
+    assert_eq!(summary["objects_skipped"], finished_before as u64, "{summary}");
+    assert_eq!(
+        summary["objects"].as_u64().expect("objects") + finished_before as u64,
+        OBJECTS as u64 + 1,
+        "every object but the broken one, the empty one included: {summary}"
+    );
+    let failed = summary["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 1, "{summary}");
+    assert_eq!(failed[0]["object"], format!("s3://{BUCKET}/{PREFIX}23/broken"));
+    assert_eq!(summary["rejected"], 0, "{summary}");
+
+    // Every event once: what the first run sent of an object it did not
+    // finish came again as duplicates, never as new events; the object
+    // outside the prefix was not read.
+    let (accepted, duplicates) = accepted_and_duplicates(&server).await;
+    assert_eq!(accepted, events as u64);
+    assert!(duplicates <= (4 * per) as u64 * 2, "{duplicates}");
+
+    // A third run finds nothing left but the broken object.
+    let third = cli_command(&server.url).args(args).output().expect("run ses-export");
+    let summary: serde_json::Value = serde_json::from_slice(&third.stdout).expect("JSON");
+    assert_eq!(summary["objects"], 0, "{summary}");
+    assert_eq!(summary["objects_skipped"], OBJECTS as u64 + 1);
+    assert_eq!(accepted_and_duplicates(&server).await.0, events as u64);
+}
