@@ -17,7 +17,9 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_DATA_DIR", default_value = "./ses-export-data")]
     pub data_dir: PathBuf,
 
-    /// Database: embedded SQLite in the data dir when unset (or sqlite://PATH).
+    /// Database: embedded SQLite in the data dir when unset (or sqlite://PATH),
+    /// or postgres://USER@HOST/DB, with libpq's sslmode (disable, prefer,
+    /// require, verify-ca, verify-full) and sslrootcert=FILE as parameters.
     #[arg(long, env = "SES_EXPORT_DATABASE_URL")]
     pub database_url: Option<String>,
 

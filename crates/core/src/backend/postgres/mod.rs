@@ -9,11 +9,11 @@
 mod events;
 mod jobs;
 mod limits;
+mod tls;
 
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 pub use events::PgEventStore;
 pub use jobs::PgJobStore;
@@ -132,17 +132,36 @@ CREATE TABLE ses_learned (
 /// rollups from the kept events.
 const REDERIVE_AT: usize = 3;
 
+/// `error` and what caused it, each after a colon: a TLS refusal says
+/// which certificate problem, not only that the handshake failed.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
 
 /// Connects a pool to `url` (`postgres://...`, libpq-style parameters
-/// included: `?options=-c%20search_path%3Dmy_schema` picks a schema) and
+/// included: `?options=-c%20search_path%3Dmy_schema` picks a schema;
+/// `sslmode` and `sslrootcert` as libpq reads them, see [`tls`]) and
 /// brings the schema up to date.
 pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, String> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| format!("database URL: {e}"))?;
+    let (url, tls) = tls::split(url)?;
+    let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| format!("database URL: {e}"))?;
+    config.ssl_mode(tls.ssl_mode());
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls.connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -161,7 +180,10 @@ pub async fn connect_owned(url: String) -> Result<Pool, String> {
 }
 
 async fn migrate(pool: &Pool) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("connecting to PostgreSQL: {}", with_causes(&e)))?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
