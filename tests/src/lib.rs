@@ -219,6 +219,27 @@ impl Server {
     }
 
     /// The server's process id.
+    /// Events the server has taken in, summed over sources, from
+    /// `/metrics`: (accepted, duplicate, rejected).
+    pub async fn event_counts(&self) -> (u64, u64, u64) {
+        let page = self.unsigned("GET", "/metrics", b"").await.text();
+        let mut counts = (0, 0, 0);
+        for line in page.lines().filter(|l| l.starts_with("ses_export_events_total{")) {
+            let Some((labels, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let n: u64 = value.parse().unwrap_or(0);
+            if labels.contains("outcome=\"accepted\"") {
+                counts.0 += n;
+            } else if labels.contains("outcome=\"duplicate\"") {
+                counts.1 += n;
+            } else if labels.contains("outcome=\"rejected\"") {
+                counts.2 += n;
+            }
+        }
+        counts
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

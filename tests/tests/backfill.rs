@@ -30,14 +30,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 async fn accepted_and_duplicates(server: &Server) -> (u64, u64) {
-    let page = server.unsigned("GET", "/metrics", b"").await.text();
-    let value = |outcome: &str| {
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("ses_export_ingested_records_total{{outcome=\"{outcome}\"}} ")))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (value("accepted"), value("duplicate"))
+    let (accepted, duplicates, _) = server.event_counts().await;
+    (accepted, duplicates)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

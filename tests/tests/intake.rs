@@ -35,14 +35,7 @@ async fn server() -> (Server, tempfile::TempDir) {
 
 /// Events the server has counted, by outcome, from `/metrics`.
 async fn counted(server: &Server) -> (u64, u64, u64) {
-    let page = server.unsigned("GET", "/metrics", b"").await.text();
-    let value = |outcome: &str| {
-        page.lines()
-            .find_map(|l| l.strip_prefix(&format!("ses_export_ingested_records_total{{outcome=\"{outcome}\"}} ")))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (value("accepted"), value("duplicate"), value("rejected"))
+    server.event_counts().await
 }
 
 /// How many insight records `message_id` has for the account of `key`.

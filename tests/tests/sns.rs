@@ -268,11 +268,7 @@ async fn deliver(server: &Server, message: &serde_json::Value) -> (u16, String) 
 }
 
 async fn accepted(server: &Server) -> u64 {
-    let page = server.unsigned("GET", "/metrics", b"").await.text();
-    page.lines()
-        .find_map(|l| l.strip_prefix("ses_export_ingested_records_total{outcome=\"accepted\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    server.event_counts().await.0
 }
 
 #[tokio::test]

@@ -49,10 +49,7 @@ impl BucketBackend {
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(true);
                 }
-                Ok(Bucket {
-                    store: Arc::new(builder.build()?),
-                    local: None,
-                })
+                Ok(Bucket::remote(Arc::new(builder.build()?)))
             }
             #[cfg(not(feature = "s3"))]
             BucketBackend::S3 { .. } => Err(StorageError::new(
@@ -69,6 +66,8 @@ impl BucketBackend {
 pub struct Bucket {
     pub store: Arc<dyn ObjectStore>,
     local: Option<Arc<LocalFileSystem>>,
+    /// The folder of a local bucket.
+    dir: Option<PathBuf>,
 }
 
 impl Bucket {
@@ -79,12 +78,17 @@ impl Bucket {
         Ok(Bucket {
             store: Arc::clone(&local) as Arc<dyn ObjectStore>,
             local: Some(local),
+            dir: Some(dir.to_owned()),
         })
     }
 
     /// Any object store (a cluster's shared bucket).
     pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
-        Bucket { store, local: None }
+        Bucket {
+            store,
+            local: None,
+            dir: None,
+        }
     }
 }
 
@@ -184,6 +188,27 @@ impl Storage {
             managed_name: Some(name.to_owned()),
             buckets,
         })
+    }
+
+    /// Whether the managed store answers, for readiness: its folder is
+    /// there, or the bucket answers a request for an object (that it has
+    /// no such object is an answer).
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        if let Some(dir) = &self.managed.dir {
+            let meta = tokio::fs::metadata(dir).await?;
+            if !meta.is_dir() {
+                return Err(StorageError::new(
+                    "the export folder is not a folder",
+                    dir.display().to_string(),
+                ));
+            }
+            return Ok(());
+        }
+        let probe = object_store::path::Path::from(".ses-export-readyz");
+        match self.managed.store.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The managed store, where downloads are served from.

@@ -140,6 +140,11 @@ impl ExportService {
         }
     }
 
+    /// The jobs this process's workers end from now on (for metrics).
+    pub fn jobs_ended(&self) -> tokio::sync::broadcast::Receiver<crate::worker::JobEnded> {
+        self.signals.subscribe_ended()
+    }
+
     /// The workers that run this service's jobs, sharing its stores.
     pub fn workers(&self) -> Workers {
         Workers::new(

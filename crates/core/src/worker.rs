@@ -27,14 +27,41 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// What the API side and the workers of one process share about jobs: the
 /// wake-up when a job is created, the stop flags of the runs in progress
 /// (a cancel sets its job's), and whether the process is stopping.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobSignals {
     wake: tokio::sync::Notify,
     running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
     stopping: AtomicBool,
+    ended: tokio::sync::broadcast::Sender<JobEnded>,
+}
+
+impl Default for JobSignals {
+    fn default() -> Self {
+        JobSignals {
+            wake: tokio::sync::Notify::new(),
+            running: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            ended: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
+
+/// A job a worker of this process ended, for whoever watches (the server's
+/// metrics): its type, how it ended, and how long it took from creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnded {
+    pub source_type: ExportSourceType,
+    pub status: JobStatus,
+    pub duration: Duration,
 }
 
 impl JobSignals {
+    /// The jobs ended from now on. A receiver that falls more than 256
+    /// behind misses the oldest (it hears that it lagged).
+    pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<JobEnded> {
+        self.ended.subscribe()
+    }
+
     /// A job was created: idle workers look now.
     pub fn job_created(&self) {
         self.wake.notify_waiters();
@@ -424,7 +451,16 @@ async fn finish(workers: &Workers, job: ExportJob, run: &str, outcome: Outcome) 
         .finish(&job.account, &job.job_id, run, status.clone(), update)
         .await;
     match ended {
-        Ok(true) => tracing::info!(job = %job.job_id, status = %status, "export job ended"),
+        Ok(true) => {
+            tracing::info!(job = %job.job_id, status = %status, "export job ended");
+            let duration = (now() - job.created).max(0) as u64;
+            // Nobody listening is fine.
+            let _ = workers.signals.ended.send(JobEnded {
+                source_type: job.source_type.clone(),
+                status,
+                duration: Duration::from_millis(duration),
+            });
+        }
         Ok(false) => {
             // Only a cancel takes the file back: a run that took the job over
             // writes the same key, and its job must find its file.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -49,7 +49,7 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Ingest bodies in flight; a request that finds none free is 429.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Where download URLs point: `--public-url`, or this server as the
     /// caller reached it.
     pub public_url: Option<String>,
@@ -59,49 +59,9 @@ pub struct AppState {
     pub sns: crate::sns::Sns,
 }
 
-/// Request counts for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    ingested: Mutex<[u64; 3]>,
-}
-
-impl Metrics {
-    fn count(&self, operation: &'static str, status: StatusCode) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((operation, status.as_u16())).or_default() += 1;
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP ses_export_requests_total API requests by operation and HTTP status.\n\
-             # TYPE ses_export_requests_total counter\n",
-        );
-        for ((operation, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!(
-                "ses_export_requests_total{{operation=\"{operation}\",status=\"{status}\"}} {n}\n"
-            ));
-        }
-        let [accepted, duplicates, rejected] = *self.ingested.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str(
-            "# HELP ses_export_ingested_records_total Ingested records by outcome.\n\
-             # TYPE ses_export_ingested_records_total counter\n",
-        );
-        for (outcome, n) in [
-            ("accepted", accepted),
-            ("duplicate", duplicates),
-            ("rejected", rejected),
-        ] {
-            out.push_str(&format!(
-                "ses_export_ingested_records_total{{outcome=\"{outcome}\"}} {n}\n"
-            ));
-        }
-        out
-    }
-}
-
 /// The router.
 pub fn app(state: AppState) -> Router {
+    let state = Arc::new(state);
     let router = Router::new();
     let router = route::<operation::CreateExportJob>(router);
     let router = route::<operation::GetExportJob>(router);
@@ -117,11 +77,12 @@ pub fn app(state: AppState) -> Router {
             &format!("{DOWNLOAD_PATH}{{*key}}"),
             get(download).fallback(method_not_allowed),
         )
-        .route("/healthz", get(|| async { "ok\n" }).fallback(method_not_allowed))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(unknown)
-        .layer(axum::middleware::from_fn(framing))
-        .with_state(Arc::new(state))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), framing))
+        .with_state(state)
 }
 
 fn route<O: Serve>(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
@@ -332,9 +293,14 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// and `Connection: close` when the request's body was not read to its end
 /// (a refusal before the body): the server then closes the connection, and
 /// the header tells the client not to send another request on it.
-async fn framing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn framing(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     use futures_util::StreamExt;
     use tracing::Instrument;
+    let started = std::time::Instant::now();
     let id = ses_export_core::ids::request_id();
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let (parts, body) = request.into_parts();
@@ -355,7 +321,25 @@ async fn framing(request: axum::extract::Request, next: axum::middleware::Next) 
         axum::extract::Request::from_parts(parts, body)
     };
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let answered = response.extensions_mut().remove::<Answered>().unwrap_or(Answered {
+        operation: "UnknownOperation",
+        account: None,
+    });
+    state.metrics.request(answered.operation, status, elapsed);
+    // The access log: one line per request, in the request's span (so with
+    // its id). `RUST_LOG=info,ses_export::access=off` turns it off.
+    span.in_scope(|| {
+        tracing::info!(
+            target: "ses_export::access",
+            operation = answered.operation,
+            account = answered.account.as_deref().unwrap_or("-"),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert("x-amzn-RequestId", value);
@@ -363,6 +347,23 @@ async fn framing(request: axum::extract::Request, next: axum::middleware::Next) 
     if !finished.load(std::sync::atomic::Ordering::Relaxed) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
+}
+
+/// What a handler tells the framing layer about the request it answered,
+/// for the access log and the metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct Answered {
+    pub operation: &'static str,
+    pub account: Option<String>,
+}
+
+/// `response` marked as answering `operation` for `account`.
+pub(crate) fn answered(mut response: Response, operation: &'static str, account: Option<&AccountId>) -> Response {
+    response.extensions_mut().insert(Answered {
+        operation,
+        account: account.map(|a| a.as_str().to_owned()),
+    });
     response
 }
 
@@ -579,8 +580,10 @@ async fn handle<O: Serve>(
     body: Body,
 ) -> Response {
     let name = O::spec().name;
+    let mut account = None;
     let result = async {
         let admitted = admit(&state, &method, &uri, &headers)?;
+        account = Some(admitted.identity.account.clone());
         let (identity, body) = admitted.body(&state, &headers, body, state.max_body_bytes).await?;
         let body = body.into_bytes();
         let params = params.map_err(|e| WireError::bad_request(e.body_text()))?;
@@ -596,9 +599,11 @@ async fn handle<O: Serve>(
         Ok::<_, WireError>(json_response(status, &output))
     }
     .await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state.metrics.count(name, response.status());
-    response
+    answered(
+        result.unwrap_or_else(IntoResponse::into_response),
+        name,
+        account.as_ref(),
+    )
 }
 
 /// `GET /_ses-export/v1/exports/{key}?X-Amz-Expires=..&X-Amz-Signature=..`:
@@ -632,38 +637,94 @@ async fn download(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
         }
         Err(e) => WireError::from(e).into_response(),
     };
-    state.metrics.count("Download", response.status());
-    response
+    answered(response, "Download", None)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    // Jobs by status as the store has them; a store that does not answer
+    // in time leaves the gauge out rather than hold the scrape.
+    let jobs = match tokio::time::timeout(Duration::from_secs(2), state.service.jobs().count_by_status()).await {
+        Ok(Ok(counts)) => counts
+            .into_iter()
+            .map(|(status, n)| (status.as_str().to_owned(), n))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut response = state.metrics.render(&jobs).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
-    response
+    answered(response, "Metrics", None)
+}
+
+/// `GET /healthz`: the process answers (liveness).
+async fn healthz() -> Response {
+    answered("ok\n".into_response(), "Healthz", None)
+}
+
+/// `GET /readyz`: 200 while the database and the object store answer;
+/// 503 naming the one that does not.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    const WAIT: Duration = Duration::from_secs(2);
+    let service = &state.service;
+    let (events, jobs, storage) = tokio::join!(
+        tokio::time::timeout(WAIT, service.events().ping()),
+        tokio::time::timeout(WAIT, service.jobs().ping()),
+        tokio::time::timeout(WAIT, service.storage().ping()),
+    );
+    let mut failing = serde_json::Map::new();
+    let why = |outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(format!("no answer within {} seconds", WAIT.as_secs())),
+    };
+    let database =
+        why(events.map(|r| r.map_err(|e| e.to_string()))).or_else(|| why(jobs.map(|r| r.map_err(|e| e.to_string()))));
+    let object_store = why(storage.map(|r| r.map_err(|e| e.reason().to_owned())));
+    for (part, problem) in [("database", database), ("object store", object_store)] {
+        if let Some(problem) = problem {
+            tracing::warn!(part, error = %problem, "not ready");
+            failing.insert(part.to_owned(), problem.into());
+        }
+    }
+    let response = if failing.is_empty() {
+        json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    } else {
+        let names: Vec<&str> = failing.keys().map(String::as_str).collect();
+        let mut error = WireError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error_type: "ServiceUnavailableException",
+            message: format!("Not ready: the {} does not answer.", names.join(" and the ")),
+            extra: None,
+        };
+        error.extra = Some(failing);
+        error.into_response()
+    };
+    answered(response, "Readyz", None)
 }
 
 async fn unknown(method: Method, uri: Uri) -> Response {
-    WireError {
+    let response = WireError {
         status: StatusCode::NOT_FOUND,
         error_type: "UnknownOperationException",
         message: format!("No operation is served at {method} {}", uri.path()),
         extra: None,
     }
-    .into_response()
+    .into_response();
+    answered(response, "UnknownOperation", None)
 }
 
 /// A path that exists, asked with a method it does not take.
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    WireError {
+    let response = WireError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         error_type: "MethodNotAllowedException",
         message: format!("{method} is not allowed on {}", uri.path()),
         extra: None,
     }
-    .into_response()
+    .into_response();
+    answered(response, "MethodNotAllowed", None)
 }
 
 #[cfg(test)]

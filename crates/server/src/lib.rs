@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 mod run;
 pub mod sigv4;
 pub mod sns;

@@ -24,9 +24,10 @@ use ses_export_core::limits::{RateLimiter, Unlimited};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
 
-use crate::app::{AppState, Metrics, app};
+use crate::app::{AppState, app};
 use crate::config::{Config, RateLimits, S3Backend};
 use crate::credentials::Credentials;
+use crate::metrics::Metrics;
 use crate::sigv4::Verifier;
 
 /// What a server stores with.
@@ -323,6 +324,20 @@ pub async fn run(config: Config) -> Result<(), String> {
     println!("listening on {scheme}://{address}");
     let _ = std::io::stdout().flush();
     tracing::info!(%address, workers, data_dir = %config.data_dir.display(), "ses-export-server started");
+
+    // Jobs this server's workers end, into the metrics.
+    let mut ended = state.service.jobs_ended();
+    let metrics = Arc::clone(&state.metrics);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match ended.recv().await {
+                Ok(job) => metrics.job_ended(job.source_type.as_str(), job.status.as_str(), job.duration),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
 
     let service = Arc::clone(&state.service);
     let graceful = serve(listener, app(state), tls, &config, shutdown_signal()).await;

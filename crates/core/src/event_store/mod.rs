@@ -174,6 +174,11 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether the database answers (a trivial query), for readiness.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A scan checks [`ScanControl::stop`] at least this often, in rows read.

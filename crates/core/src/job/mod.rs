@@ -156,6 +156,15 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<(), JobStoreError> {
         Ok(())
     }
+
+    /// Whether the database answers (a trivial query), for readiness.
+    async fn ping(&self) -> Result<(), JobStoreError> {
+        Ok(())
+    }
+
+    /// How many jobs of every account have each status (statuses with none
+    /// may be left out), for the server's metrics.
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError>;
 }
 
 /// Why a job store call failed.

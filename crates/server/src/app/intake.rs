@@ -22,7 +22,8 @@ use ses_export_core::ingest::{IngestError, IngestFailure, IngestReport};
 use ses_export_core::service::ServiceError;
 use ses_export_model::{AuthErrorCode, ErrorCode};
 
-use super::{AppState, ReadBody, WireError, admit, json_response, read_body};
+use super::{AppState, ReadBody, WireError, admit, answered, json_response, read_body};
+use crate::metrics::Source;
 
 /// The header an EventBridge API destination (API key authorization)
 /// carries the intake key in.
@@ -42,6 +43,7 @@ pub(super) async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut known = None;
     let result = async {
         let signed =
             headers.contains_key(header::AUTHORIZATION) || uri.query().is_some_and(|q| q.contains("X-Amz-Signature="));
@@ -61,18 +63,21 @@ pub(super) async fn events(
                 (identity.account.clone(), body, slot)
             }
         };
+        known = Some(account.clone());
         check_gzip_size(&body, state.max_ingest_bytes as u64 * 16).await?;
         let input = ses_export_core::event::open_events(body)
             .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
-        match store(&state, &account, input, slot).await {
+        match store(&state, &account, input, Source::Events, slot).await {
             Ok(report) => Ok(json_response(StatusCode::OK, &report)),
             Err(e) => Err(ingest_error(e)),
         }
     }
     .await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state.metrics.count("Ingest", response.status());
-    response
+    answered(
+        result.unwrap_or_else(IntoResponse::into_response),
+        "Ingest",
+        known.as_ref(),
+    )
 }
 
 /// The account an intake key feeds.
@@ -117,6 +122,7 @@ async fn store<R: BufRead + Send + 'static>(
     state: &AppState,
     account: &AccountId,
     input: R,
+    source: Source,
     slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<IngestReport, IngestError> {
     let store = state.service.events().clone();
@@ -135,11 +141,7 @@ async fn store<R: BufRead + Send + 'static>(
             Ok(report) => report,
             Err(e) => &e.report,
         };
-        let mut counts = metrics.ingested.lock().unwrap_or_else(|p| p.into_inner());
-        counts[0] += report.accepted;
-        counts[1] += report.duplicates;
-        counts[2] += report.rejected;
-        drop(counts);
+        metrics.events(source, report);
         // The ingest slot is free only once the store is done.
         drop(slot);
         result
@@ -247,7 +249,8 @@ pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: Header
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let result = firehose_deliver(&state, &headers, body, &mut request_id).await;
+    let mut account = None;
+    let result = firehose_deliver(&state, &headers, body, &mut request_id, &mut account).await;
     let response = match result {
         Ok(report) if report.rejected == 0 => firehose_answer(StatusCode::OK, request_id, None),
         Ok(report) => {
@@ -275,8 +278,7 @@ pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: Header
         }
         Err((status, message)) => firehose_answer(status, request_id, Some(message)),
     };
-    state.metrics.count("Firehose", response.status());
-    response
+    answered(response, "Firehose", account.as_ref())
 }
 
 async fn firehose_deliver(
@@ -284,6 +286,7 @@ async fn firehose_deliver(
     headers: &HeaderMap,
     body: Body,
     request_id: &mut String,
+    known: &mut Option<AccountId>,
 ) -> Result<IngestReport, (StatusCode, String)> {
     let key = headers
         .get(FIREHOSE_ACCESS_KEY)
@@ -297,6 +300,7 @@ async fn firehose_deliver(
         StatusCode::FORBIDDEN,
         "The access key is not an intake key of any account.".to_owned(),
     ))?;
+    *known = Some(account.clone());
     let slot = ingest_slot(state).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
     let (body, _) = read_body(headers, body, state.max_ingest_bytes, state.body_timeout)
         .await
@@ -352,7 +356,7 @@ async fn firehose_deliver(
             Err(e) => lines.extend_from_slice(format!("record data is not base64: {e}\n").as_bytes()),
         }
     }
-    store(state, &account, std::io::Cursor::new(lines), slot)
+    store(state, &account, std::io::Cursor::new(lines), Source::Firehose, slot)
         .await
         .map_err(|e| match e.cause {
             IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
@@ -387,17 +391,25 @@ const SNS_RAW_DELIVERY: &str = "x-amz-sns-rawdelivery";
 /// its `SubscribeURL`; a `Notification`'s `Message` is ingested into the
 /// topic's account like a line of `/_ses-export/v1/events`.
 pub(super) async fn sns(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let result = sns_deliver(&state, &headers, body).await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state.metrics.count("Sns", response.status());
-    response
+    let mut account = None;
+    let result = sns_deliver(&state, &headers, body, &mut account).await;
+    answered(
+        result.unwrap_or_else(IntoResponse::into_response),
+        "Sns",
+        account.as_ref(),
+    )
 }
 
 fn sns_refused(message: impl Into<String>) -> WireError {
     WireError::forbidden("AccessDeniedException", message)
 }
 
-async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, WireError> {
+async fn sns_deliver(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    known: &mut Option<AccountId>,
+) -> Result<Response, WireError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header(SNS_RAW_DELIVERY).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(WireError::bad_request(
@@ -440,6 +452,7 @@ async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
                 message.topic_arn
             ))
         })?;
+    *known = Some(account.clone());
     state.sns.verify(&message).await.map_err(sns_error)?;
     match message.kind.as_str() {
         "SubscriptionConfirmation" => {
@@ -461,9 +474,15 @@ async fn sns_deliver(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
             // string, so outside one it is whitespace.
             let mut line = message.message.replace(['\n', '\r'], " ");
             line.push('\n');
-            let report = store(state, &account, std::io::Cursor::new(line.into_bytes()), slot)
-                .await
-                .map_err(ingest_error)?;
+            let report = store(
+                state,
+                &account,
+                std::io::Cursor::new(line.into_bytes()),
+                Source::Sns,
+                slot,
+            )
+            .await
+            .map_err(ingest_error)?;
             if let Some(error) = report.errors.first() {
                 // Refused, so SNS's retry policy and dead-letter queue keep it.
                 let mut refused = WireError::bad_request(format!(

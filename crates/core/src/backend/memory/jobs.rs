@@ -174,4 +174,15 @@ impl JobStore for MemoryJobStore {
         }
         Ok(())
     }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
+        let mut counts: Vec<(JobStatus, u64)> = Vec::new();
+        for job in self.lock().values() {
+            match counts.iter_mut().find(|(status, _)| *status == job.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((job.status.clone(), 1)),
+            }
+        }
+        Ok(counts)
+    }
 }

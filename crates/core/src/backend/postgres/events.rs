@@ -447,6 +447,11 @@ impl EventStore for PgEventStore {
         }))
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(generic)?;
+        Ok(())
+    }
+
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
         let mut client = self.pool.get().await.map_err(generic)?;
         let tx = client.transaction().await.map_err(generic)?;

@@ -318,4 +318,21 @@ impl JobStore for PgJobStore {
             .map_err(generic)?;
         Ok(())
     }
+
+    async fn ping(&self) -> Result<(), JobStoreError> {
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(generic)?;
+        Ok(())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT status, count(*) FROM export_jobs GROUP BY status", &[])
+            .await
+            .map_err(generic)?;
+        Ok(rows
+            .iter()
+            .map(|row| (JobStatus::from(row.get::<_, String>(0)), row.get::<_, i64>(1) as u64))
+            .collect())
+    }
 }

@@ -448,4 +448,19 @@ impl JobStore for SqliteJobStore {
     async fn close(&self) -> Result<(), JobStoreError> {
         self.with(|conn| Ok(fold_wal(conn)?)).await
     }
+
+    async fn ping(&self) -> Result<(), JobStoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare_cached("SELECT status, count(*) FROM export_jobs GROUP BY status")?;
+            let rows = statement.query_map([], |r| {
+                Ok((JobStatus::from(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }

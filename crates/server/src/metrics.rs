@@ -1,0 +1,200 @@
+//! `/metrics`: what the server did, in Prometheus' conventions, through
+//! `prometheus-client` (OpenMetrics text): requests by operation and status
+//! with their latency, events by source and outcome, rate-limit refusals,
+//! jobs by status (read from the job store at each scrape), how long jobs
+//! took, and the build.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use ses_export_core::ingest::IngestReport;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    source_type: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Where events came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `/_ses-export/v1/events` (SigV4 or an intake key).
+    Events,
+    Sns,
+    Firehose,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Events => "events",
+            Source::Sns => "sns",
+            Source::Firehose => "firehose",
+        }
+    }
+}
+
+fn request_latency() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn job_duration() -> Histogram {
+    // 10 ms to about 5.7 hours.
+    Histogram::new(exponential_buckets(0.01, 2.0, 21))
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    events: Family<EventLabels, Counter>,
+    rate_limited: Family<OperationLabels, Counter>,
+    jobs: Family<StatusLabels, Gauge>,
+    job_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ses_export");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by operation and status",
+            requests.clone(),
+        );
+        let latency = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(request_latency);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its answer, by operation",
+            latency.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "SES events taken in, by source (events, sns, firehose) and outcome (accepted, duplicate, rejected)",
+            events.clone(),
+        );
+        let rate_limited = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 (rate limits, ingest slots), by operation",
+            rate_limited.clone(),
+        );
+        let jobs = Family::<StatusLabels, Gauge>::default();
+        registry.register("export_jobs", "Export jobs in the job store, by status", jobs.clone());
+        let job_duration = Family::<JobLabels, Histogram, fn() -> Histogram>::new_with_constructor(job_duration);
+        registry.register(
+            "export_job_duration_seconds",
+            "Time from an export job's creation to its end, for jobs this server's workers ended",
+            job_duration.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The server's version; always 1", build);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            events,
+            rate_limited,
+            jobs,
+            job_duration,
+        }
+    }
+
+    /// A request answered.
+    pub fn request(&self, operation: &'static str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { operation, status }).inc();
+        self.latency
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+        if status == 429 {
+            self.rate_limited.get_or_create(&OperationLabels { operation }).inc();
+        }
+    }
+
+    /// What an ingest from `source` kept.
+    pub fn events(&self, source: Source, report: &IngestReport) {
+        for (outcome, n) in [
+            ("accepted", report.accepted),
+            ("duplicate", report.duplicates),
+            ("rejected", report.rejected),
+        ] {
+            self.events
+                .get_or_create(&EventLabels {
+                    source: source.label(),
+                    outcome,
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// A job a worker ended.
+    pub fn job_ended(&self, source_type: &str, status: &str, duration: Duration) {
+        self.job_duration
+            .get_or_create(&JobLabels {
+                source_type: source_type.to_owned(),
+                status: status.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The page, with the job counts as the store has them now.
+    pub fn render(&self, jobs: &[(String, u64)]) -> String {
+        self.jobs.clear();
+        for (status, n) in jobs {
+            self.jobs
+                .get_or_create(&StatusLabels { status: status.clone() })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
