@@ -12,8 +12,8 @@ use ses_export_client::{Client, ClientConfig, Error, ErrorKind, RetryPolicy};
 use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 
-use crate::output::{Format, render};
-use crate::{Cli, Command, exit, ingest};
+use crate::output::Output;
+use crate::{Cli, Command, Shell, exit, ingest};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -27,12 +27,12 @@ fn resolve(cli: &Cli) -> Resolve {
 
 fn client(cli: &Cli) -> Result<Client> {
     let config = ClientConfig {
-        endpoint: cli.endpoint_url.clone(),
+        endpoint: cli.endpoint().to_owned(),
         resolve: resolve(cli),
         retry: RetryPolicy::default(),
         ca_bundle: cli.ca_bundle.clone(),
     };
-    Client::new(config).map_err(|e| explain(&e, &cli.endpoint_url))
+    Client::new(config).map_err(|e| explain(&e, cli.endpoint()))
 }
 
 /// An error as a sentence that says what to do.
@@ -66,11 +66,12 @@ fn explain(error: &Error, endpoint: &str) -> String {
     }
 }
 
-fn print(value: &impl serde::Serialize, format: Format) -> Result<()> {
+fn print(value: &impl serde::Serialize, output: &Output) -> Result<()> {
     let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
+    let text = output.render(&value)?;
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(render(&value, format).as_bytes())
+        .write_all(text.as_bytes())
         .map_err(|e| format!("writing the answer: {e}"))
 }
 
@@ -125,8 +126,8 @@ fn typed<T: Shaped + serde::de::DeserializeOwned>(mut value: Value, what: &str) 
     serde_json::from_value(value).map_err(|e| format!("{what}: {e}"))
 }
 
-pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
-    let fail = |e: Error| explain(&e, &cli.endpoint_url);
+pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
+    let fail = |e: Error| explain(&e, cli.endpoint());
     match &cli.command {
         Command::CreateExportJob {
             export_data_source,
@@ -154,10 +155,10 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                 }
             }
             let input: CreateExportJobRequest = typed(request, "the request")?;
-            print(&client(cli)?.create_export_job(input).await.map_err(fail)?, format)?;
+            print(&client(cli)?.create_export_job(input).await.map_err(fail)?, output)?;
         }
         Command::GetExportJob { job_id } => {
-            print(&client(cli)?.get_export_job(job_id).await.map_err(fail)?, format)?;
+            print(&client(cli)?.get_export_job(job_id).await.map_err(fail)?, output)?;
         }
         Command::ListExportJobs {
             page_size,
@@ -181,11 +182,11 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                     export_jobs: Some(jobs),
                     next_token: None,
                 },
-                format,
+                output,
             )?;
         }
         Command::CancelExportJob { job_id } => {
-            print(&client(cli)?.cancel_export_job(job_id).await.map_err(fail)?, format)?;
+            print(&client(cli)?.cancel_export_job(job_id).await.map_err(fail)?, output)?;
         }
         Command::Wait { job_id, timeout } => {
             let client = client(cli)?;
@@ -213,7 +214,7 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            print(&job, format)?;
+            print(&job, output)?;
             if job.job_status != Some(JobStatus::Completed) {
                 let reason = job
                     .failure_info
@@ -253,7 +254,7 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
             let bytes = client.download(&url, &path).await.map_err(fail)?;
             print(
                 &json!({"JobId": job_id, "Path": path.display().to_string(), "Bytes": bytes}),
-                format,
+                output,
             )?;
         }
         Command::Ingest {
@@ -276,9 +277,12 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                 ingest::IngestError::Client(e) => fail(e),
                 ingest::IngestError::Input(m) => m,
             })?;
-            print(&report, format)?;
+            print(&report, output)?;
             if failed {
                 return Ok(exit::ERROR);
+            }
+            if report["rejected"].as_u64().unwrap_or(0) > 0 {
+                return Ok(exit::LINES_REJECTED);
             }
         }
         Command::Seed {
@@ -326,7 +330,10 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
                         report[key] = json!(report[key].as_u64().unwrap_or(0) + n);
                     }
                 }
-                print(&report, format)?;
+                print(&report, output)?;
+                if report["rejected"].as_u64().unwrap_or(0) > 0 {
+                    return Ok(exit::LINES_REJECTED);
+                }
             } else {
                 let result = match out {
                     Some(path) => std::fs::File::create(path)
@@ -344,13 +351,23 @@ pub async fn run(cli: &Cli, format: Format) -> Result<u8> {
         Command::GetMessageInsights { message_id } => {
             print(
                 &client(cli)?.get_message_insights(message_id).await.map_err(fail)?,
-                format,
+                output,
             )?;
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+                Shell::Powershell => clap_complete::Shell::PowerShell,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "ses-export", &mut std::io::stdout());
         }
         Command::BatchGetMetricData { queries } => {
             let queries = json_arg("--queries", queries)?;
             let input: BatchGetMetricDataRequest = typed(json!({"Queries": queries}), "--queries")?;
-            print(&client(cli)?.batch_get_metric_data(input).await.map_err(fail)?, format)?;
+            print(&client(cli)?.batch_get_metric_data(input).await.map_err(fail)?, output)?;
         }
     }
     Ok(0)

@@ -6,7 +6,6 @@ mod commands;
 mod ingest;
 pub mod output;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,16 +15,18 @@ pub use output::Format;
 
 /// The command line for Amazon SES v2 export jobs.
 #[derive(Debug, Parser)]
-#[command(name = "ses-export", version, about, long_about = None)]
+#[command(
+    name = "ses-export",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  ses-export seed --messages 10000 | ses-export ingest -\n  ses-export list-export-jobs --query 'ExportJobs[].JobId' --output text\n\nExit codes: 0 done, 1 an error, 2 a usage error, 3 the job ended FAILED or CANCELLED (wait),\n4 some lines were rejected (ingest, seed --send)."
+)]
 pub struct Cli {
-    /// The service to call.
-    #[arg(
-        long,
-        global = true,
-        env = "AWS_ENDPOINT_URL",
-        default_value = "http://127.0.0.1:4599"
-    )]
-    pub endpoint_url: String,
+    /// The service to call (default: AWS_ENDPOINT_URL_SESV2, AWS_ENDPOINT_URL,
+    /// the profile's endpoint_url, or http://127.0.0.1:4599).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 
     /// The region to sign for (default: AWS_REGION, the profile's, or us-east-1).
     #[arg(long, global = true)]
@@ -46,9 +47,15 @@ pub struct Cli {
     )]
     pub ca_bundle: Option<PathBuf>,
 
-    /// How to print answers (default: table on a terminal, json otherwise).
+    /// How to print answers (default: AWS_DEFAULT_OUTPUT, the profile's
+    /// output, or json).
     #[arg(long, global = true, value_enum)]
     pub output: Option<Format>,
+
+    /// A JMESPath query applied to the answer before it is printed, as the
+    /// AWS CLI's --query (for example 'ExportJobs[].JobId').
+    #[arg(long, global = true, value_name = "JMESPATH")]
+    pub query: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -57,6 +64,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start an export job.
+    #[command(
+        after_help = "Example:\n  ses-export create-export-job \\\n    --export-data-source '{\"MessageInsightsDataSource\": {\"StartDate\": \"2024-01-01\", \"EndDate\": \"2024-02-01\", \"Include\": {\"Isp\": [\"Gmail\"]}}}' \\\n    --export-destination '{\"DataFormat\": \"CSV\"}'"
+    )]
     CreateExportJob {
         /// The ExportDataSource as JSON (timestamps as epoch seconds or ISO 8601).
         #[arg(long)]
@@ -69,11 +79,18 @@ pub enum Command {
         cli_input_json: Option<String>,
     },
     /// Show an export job.
+    #[command(
+        after_help = "Example:\n  ses-export get-export-job --job-id 0c3b2a1e-... --query JobStatus --output text"
+    )]
     GetExportJob {
+        /// The job's id, as CreateExportJob answered it.
         #[arg(long)]
         job_id: String,
     },
     /// List export jobs, newest first, every page.
+    #[command(
+        after_help = "Example:\n  ses-export list-export-jobs --query 'ExportJobs[?JobStatus==`COMPLETED`].JobId' --output text"
+    )]
     ListExportJobs {
         /// Jobs per request.
         #[arg(long)]
@@ -86,12 +103,16 @@ pub enum Command {
         export_source_type: Option<String>,
     },
     /// Cancel an export job that has not ended.
+    #[command(after_help = "Example:\n  ses-export cancel-export-job --job-id 0c3b2a1e-...")]
     CancelExportJob {
+        /// The job's id.
         #[arg(long)]
         job_id: String,
     },
     /// Wait for an export job to end; exits 3 if it FAILED or was CANCELLED.
+    #[command(after_help = "Example:\n  ses-export wait --job-id 0c3b2a1e-... --timeout 600")]
     Wait {
+        /// The job's id.
         #[arg(long)]
         job_id: String,
         /// Give up after this many seconds.
@@ -99,14 +120,19 @@ pub enum Command {
         timeout: u64,
     },
     /// Download a completed export job's file.
+    #[command(after_help = "Example:\n  ses-export download --job-id 0c3b2a1e-... --out gmail.csv")]
     Download {
+        /// The job's id.
         #[arg(long)]
         job_id: String,
         /// Where to write it (default: JOB_ID.csv or JOB_ID.json).
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Send SES event records (JSON Lines, gzip or plain; `-` for stdin).
+    /// Send SES event records (JSON Lines, gzip or plain; `-` for stdin; s3://).
+    #[command(
+        after_help = "Examples:\n  ses-export seed --messages 10000 | ses-export ingest -\n  ses-export ingest s3://my-ses-events/firehose/2024/ --resume backfill.txt\n\nExit code 4 when some lines were rejected (the rest were kept)."
+    )]
     Ingest {
         /// Files to read (`-` for standard input), plain or gzip, or
         /// s3://BUCKET/PREFIX for every object under the prefix.
@@ -128,6 +154,7 @@ pub enum Command {
         parallel: u16,
     },
     /// Write a synthetic, realistic SES event stream.
+    #[command(after_help = "Example:\n  ses-export seed --messages 10000 --days 7 --out events.jsonl")]
     Seed {
         /// How many messages.
         #[arg(long, default_value_t = 1000)]
@@ -149,11 +176,25 @@ pub enum Command {
         send: bool,
     },
     /// Show one message's recipients and events.
+    #[command(after_help = "Example:\n  ses-export get-message-insights --message-id 0100018c...-000000")]
     GetMessageInsights {
+        /// The message id SES gave the message.
         #[arg(long)]
         message_id: String,
     },
-    /// Daily metric values: --queries '[{"Id": ..., "Namespace": "VDM", ...}]'.
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  ses-export completion bash > /etc/bash_completion.d/ses-export\n  ses-export completion zsh > \"${fpath[1]}/_ses-export\""
+    )]
+    Completion {
+        /// The shell: bash, zsh, fish or powershell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Daily metric values, as VDM's dashboard shows them.
+    #[command(
+        after_help = "Example:\n  ses-export batch-get-metric-data --queries '[{\"Id\": \"sends\", \"Namespace\": \"VDM\", \"Metric\": \"SEND\", \"StartDate\": \"2024-01-01\", \"EndDate\": \"2024-01-08\"}]'"
+    )]
     BatchGetMetricData {
         /// The queries as JSON, or file://PATH.
         #[arg(long)]
@@ -161,21 +202,71 @@ pub enum Command {
     },
 }
 
-/// Exit codes.
+/// Exit codes (SPEC §11).
 pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
     /// The service or the connection failed, or the input was wrong.
     pub const ERROR: u8 = 1;
+    /// The command line itself is wrong (clap's usage errors).
+    pub const USAGE: u8 = 2;
     /// `wait`: the job ended FAILED or CANCELLED.
     pub const JOB_DID_NOT_COMPLETE: u8 = 3;
+    /// `ingest`, `seed --send`: some lines were rejected (the rest were kept).
+    pub const LINES_REJECTED: u8 = 4;
+}
+
+/// Where the CLI talks to when nothing says otherwise: a local server.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4599";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Cli {
+    /// The endpoint to call, resolved once at start (see [`Cli::resolve`]).
+    pub fn endpoint(&self) -> &str {
+        self.endpoint_url.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// Fills in what the flags left to the environment and the profile, in
+    /// the AWS CLI's order: the endpoint (`--endpoint-url`,
+    /// `AWS_ENDPOINT_URL_SESV2`, `AWS_ENDPOINT_URL`, the profile's
+    /// `endpoint_url`) and the output (`--output`, `AWS_DEFAULT_OUTPUT`, the
+    /// profile's `output`, json).
+    pub fn resolve(&mut self) -> Result<Format, String> {
+        let profile = self.profile.clone();
+        let setting = |key: &str| ses_export_client::credentials::profile_setting(profile.as_deref(), key);
+        if self.endpoint_url.is_none() {
+            self.endpoint_url = env("AWS_ENDPOINT_URL_SESV2")
+                .or_else(|| env("AWS_ENDPOINT_URL"))
+                .or_else(|| setting("endpoint_url"));
+        }
+        match self.output {
+            Some(format) => Ok(format),
+            None => match env("AWS_DEFAULT_OUTPUT") {
+                Some(text) => text.parse().map_err(|e| format!("AWS_DEFAULT_OUTPUT: {e}")),
+                None => match setting("output") {
+                    Some(text) => text.parse().map_err(|e| format!("the profile's output: {e}")),
+                    None => Ok(Format::Json),
+                },
+            },
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let format = cli.output.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Json
-    });
+    let mut cli = Cli::parse();
+    let output = match cli
+        .resolve()
+        .and_then(|format| output::Output::new(format, cli.query.as_deref()))
+    {
+        Ok(output) => output,
+        Err(message) => {
+            eprintln!("ses-export: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -183,11 +274,20 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(commands::run(&cli, format)) {
+    match runtime.block_on(commands::run(&cli, &output)) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
             eprintln!("ses-export: {message}");
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// The shells `completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
 }

@@ -1,13 +1,33 @@
-//! Printing answers: the wire JSON as the AWS CLI prints it, or a table a
-//! person can read.
+//! Printing answers as the AWS CLI prints them: JSON (the default), its
+//! tab-separated `text`, or a table a person can read; `--query` (JMESPath)
+//! applied first, as the AWS CLI applies it.
 
 use serde_json::Value;
 
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Pretty JSON, as the AWS CLI prints it.
     Json,
+    /// Columns for people.
     Table,
+    /// The AWS CLI's tab-separated text, for scripts.
+    Text,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// `json`, `table` or `text`, as `AWS_DEFAULT_OUTPUT` and a profile's
+    /// `output` say it (the AWS CLI's `yaml` forms are not offered).
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "json" => Ok(Format::Json),
+            "table" => Ok(Format::Table),
+            "text" => Ok(Format::Text),
+            other => Err(format!("output {other:?} is not json, table or text")),
+        }
+    }
 }
 
 /// The answer as text, ending in a newline.
@@ -15,6 +35,208 @@ pub fn render(value: &Value, format: Format) -> String {
     match format {
         Format::Json => json(value),
         Format::Table => table(value),
+        Format::Text => text(value),
+    }
+}
+
+/// How to print: the format, and a JMESPath query to apply first.
+#[derive(Debug)]
+pub struct Output {
+    pub format: Format,
+    pub query: Option<jmespath::Expression<'static>>,
+}
+
+impl Output {
+    /// `query` compiled; its error names the expression.
+    pub fn new(format: Format, query: Option<&str>) -> Result<Output, String> {
+        let query = query
+            .map(|q| jmespath::compile(&legacy_literals(q)).map_err(|e| format!("--query {q:?} is not JMESPath: {e}")))
+            .transpose()?;
+        Ok(Output { format, query })
+    }
+
+    /// The answer, queried, as text.
+    pub fn render(&self, value: &Value) -> Result<String, String> {
+        let Some(query) = &self.query else {
+            return Ok(render(value, self.format));
+        };
+        let found = query.search(value).map_err(|e| format!("--query: {e}"))?;
+        let found = serde_json::to_value(&*found).map_err(|e| format!("--query: {e}"))?;
+        Ok(render(&found, self.format))
+    }
+}
+
+/// A backtick literal that is not JSON read as a string, as the AWS CLI's
+/// JMESPath (jmespath.py) reads it: `` `COMPLETED` `` is `` `"COMPLETED"` ``.
+/// Raw string literals (`'...'`) are left alone.
+fn legacy_literals(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                out.push(c);
+                while let Some(c) = chars.next() {
+                    out.push(c);
+                    if c == '\\' {
+                        if let Some(next) = chars.next() {
+                            out.push(next);
+                        }
+                    } else if c == '\'' {
+                        break;
+                    }
+                }
+            }
+            '`' => {
+                let mut literal = String::new();
+                let mut closed = false;
+                while let Some(c) = chars.next() {
+                    if c == '\\' && chars.peek() == Some(&'`') {
+                        literal.push('`');
+                        chars.next();
+                    } else if c == '`' {
+                        closed = true;
+                        break;
+                    } else {
+                        literal.push(c);
+                    }
+                }
+                let json = if !closed || serde_json::from_str::<Value>(literal.trim()).is_ok() {
+                    literal.replace('`', "\\`")
+                } else {
+                    serde_json::to_string(&literal).unwrap_or_default().replace('`', "\\`")
+                };
+                out.push('`');
+                out.push_str(&json);
+                if closed {
+                    out.push('`');
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The AWS CLI's `text` output (awscli's `text.format_text`): a scalar on
+/// its own line; a list of scalars on one line, tab-separated (each under
+/// its parent's name, upper-cased, when nested); an object's scalar values
+/// on one line in key order, then its nested lists and objects; the
+/// objects of a list share the columns of all their scalar keys. `null`
+/// prints `None` and booleans `True`/`False`, as Python prints them.
+pub fn text(value: &Value) -> String {
+    let mut out = String::new();
+    text_item(value, None, None, &mut out);
+    out
+}
+
+fn python_str(value: &Value) -> String {
+    match value {
+        Value::Null => "None".to_owned(),
+        Value::Bool(true) => "True".to_owned(),
+        Value::Bool(false) => "False".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn is_scalar(value: &Value) -> bool {
+    !matches!(value, Value::Array(_) | Value::Object(_))
+}
+
+fn text_item(value: &Value, identifier: Option<&str>, scalar_keys: Option<&[String]>, out: &mut String) {
+    match value {
+        Value::Object(map) => text_object(map, identifier, scalar_keys, out),
+        Value::Array(items) => text_list(items, identifier, out),
+        scalar => {
+            out.push_str(&python_str(scalar));
+            out.push('\n');
+        }
+    }
+}
+
+fn text_list(items: &[Value], identifier: Option<&str>, out: &mut String) {
+    if items.is_empty() {
+        return;
+    }
+    if items.iter().any(Value::is_object) {
+        let mut keys: Vec<String> = items
+            .iter()
+            .filter_map(Value::as_object)
+            .flat_map(|m| m.iter().filter(|(_, v)| is_scalar(v)).map(|(k, _)| k.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for item in items {
+            text_item(item, identifier, Some(&keys), out);
+        }
+    } else if items.iter().any(Value::is_array) {
+        let scalars: Vec<&Value> = items.iter().filter(|v| is_scalar(v)).collect();
+        if !scalars.is_empty() {
+            text_scalars(&scalars, identifier, out);
+        }
+        for item in items.iter().filter(|v| !is_scalar(v)) {
+            text_item(item, identifier, None, out);
+        }
+    } else {
+        text_scalars(&items.iter().collect::<Vec<_>>(), identifier, out);
+    }
+}
+
+fn text_scalars(items: &[&Value], identifier: Option<&str>, out: &mut String) {
+    match identifier {
+        Some(name) => {
+            for item in items {
+                out.push_str(&format!("{}\t{}\n", name.to_uppercase(), python_str(item)));
+            }
+        }
+        None => {
+            let line: Vec<String> = items.iter().map(|v| python_str(v)).collect();
+            out.push_str(&line.join("\t"));
+            out.push('\n');
+        }
+    }
+}
+
+fn text_object(
+    map: &serde_json::Map<String, Value>,
+    identifier: Option<&str>,
+    scalar_keys: Option<&[String]>,
+    out: &mut String,
+) {
+    let mut scalars: Vec<String> = Vec::new();
+    let mut nested: Vec<(&str, &Value)> = Vec::new();
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    match scalar_keys {
+        None => {
+            for key in keys {
+                let value = &map[key];
+                if is_scalar(value) {
+                    scalars.push(python_str(value));
+                } else {
+                    nested.push((key, value));
+                }
+            }
+        }
+        Some(columns) => {
+            for column in columns {
+                scalars.push(map.get(column).map(python_str).unwrap_or_default());
+            }
+            for key in keys.into_iter().filter(|k| !columns.contains(k)) {
+                nested.push((key, &map[key]));
+            }
+        }
+    }
+    if !scalars.is_empty() {
+        if let Some(name) = identifier {
+            scalars.insert(0, name.to_uppercase());
+        }
+        out.push_str(&scalars.join("\t"));
+        out.push('\n');
+    }
+    for (key, value) in nested {
+        text_item(value, Some(key), None, out);
     }
 }
 

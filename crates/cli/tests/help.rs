@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use ses_export_cli::output::{Format, render};
+use ses_export_cli::output::{Format, Output, render};
 
 const COMMANDS: &[&str] = &[
     "create-export-job",
@@ -16,6 +16,7 @@ const COMMANDS: &[&str] = &[
     "seed",
     "get-message-insights",
     "batch-get-metric-data",
+    "completion",
 ];
 
 fn help(args: &[&str]) -> String {
@@ -63,6 +64,35 @@ fn outputs_for_fixed_answers() {
     ] {
         out.push_str(&format!("## {name} --output table\n{}\n", render(value, Format::Table)));
         out.push_str(&format!("## {name} --output json\n{}\n", render(value, Format::Json)));
+        out.push_str(&format!("## {name} --output text\n{}\n", render(value, Format::Text)));
+    }
+    insta::assert_snapshot!(out);
+}
+
+/// `--query` results, in text and JSON, for the same fixed answers
+/// (compared with the AWS CLI itself in `tests/tests/cli_habits.rs`).
+#[test]
+fn query_results() {
+    let list = serde_json::json!({"ExportJobs": [
+        {"JobId": "job-3", "ExportSourceType": "MESSAGE_INSIGHTS", "JobStatus": "COMPLETED", "CreatedTimestamp": 1704300000},
+        {"JobId": "job-2", "ExportSourceType": "METRICS_DATA", "JobStatus": "PROCESSING", "CreatedTimestamp": 1704200000},
+        {"JobId": "job-1", "ExportSourceType": "MESSAGE_INSIGHTS", "JobStatus": "COMPLETED", "CreatedTimestamp": 1704100000}
+    ]});
+    let mut out = String::new();
+    for query in [
+        "ExportJobs[?JobStatus==`COMPLETED`].JobId",
+        "ExportJobs[?JobStatus=='PROCESSING'] | [0].JobId",
+        "ExportJobs[].[JobId, JobStatus]",
+        "ExportJobs[].{Id: JobId, Type: ExportSourceType}",
+        "length(ExportJobs)",
+        "ExportJobs[?JobStatus==`FAILED`]",
+    ] {
+        for format in [Format::Text, Format::Json] {
+            let output = Output::new(format, Some(query)).expect("a query");
+            out.push_str(&format!("## --query \"{query}\" --output {format:?}\n"));
+            out.push_str(&output.render(&list).expect("rendered"));
+            out.push('\n');
+        }
     }
     insta::assert_snapshot!(out);
 }

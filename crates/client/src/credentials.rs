@@ -68,6 +68,26 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A setting of the chosen profile (`profile`, else `AWS_PROFILE`, else
+/// `default`) in the shared config file (`AWS_CONFIG_FILE`, else
+/// `~/.aws/config`): `output`, `endpoint_url`, and the like.
+pub fn profile_setting(profile: Option<&str>, key: &str) -> Option<String> {
+    let profile = profile
+        .map(str::to_owned)
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".to_owned());
+    let config_file = env("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".aws/config")))?;
+    let mut config = read_ini(&config_file);
+    let section = if profile == "default" {
+        config.remove("default")
+    } else {
+        config.remove(&format!("profile {profile}"))
+    }?;
+    section.get(key).cloned().filter(|v| !v.is_empty())
+}
+
 /// Resolves credentials and region.
 pub fn resolve(request: &Resolve) -> Result<Resolved, String> {
     let profile = request
