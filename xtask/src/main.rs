@@ -28,6 +28,8 @@ tasks:
                       feed N mutated requests, event lines, signatures and
                       download paths (default 10,000,000) to the server in
                       process; fails on a panic or a 5xx
+  man [DIR]           write the man pages of ses-export (and each of its
+                      commands) and ses-export-server into DIR (target/man)
   soak [--seconds N] [--clients C]
                       run the release server under C clients (default 64)
                       for N seconds (default 60), every operation mixed;
@@ -43,6 +45,8 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["bench", rest @ ..] => bench::run(rest),
         ["fuzz", rest @ ..] => proof::fuzz(rest),
+        ["man"] => man(&root().join("target/man")),
+        ["man", dir] => man(Path::new(dir)),
         ["soak", rest @ ..] => proof::soak(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
@@ -57,6 +61,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The man pages, rendered by the binaries' crates (each has a `man`
+/// example on clap_mangen), so this crate depends on none of them.
+fn man(dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for package in ["ses-export-cli", "ses-export-server"] {
+        let status = std::process::Command::new(&cargo)
+            .args(["run", "--quiet", "-p", package, "--example", "man", "--"])
+            .arg(dir)
+            .current_dir(root())
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("{package}'s man example failed"));
+        }
+    }
+    Ok(())
 }
 
 /// The workspace root, whatever directory the task was started from.
