@@ -290,3 +290,62 @@ fn completions_for_every_shell() {
         assert!(script.contains("list-export-jobs"), "{shell}");
     }
 }
+
+#[tokio::test]
+async fn a_credential_process_profile_signs_requests_the_server_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = dir.path().join("server-credentials.toml");
+    std::fs::write(
+        &credentials,
+        "[[credentials]]\naccess_key_id = \"AKIAPROCESS\"\nsecret_access_key = \"secret-from-a-process\"\naccount_id = \"123456789012\"\n",
+    )
+    .expect("write");
+    let server = Server::start(&[
+        "--rate-limits",
+        "off",
+        "--credentials",
+        credentials.to_str().expect("path"),
+    ])
+    .await;
+    // The process prints credentials as AWS documents it (Version 1).
+    let script = dir.path().join("credentials.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '{\"Version\": 1, \"AccessKeyId\": \"AKIAPROCESS\", \"SecretAccessKey\": \"secret-from-a-process\"}'\n",
+    )
+    .expect("write");
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile proc]\nregion = eu-west-1\ncredential_process = sh {}\n",
+            script.display()
+        ),
+    )
+    .expect("write");
+    for how in [&["--profile", "proc"][..], &[][..]] {
+        let mut command = Command::new(cli_binary());
+        command
+            .args(["--endpoint-url", &server.url])
+            .args(how)
+            .args(["list-export-jobs", "--query", "length(ExportJobs)"])
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_DEFAULT_OUTPUT")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+        if how.is_empty() {
+            command.env("AWS_PROFILE", "proc");
+        } else {
+            // An explicit --profile wins over keys in the environment.
+            command
+                .env("AWS_ACCESS_KEY_ID", "AKIAWRONG")
+                .env("AWS_SECRET_ACCESS_KEY", "wrong");
+        }
+        let output = command.output().expect("run ses-export");
+        assert_eq!(stdout(&output), "0\n", "{how:?}");
+    }
+}

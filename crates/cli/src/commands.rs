@@ -17,18 +17,79 @@ use crate::{Cli, Command, Shell, exit, ingest};
 
 type Result<T> = std::result::Result<T, String>;
 
-fn resolve(cli: &Cli) -> Resolve {
-    Resolve {
-        profile: cli.profile.clone(),
-        region: cli.region.clone(),
-        credentials: None,
+/// Credentials and region as AWS tools find them, through AWS's own
+/// `aws-config`: the environment, the shared credentials and config files
+/// (`credential_process`, SSO, assumed roles), web identity, container and
+/// instance metadata. An explicit `--profile` is read from the files even
+/// when the environment holds keys, as the AWS CLI does.
+async fn resolve(cli: &Cli) -> Result<Resolve> {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+    if let Some(region) = &cli.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
     }
+    if let Some(profile) = &cli.profile {
+        let provider_config = aws_config::provider_config::ProviderConfig::default().with_http_client(http);
+        loader = loader.profile_name(profile).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .configure(&provider_config)
+                .profile_name(profile)
+                .build(),
+        );
+    }
+    let config = loader.load().await;
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| "no credentials provider".to_owned())?;
+    let found = provider.provide_credentials().await.map_err(|e| {
+        format!(
+            "no credentials: {}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --profile (a local \
+             ses-export-server without --credentials takes access key `test`, secret `test`).",
+            with_causes(&e)
+        )
+    })?;
+    Ok(Resolve {
+        profile: cli.profile.clone(),
+        region: Some(
+            config
+                .region()
+                .map_or_else(|| "us-east-1".to_owned(), ToString::to_string),
+        ),
+        credentials: Some(ses_export_client::credentials::Credentials {
+            access_key_id: found.access_key_id().to_owned(),
+            secret_access_key: found.secret_access_key().to_owned(),
+            session_token: found.session_token().map(str::to_owned),
+        }),
+    })
 }
 
-fn client(cli: &Cli) -> Result<Client> {
+/// `error` and what caused it, each after a colon.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+async fn client(cli: &Cli) -> Result<Client> {
+    client_with(cli, resolve(cli).await?)
+}
+
+fn client_with(cli: &Cli, resolve: Resolve) -> Result<Client> {
     let config = ClientConfig {
         endpoint: cli.endpoint().to_owned(),
-        resolve: resolve(cli),
+        resolve,
         retry: RetryPolicy::default(),
         ca_bundle: cli.ca_bundle.clone(),
     };
@@ -155,10 +216,13 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 }
             }
             let input: CreateExportJobRequest = typed(request, "the request")?;
-            print(&client(cli)?.create_export_job(input).await.map_err(fail)?, output)?;
+            print(
+                &client(cli).await?.create_export_job(input).await.map_err(fail)?,
+                output,
+            )?;
         }
         Command::GetExportJob { job_id } => {
-            print(&client(cli)?.get_export_job(job_id).await.map_err(fail)?, output)?;
+            print(&client(cli).await?.get_export_job(job_id).await.map_err(fail)?, output)?;
         }
         Command::ListExportJobs {
             page_size,
@@ -171,7 +235,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 export_source_type: export_source_type.as_deref().map(ExportSourceType::from),
                 job_status: job_status.as_deref().map(JobStatus::from),
             };
-            let client = client(cli)?;
+            let client = client(cli).await?;
             let mut jobs = Vec::new();
             let mut stream = std::pin::pin!(client.list_all_export_jobs(input));
             while let Some(job) = stream.next().await {
@@ -186,10 +250,13 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             )?;
         }
         Command::CancelExportJob { job_id } => {
-            print(&client(cli)?.cancel_export_job(job_id).await.map_err(fail)?, output)?;
+            print(
+                &client(cli).await?.cancel_export_job(job_id).await.map_err(fail)?,
+                output,
+            )?;
         }
         Command::Wait { job_id, timeout } => {
-            let client = client(cli)?;
+            let client = client(cli).await?;
             let started = Instant::now();
             let bar = std::io::stderr().is_terminal().then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
@@ -228,7 +295,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             }
         }
         Command::Download { job_id, out } => {
-            let client = client(cli)?;
+            let client = client(cli).await?;
             let job = client.get_export_job(job_id).await.map_err(fail)?;
             if job.job_status != Some(JobStatus::Completed) {
                 return Err(format!(
@@ -264,13 +331,14 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             s3_endpoint_url,
             parallel,
         } => {
-            let client = client(cli)?;
+            let resolved = resolve(cli).await?;
+            let client = client_with(cli, resolved.clone())?;
             let options = ingest::Options {
                 chunk_bytes: *chunk_bytes,
                 resume: resume.clone(),
                 s3_endpoint_url: s3_endpoint_url.clone(),
                 parallel: usize::from(*parallel),
-                resolve: resolve(cli),
+                resolve: resolved,
                 ca_bundle: cli.ca_bundle.clone(),
             };
             let (report, failed) = ingest::run(&client, files, &options).await.map_err(|e| match e {
@@ -311,7 +379,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 ..Default::default()
             };
             if *send {
-                let client = client(cli)?;
+                let client = client(cli).await?;
                 let mut body = Vec::new();
                 let mut report = json!({"accepted": 0, "duplicates": 0, "rejected": 0});
                 let mut events = EventGenerator::new(config).peekable();
@@ -350,7 +418,11 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
         }
         Command::GetMessageInsights { message_id } => {
             print(
-                &client(cli)?.get_message_insights(message_id).await.map_err(fail)?,
+                &client(cli)
+                    .await?
+                    .get_message_insights(message_id)
+                    .await
+                    .map_err(fail)?,
                 output,
             )?;
         }
@@ -367,7 +439,10 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
         Command::BatchGetMetricData { queries } => {
             let queries = json_arg("--queries", queries)?;
             let input: BatchGetMetricDataRequest = typed(json!({"Queries": queries}), "--queries")?;
-            print(&client(cli)?.batch_get_metric_data(input).await.map_err(fail)?, output)?;
+            print(
+                &client(cli).await?.batch_get_metric_data(input).await.map_err(fail)?,
+                output,
+            )?;
         }
     }
     Ok(0)
