@@ -274,6 +274,29 @@ pub fn generated_lines(seed: u64, messages: u64) -> String {
     out
 }
 
+/// An export of daily SEND volumes by ISP, `start` to `end` (epoch seconds).
+pub fn send_volume_by_isp(start: i64, end: i64) -> aws_sdk_sesv2::types::ExportDataSource {
+    use aws_sdk_sesv2::primitives::DateTime;
+    use aws_sdk_sesv2::types::{
+        ExportDataSource, ExportMetric, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
+        MetricsDataSource,
+    };
+    let source = MetricsDataSource::builder()
+        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
+        .namespace(MetricNamespace::Vdm)
+        .metrics(
+            ExportMetric::builder()
+                .name(Metric::Send)
+                .aggregation(MetricAggregation::Volume)
+                .build(),
+        )
+        .start_date(DateTime::from_secs(start))
+        .end_date(DateTime::from_secs(end))
+        .build()
+        .expect("a metrics data source");
+    ExportDataSource::builder().metrics_data_source(source).build()
+}
+
 /// One HTTP client for the process, so connections are reused.
 pub fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();

@@ -8,13 +8,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_sesv2::primitives::DateTime;
-use aws_sdk_sesv2::types::{
-    DataFormat, ExportDataSource, ExportDestination, ExportMetric, Metric, MetricAggregation, MetricDimensionName,
-    MetricNamespace, MetricsDataSource,
-};
+use aws_sdk_sesv2::types::{DataFormat, ExportDestination};
 use base64::Engine;
-use ses_export_tests::{Server, generated_lines, http_client, server_binary};
+use ses_export_tests::{Server, generated_lines, http_client, send_volume_by_isp, server_binary};
 
 const KEY: &str = "firehose-intake-key-for-the-metrics-test";
 const CREDENTIALS: &str = r#"
@@ -121,22 +117,9 @@ async fn metrics_count_a_scripted_sequence_exactly() {
         .await
         .expect("firehose");
     assert_eq!(firehose.status().as_u16(), 200);
-    let source = MetricsDataSource::builder()
-        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
-        .namespace(MetricNamespace::Vdm)
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Send)
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        )
-        .start_date(DateTime::from_secs(1_704_067_200))
-        .end_date(DateTime::from_secs(1_704_499_200))
-        .build()
-        .expect("source");
     client
         .create_export_job()
-        .export_data_source(ExportDataSource::builder().metrics_data_source(source).build())
+        .export_data_source(send_volume_by_isp(1_704_067_200, 1_704_499_200))
         .export_destination(
             ExportDestination::builder()
                 .data_format(DataFormat::Csv)

@@ -6,12 +6,8 @@
 
 use std::process::{Command, Output};
 
-use aws_sdk_sesv2::primitives::DateTime;
-use aws_sdk_sesv2::types::{
-    ExportDataSource, ExportDestination, ExportMetric, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
-    MetricsDataSource,
-};
-use ses_export_tests::{Server, TestCa, cli_command, download, https_client, wait_for_end};
+use aws_sdk_sesv2::types::ExportDestination;
+use ses_export_tests::{Server, TestCa, cli_command, download, https_client, send_volume_by_isp, wait_for_end};
 
 fn cli(server: &Server, args: &[&str], env: &[(&str, &str)]) -> Output {
     cli_command(&server.url)
@@ -34,22 +30,9 @@ async fn tls_server(ca: &TestCa, extra: &[&str]) -> Server {
 
 /// A metrics export of one day, run to its end; its download URL.
 async fn finished_export_url(client: &aws_sdk_sesv2::Client) -> String {
-    let source = MetricsDataSource::builder()
-        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
-        .namespace(MetricNamespace::Vdm)
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Send)
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        )
-        .start_date(DateTime::from_secs(1_704_067_200))
-        .end_date(DateTime::from_secs(1_704_153_600))
-        .build()
-        .expect("metrics source");
     let created = client
         .create_export_job()
-        .export_data_source(ExportDataSource::builder().metrics_data_source(source).build())
+        .export_data_source(send_volume_by_isp(1_704_067_200, 1_704_153_600))
         .export_destination(
             ExportDestination::builder()
                 .data_format(aws_sdk_sesv2::types::DataFormat::Csv)

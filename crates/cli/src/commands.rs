@@ -49,7 +49,7 @@ async fn resolve(cli: &Cli) -> Result<Resolve> {
         format!(
             "no credentials: {}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --profile (a local \
              ses-export-server without --credentials takes access key `test`, secret `test`).",
-            with_causes(&e)
+            ses_export_core::error_chain(&e)
         )
     })?;
     Ok(Resolve {
@@ -65,21 +65,6 @@ async fn resolve(cli: &Cli) -> Result<Resolve> {
             session_token: found.session_token().map(str::to_owned),
         }),
     })
-}
-
-/// `error` and what caused it, each after a colon.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 async fn client(cli: &Cli) -> Result<Client> {

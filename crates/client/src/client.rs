@@ -81,16 +81,7 @@ impl Client {
             .unwrap_or_default()
             .to_owned();
         let resolved = credentials::resolve(&config.resolve).map_err(Error::Config)?;
-        let ca_bundle = config.ca_bundle.or_else(|| {
-            std::env::var_os("AWS_CA_BUNDLE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(crate::tls::client_config(ca_bundle.as_deref())?)
-            .build()
-            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        let http = crate::tls::http_client(config.ca_bundle.as_deref())?;
         Ok(Client {
             http,
             endpoint,
@@ -206,35 +197,14 @@ impl Client {
     }
 
     fn sign(&self, method: &str, url: &str, body: &[u8], content_type: &str) -> Result<Vec<(String, String)>, Error> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-        let identity = aws_credential_types::Credentials::new(
-            &self.credentials.access_key_id,
-            &self.credentials.secret_access_key,
-            self.credentials.session_token.clone(),
-            None,
-            "ses-export",
-        )
-        .into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("ses")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| Error::Config(format!("signing: {e}")))?
-            .into();
         let headers = [("host", self.host.as_str()), ("content-type", content_type)];
-        let request = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| Error::Config(format!("signing: {e}")))?;
-        let (instructions, _) = sign(request, &params)
-            .map_err(|e| Error::Config(format!("signing: {e}")))?
-            .into_parts();
-        let (headers, _) = instructions.into_parts();
-        Ok(headers
-            .iter()
-            .map(|h| (h.name().to_owned(), h.value().to_owned()))
-            .collect())
+        credentials::sign(
+            &self.credentials,
+            &self.region,
+            "ses",
+            aws_sigv4::http_request::SigningSettings::default(),
+            (method, url, &headers, body),
+        )
     }
 
     pub async fn create_export_job(&self, input: CreateExportJobRequest) -> Result<CreateExportJobResponse, Error> {

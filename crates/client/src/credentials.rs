@@ -147,3 +147,42 @@ pub fn resolve(request: &Resolve) -> Result<Resolved, String> {
         .unwrap_or_else(|| "us-east-1".to_owned());
     Ok(Resolved { credentials, region })
 }
+
+/// The SigV4 headers for `request` (method, URL, headers to sign, body),
+/// signed with `credentials` for `service` in `region`.
+pub(crate) fn sign(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    settings: aws_sigv4::http_request::SigningSettings,
+    request: (&str, &str, &[(&str, &str)], &[u8]),
+) -> Result<Vec<(String, String)>, crate::Error> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, sign};
+    let (method, url, headers, body) = request;
+    let failed = |e: &dyn std::fmt::Display| crate::Error::Config(format!("signing: {e}"));
+    let identity = aws_credential_types::Credentials::new(
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        credentials.session_token.clone(),
+        None,
+        "ses-export",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| failed(&e))?
+        .into();
+    let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+        .map_err(|e| failed(&e))?;
+    let (instructions, _) = sign(request, &params).map_err(|e| failed(&e))?.into_parts();
+    let (headers, _) = instructions.into_parts();
+    Ok(headers
+        .iter()
+        .map(|h| (h.name().to_owned(), h.value().to_owned()))
+        .collect())
+}

@@ -4,7 +4,6 @@
 //! and region resolution as the rest of the client.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -68,16 +67,7 @@ impl S3Reader {
     /// `ca_bundle` as for [`crate::ClientConfig`].
     pub fn new(endpoint: Option<&str>, resolve: &Resolve, ca_bundle: Option<&Path>) -> Result<S3Reader, Error> {
         let resolved = credentials::resolve(resolve).map_err(Error::Config)?;
-        let ca_bundle = ca_bundle.map(Path::to_path_buf).or_else(|| {
-            std::env::var_os("AWS_CA_BUNDLE")
-                .filter(|v| !v.is_empty())
-                .map(Into::into)
-        });
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(crate::tls::client_config(ca_bundle.as_deref())?)
-            .build()
-            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        let http = crate::tls::http_client(ca_bundle)?;
         if let Some(endpoint) = endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
@@ -171,44 +161,23 @@ impl S3Reader {
 
     fn sign(&self, url: &str) -> Result<Vec<(String, String)>, Error> {
         use aws_sigv4::http_request::{
-            PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-            UriPathNormalizationMode, sign,
+            PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
         };
         let host = url
             .split_once("://")
             .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
             .unwrap_or_default();
-        let identity = aws_credential_types::Credentials::new(
-            &self.credentials.access_key_id,
-            &self.credentials.secret_access_key,
-            self.credentials.session_token.clone(),
-            None,
-            "ses-export",
-        )
-        .into();
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| Error::Config(format!("signing: {e}")))?
-            .into();
-        let request = SignableRequest::new("GET", url, [("host", host)].into_iter(), SignableBody::Bytes(b""))
-            .map_err(|e| Error::Config(format!("signing: {e}")))?;
-        let (instructions, _) = sign(request, &params)
-            .map_err(|e| Error::Config(format!("signing: {e}")))?
-            .into_parts();
-        let (headers, _) = instructions.into_parts();
-        Ok(headers
-            .iter()
-            .map(|h| (h.name().to_owned(), h.value().to_owned()))
-            .collect())
+        credentials::sign(
+            &self.credentials,
+            &self.region,
+            "s3",
+            settings,
+            ("GET", url, &[("host", host)], b""),
+        )
     }
 }
 

@@ -42,6 +42,20 @@ pub(crate) fn client_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientCo
     Ok(config)
 }
 
+/// The HTTP client for `https` and `http` endpoints: TLS as
+/// [`client_config`] says, with `ca_bundle` or else `AWS_CA_BUNDLE`.
+pub(crate) fn http_client(ca_bundle: Option<&Path>) -> Result<reqwest::Client, Error> {
+    let from_env = std::env::var_os("AWS_CA_BUNDLE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let ca_bundle = ca_bundle.or(from_env.as_deref());
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .tls_backend_preconfigured(client_config(ca_bundle)?)
+        .build()
+        .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))
+}
+
 /// The certificates of a PEM file; a file with none is an error that names it.
 pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let text =

@@ -40,6 +40,23 @@ pub mod vdm;
 pub mod worker;
 
 pub use account::AccountId;
+
+/// `error` and what caused it, each after a colon (a cause already in the
+/// text is not repeated): a TLS refusal, say, names the certificate
+/// problem, not only that a handshake failed.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
 pub use ses_export_model as model;
 
 /// Syncs the folder that holds `path`, so a file just created or renamed

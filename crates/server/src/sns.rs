@@ -323,7 +323,7 @@ impl Sns {
         let response = tokio::time::timeout(FETCH_TIMEOUT, self.http.get(uri))
             .await
             .map_err(|_| unreachable("no answer within 10 seconds".to_owned()))?
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| unreachable(ses_export_core::error_chain(&e)))?;
         if !response.status().is_success() {
             return Err(unreachable(format!("HTTP {}", response.status())));
         }
@@ -336,17 +336,6 @@ impl Sns {
         .map_err(|e| unreachable(e.to_string()))?;
         Ok(body.to_bytes().to_vec())
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// RSA PKCS#1 1.5 with SHA-1, for SNS's SignatureVersion 1 (verification

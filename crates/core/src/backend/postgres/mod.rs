@@ -132,22 +132,6 @@ CREATE TABLE ses_learned (
 /// rollups from the kept events.
 const REDERIVE_AT: usize = 3;
 
-/// `error` and what caused it, each after a colon: a TLS refusal says
-/// which certificate problem, not only that the handshake failed.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
 
@@ -183,7 +167,7 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
     let mut client = pool
         .get()
         .await
-        .map_err(|e| format!("connecting to PostgreSQL: {}", with_causes(&e)))?;
+        .map_err(|e| format!("connecting to PostgreSQL: {}", crate::error_chain(&e)))?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
