@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::credentials::{Credentials, Identity};
 use crate::sigv4::{self, AuthError, SignedHead, Verifier};
 
+mod console;
 mod intake;
 
 /// Where the ingest endpoint is.
@@ -76,6 +77,15 @@ pub fn app(state: AppState) -> Router {
         .route(
             &format!("{DOWNLOAD_PATH}{{*key}}"),
             get(download).fallback(method_not_allowed),
+        )
+        .route(console::CONSOLE_PATH, get(console::root).fallback(method_not_allowed))
+        .route(
+            &format!("{}/", console::CONSOLE_PATH),
+            get(console::index).fallback(method_not_allowed),
+        )
+        .route(
+            &format!("{}/{{file}}", console::CONSOLE_PATH),
+            get(console::file).fallback(method_not_allowed),
         )
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))

@@ -1,0 +1,41 @@
+// Line charts and sparklines, drawn as SVG by hand.
+const NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes = {}, ...children) {
+  const element = document.createElementNS(NS, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
+  element.append(...children);
+  return element;
+}
+
+const format = (v, rate) => (rate ? `${(v * 100).toFixed(1)} %` : String(Math.round(v)));
+
+/** A line chart of `points` ({t: epoch seconds, v}), labelled for screen readers. */
+export function lineChart(points, { rate = false, label = "" } = {}) {
+  const width = 320, height = 160, left = 44, bottom = 18, top = 8;
+  const max = Math.max(rate ? 0.01 : 1, ...points.map((p) => p.v));
+  const x = (i) => left + (points.length > 1 ? (i * (width - left - 6)) / (points.length - 1) : 0);
+  const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
+  const first = points[0], last = points[points.length - 1];
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${label}: ${points.map((p) => format(p.v, rate)).join(", ")}` },
+    svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }),
+    svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
+    svg("text", { x: 2, y: top + 8 }, format(max, rate)),
+    svg("text", { x: 2, y: height - bottom }, format(0, rate)),
+    first ? svg("text", { x: left, y: height - 4 }, new Date(first.t * 1000).toISOString().slice(5, 10)) : "",
+    last ? svg("text", { x: width - 34, y: height - 4 }, new Date(last.t * 1000).toISOString().slice(5, 10)) : "",
+    svg("path", { class: "line", d: path }));
+  points.forEach((p, i) => chart.append(svg("circle", { class: "dot", cx: x(i), cy: y(p.v), r: 2, "data-t": p.t, "data-v": p.v })));
+  return chart;
+}
+
+/** A small line of `points`, for a table row. */
+export function sparkline(points) {
+  const width = 120, height = 24;
+  const max = Math.max(1, ...points.map((p) => p.v));
+  const x = (i) => (points.length > 1 ? (i * (width - 2)) / (points.length - 1) + 1 : 1);
+  const y = (v) => 2 + (height - 4) * (1 - v / max);
+  const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
+  return svg("svg", { class: "spark", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": points.map((p) => p.v).join(", ") }, svg("path", { class: "line", d: path }));
+}

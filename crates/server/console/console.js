@@ -1,0 +1,372 @@
+// The console: plain ES modules, no framework; every action is a signed
+// call to the SES v2 API with the signed-in credential's rights.
+import { api, ApiError, credential, patiently, signIn, signOut } from "./api.js";
+import { lineChart, sparkline } from "./charts.js";
+
+const main = document.getElementById("main");
+const DAY = 86400;
+
+/** An element: `h("td", { class: "num" }, "12")`; text is never parsed as HTML. */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+const time = (seconds) => (seconds ? new Date(seconds * 1000).toISOString().replace(".000Z", "Z") : "");
+const dayOf = (seconds) => new Date(seconds * 1000).toISOString().slice(0, 10);
+const epoch = (date) => Math.floor(Date.parse(date + "T00:00:00Z") / 1000);
+const today = () => new Date().toISOString().slice(0, 10);
+const daysAgo = (n) => dayOf(Date.now() / 1000 - n * DAY);
+
+function show(...content) {
+  main.replaceChildren(...content);
+  main.focus();
+}
+
+function problem(error) {
+  return h("p", { class: "error", role: "alert" }, error instanceof ApiError ? `${error.type || error.status}: ${error.message}` : String(error));
+}
+
+// ---------------------------------------------------------------- sign in
+
+function signInPage(message) {
+  const form = h(
+    "form",
+    { class: "stack", "aria-labelledby": "sign-in-title" },
+    h("h2", { id: "sign-in-title" }, "Sign in"),
+    h("p", { class: "muted" }, "With an access key of this server. The secret stays in this browser tab: it signs each request and is forgotten when the tab closes or you sign out."),
+    h("label", {}, "Access key ID", h("input", { name: "accessKey", required: true, autocomplete: "username", autofocus: true })),
+    h("label", {}, "Secret access key", h("input", { name: "secret", type: "password", required: true, autocomplete: "current-password" })),
+    h("label", {}, "Region", h("input", { name: "region", value: "us-east-1", required: true })),
+    message ? h("p", { class: "error", role: "alert", id: "sign-in-error" }, message) : null,
+    h("div", {}, h("button", { class: "primary", type: "submit" }, "Sign in")),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    signIn(data.get("accessKey").trim(), data.get("secret"), data.get("region").trim());
+    try {
+      // The credential's first call is the sign-in: a refused one is forgotten.
+      await patiently(() => api.listExportJobs({ PageSize: 1 }));
+      location.hash = "#/jobs";
+      route();
+    } catch (e) {
+      signOut();
+      signInPage(e instanceof ApiError && e.status === 403 ? `The server refused these credentials (${e.type}).` : String(e.message || e));
+    }
+  });
+  document.getElementById("nav").hidden = true;
+  show(form);
+}
+
+// ---------------------------------------------------------------- jobs
+
+let refresh = null;
+
+async function jobsPage() {
+  const status = h("select", { id: "filter-status", "aria-label": "Status" },
+    ["", "CREATED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"].map((s) => h("option", { value: s }, s || "any status")));
+  const type = h("select", { id: "filter-type", "aria-label": "Type" },
+    ["", "METRICS_DATA", "MESSAGE_INSIGHTS"].map((s) => h("option", { value: s }, s || "any type")));
+  const body = h("tbody");
+  const details = h("div", { id: "job-details" });
+  const note = h("p", { class: "muted", "aria-live": "polite" });
+  const table = h("table", { id: "jobs" },
+    h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Created", "Completed", ""].map((c) => h("th", { scope: "col" }, c)))),
+    body);
+
+  async function load() {
+    try {
+      const input = { PageSize: 100 };
+      if (status.value) input.JobStatus = status.value;
+      if (type.value) input.ExportSourceType = type.value;
+      const jobs = [];
+      let token;
+      do {
+        const page = await patiently(() => api.listExportJobs({ ...input, NextToken: token }));
+        jobs.push(...(page.ExportJobs || []));
+        token = page.NextToken;
+      } while (token && jobs.length < 500);
+      body.replaceChildren(...jobs.map(row));
+      const active = jobs.some((j) => j.JobStatus === "CREATED" || j.JobStatus === "PROCESSING");
+      const count = jobs.length === 1 ? "1 job" : `${jobs.length} jobs`;
+      note.textContent = jobs.length ? `${count}${active ? ", refreshing while some are active" : ""}` : "No export jobs yet.";
+      clearTimeout(refresh);
+      if (active) refresh = setTimeout(load, 2000);
+    } catch (e) {
+      note.replaceChildren(problem(e));
+    }
+  }
+
+  function row(job) {
+    const actions = h("td", {});
+    if (job.JobStatus === "CREATED" || job.JobStatus === "PROCESSING") {
+      actions.append(h("button", { type: "button", onclick: async () => {
+        try { await api.cancelExportJob(job.JobId); } catch (e) { note.replaceChildren(problem(e)); }
+        load();
+      } }, "Cancel"));
+    }
+    if (job.JobStatus === "COMPLETED") {
+      actions.append(h("button", { type: "button", class: "download", onclick: async () => {
+        try {
+          const full = await patiently(() => api.getExportJob(job.JobId));
+          const url = full.ExportDestination && full.ExportDestination.S3Url;
+          if (url && url.startsWith("http")) {
+            // A link the browser downloads (the URL is signed and short-lived).
+            const link = h("a", { href: url, download: "", id: "download-link" }, "download");
+            note.replaceChildren("Downloading ", link, ".");
+            link.click();
+          } else {
+            note.textContent = `The file is at ${url}`;
+          }
+        } catch (e) { note.replaceChildren(problem(e)); }
+      } }, "Download"));
+    }
+    return h("tr", { "data-job": job.JobId },
+      h("td", {}, h("button", { type: "button", class: "link", onclick: () => detailsOf(job.JobId) }, job.JobId)),
+      h("td", {}, job.ExportSourceType),
+      h("td", { class: `status-${job.JobStatus}` }, job.JobStatus),
+      h("td", {}, time(job.CreatedTimestamp)),
+      h("td", {}, time(job.CompletedTimestamp)),
+      actions);
+  }
+
+  async function detailsOf(id) {
+    try {
+      const job = await patiently(() => api.getExportJob(id));
+      details.replaceChildren(h("h3", {}, `Job ${id}`), h("pre", {}, JSON.stringify(job, null, 2)));
+      details.scrollIntoView();
+    } catch (e) {
+      details.replaceChildren(problem(e));
+    }
+  }
+
+  status.addEventListener("change", load);
+  type.addEventListener("change", load);
+  show(h("h2", {}, "Export jobs"), h("div", { class: "row" }, status, type, h("button", { type: "button", onclick: load }, "Refresh")), note, table, details);
+  await load();
+}
+
+// ---------------------------------------------------------------- new export
+
+// Most specific first: "metricsDataSource.startDate" is about StartDate.
+const FIELDS = ["StartDate", "EndDate", "MaxResults", "Dimensions", "Include", "Exclude", "DataFormat", "S3Url", "Metrics"];
+
+function newExportPage() {
+  const field = (name, label, input) => h("label", { id: `field-${name}` }, label, input, h("span", { class: "field-error", id: `error-${name}`, role: "alert" }));
+  const source = h("select", { name: "source", id: "source" },
+    h("option", { value: "metrics" }, "Metrics (VDM)"), h("option", { value: "insights" }, "Message insights"));
+  const metricsPart = h("fieldset", { id: "metrics-part" }, h("legend", {}, "Metrics"),
+    field("Dimensions", "Dimension", h("select", { name: "dimension" }, ["ISP", "EMAIL_IDENTITY", "CONFIGURATION_SET", "TENANT_NAME"].map((d) => h("option", {}, d)))),
+    field("Metrics", "Metrics (NAME:VOLUME or NAME:RATE, comma-separated)", h("input", { name: "metrics", value: "SEND:VOLUME, DELIVERY:RATE, OPEN:RATE" })));
+  const insightsPart = h("fieldset", { id: "insights-part", hidden: true }, h("legend", {}, "Message insights"),
+    field("Include", "Only ISPs (comma-separated; empty for all)", h("input", { name: "isp", placeholder: "Gmail, Yahoo" })),
+    field("Exclude", "Leave out subjects (comma-separated patterns)", h("input", { name: "excludeSubject" })),
+    field("MaxResults", "At most this many records", h("input", { name: "maxResults", type: "number", min: 1, value: 10000 })));
+  source.addEventListener("change", () => {
+    metricsPart.hidden = source.value !== "metrics";
+    insightsPart.hidden = source.value !== "insights";
+  });
+  const result = h("div", { "aria-live": "polite" });
+  const form = h("form", { class: "stack", id: "new-export" },
+    h("h2", {}, "New export"),
+    h("label", {}, "Data", source),
+    h("div", { class: "row" },
+      field("StartDate", "From (UTC day)", h("input", { name: "start", type: "date", value: daysAgo(7) })),
+      field("EndDate", "To (UTC day, not included)", h("input", { name: "end", type: "date", value: daysAgo(-1) }))),
+    metricsPart, insightsPart,
+    field("DataFormat", "Format", h("select", { name: "format" }, h("option", {}, "CSV"), h("option", {}, "JSON"))),
+    h("div", {}, h("button", { class: "primary", type: "submit" }, "Create export")),
+    result);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const name of FIELDS) { const e = document.getElementById(`error-${name}`); if (e) e.textContent = ""; }
+    result.replaceChildren();
+    const data = new FormData(form);
+    const start = data.get("start") ? epoch(data.get("start")) : undefined;
+    const end = data.get("end") ? epoch(data.get("end")) : undefined;
+    let dataSource;
+    if (data.get("source") === "metrics") {
+      const metrics = String(data.get("metrics")).split(",").map((m) => m.trim()).filter(Boolean).map((m) => {
+        const [Name, Aggregation = "VOLUME"] = m.split(":").map((p) => p.trim().toUpperCase());
+        return { Name, Aggregation };
+      });
+      dataSource = { MetricsDataSource: { Namespace: "VDM", Dimensions: { [data.get("dimension")]: ["*"] }, Metrics: metrics, StartDate: start, EndDate: end } };
+    } else {
+      const list = (name) => String(data.get(name) || "").split(",").map((v) => v.trim()).filter(Boolean);
+      const insights = { StartDate: start, EndDate: end, MaxResults: Number(data.get("maxResults")) };
+      if (list("isp").length) insights.Include = { Isp: list("isp") };
+      if (list("excludeSubject").length) insights.Exclude = { Subject: list("excludeSubject") };
+      dataSource = { MessageInsightsDataSource: insights };
+    }
+    try {
+      const created = await patiently(() => api.createExportJob({ ExportDataSource: dataSource, ExportDestination: { DataFormat: data.get("format") } }));
+      result.replaceChildren(h("p", {}, "Created ", h("a", { href: "#/jobs", id: "created-job" }, created.JobId), "."));
+    } catch (e) {
+      // The server's message, beside the field it names.
+      const message = String(e.message || "").toLowerCase();
+      const named = FIELDS.find((name) => message.includes(name.toLowerCase()));
+      const target = named && document.getElementById(`error-${named}`);
+      if (target && !target.closest("[hidden]")) target.textContent = e.message;
+      else result.replaceChildren(problem(e));
+    }
+  });
+  show(form);
+}
+
+// ---------------------------------------------------------------- dashboard
+
+const SERIES = [
+  { id: "send", label: "Send volume", metric: "SEND" },
+  { id: "delivery", label: "Delivery rate", metric: "DELIVERY", rate: true },
+  { id: "open", label: "Open rate", metric: "OPEN", rate: true },
+  { id: "click", label: "Click rate", metric: "CLICK", rate: true },
+  { id: "bounce", label: "Bounce rate", metric: "PERMANENT_BOUNCE", rate: true },
+  { id: "complaint", label: "Complaint rate", metric: "COMPLAINT", rate: true },
+];
+
+/** Daily values of every series for `dimensions` (one value each), by BatchGetMetricData. */
+async function daily(start, end, dimensions) {
+  const queries = SERIES.map((s) => ({ Id: s.id, Namespace: "VDM", Metric: s.metric, StartDate: start, EndDate: end, ...(dimensions ? { Dimensions: dimensions } : {}) }));
+  const answer = await patiently(() => api.batchGetMetricData({ Queries: queries }));
+  const byId = Object.fromEntries((answer.Results || []).map((r) => [r.Id, r]));
+  const send = byId.send || { Timestamps: [], Values: [] };
+  const out = {};
+  for (const s of SERIES) {
+    const r = byId[s.id] || { Timestamps: [], Values: [] };
+    out[s.id] = r.Timestamps.map((t, i) => {
+      const sent = send.Values[i] || 0;
+      return { t, v: s.rate ? (sent ? r.Values[i] / sent : 0) : r.Values[i] };
+    });
+  }
+  return out;
+}
+
+async function dashboardPage() {
+  const start = h("input", { type: "date", id: "dash-start", value: daysAgo(30), "aria-label": "From" });
+  const end = h("input", { type: "date", id: "dash-end", value: daysAgo(-1), "aria-label": "To" });
+  const dimension = h("select", { id: "dash-dimension", "aria-label": "Break down by" },
+    ["ISP", "EMAIL_IDENTITY", "CONFIGURATION_SET", "TENANT_NAME"].map((d) => h("option", {}, d)));
+  const charts = h("div", { class: "charts", id: "charts" });
+  const breakdown = h("div", { id: "breakdown" });
+  const note = h("p", { class: "muted", "aria-live": "polite" });
+
+  async function load() {
+    const from = epoch(start.value), to = epoch(end.value);
+    note.textContent = "Loading…";
+    try {
+      const all = await daily(from, to);
+      charts.replaceChildren(...SERIES.map((s) => h("figure", { "data-series": s.id }, h("figcaption", {}, s.label), lineChart(all[s.id], { rate: s.rate, label: s.label }))));
+      note.textContent = `Daily, ${start.value} to ${end.value} (UTC).`;
+      await loadBreakdown(from, to);
+    } catch (e) {
+      note.replaceChildren(problem(e));
+    }
+  }
+
+  async function loadBreakdown(from, to) {
+    // The dimension's values: a metrics export over the interval lists them.
+    breakdown.replaceChildren(h("p", { class: "muted" }, `Finding the ${dimension.value} values…`));
+    const created = await patiently(() => api.createExportJob({
+      ExportDataSource: { MetricsDataSource: { Namespace: "VDM", Dimensions: { [dimension.value]: ["*"] }, Metrics: [{ Name: "SEND", Aggregation: "VOLUME" }], StartDate: from, EndDate: to } },
+      ExportDestination: { DataFormat: "JSON" },
+    }));
+    let job;
+    for (;;) {
+      job = await patiently(() => api.getExportJob(created.JobId));
+      if (!["CREATED", "PROCESSING"].includes(job.JobStatus)) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const url = job.ExportDestination && job.ExportDestination.S3Url;
+    if (job.JobStatus !== "COMPLETED" || !url || !url.startsWith("http")) {
+      breakdown.replaceChildren(h("p", { class: "error" }, `The values could not be listed (${job.JobStatus}).`));
+      return;
+    }
+    const text = await (await fetch(url, { credentials: "omit" })).text();
+    const values = text.split("\n").filter(Boolean).map((l) => JSON.parse(l)[dimension.value]).filter((v) => v !== undefined && v !== "");
+    const rows = [];
+    for (const value of values.slice(0, 25)) {
+      const series = await daily(from, to, { [dimension.value]: value });
+      const total = series.send.reduce((a, p) => a + p.v, 0);
+      const rate = (id) => {
+        const sent = series.send.reduce((a, p) => a + p.v, 0);
+        const count = series[id].reduce((a, p, i) => a + p.v * (series.send[i] ? series.send[i].v : 0), 0);
+        return sent ? (100 * count / sent).toFixed(1) + " %" : "";
+      };
+      rows.push(h("tr", { "data-value": value },
+        h("th", { scope: "row" }, value),
+        h("td", { class: "num" }, total),
+        h("td", {}, sparkline(series.send)),
+        ...["delivery", "open", "click", "bounce", "complaint"].map((id) => h("td", { class: "num" }, rate(id)))));
+    }
+    breakdown.replaceChildren(h("h3", {}, `By ${dimension.value}`), h("table", { id: "breakdown-table" },
+      h("thead", {}, h("tr", {}, [dimension.value, "Sent", "Daily sends", "Delivered", "Opened", "Clicked", "Bounced", "Complained"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows)));
+  }
+
+  show(h("h2", {}, "Deliverability dashboard"),
+    h("div", { class: "row" }, h("label", {}, "From ", start), h("label", {}, "To ", end), h("label", {}, "Break down by ", dimension), h("button", { type: "button", class: "primary", id: "dash-load", onclick: load }, "Show")),
+    note, charts, breakdown);
+  await load();
+}
+
+// ---------------------------------------------------------------- lookup
+
+function lookupPage() {
+  const input = h("input", { name: "messageId", id: "message-id", required: true, "aria-label": "Message ID", size: 50 });
+  const out = h("div", { id: "lookup-result", "aria-live": "polite" });
+  const form = h("form", { class: "row" }, input, h("button", { class: "primary", type: "submit" }, "Look up"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const found = await patiently(() => api.getMessageInsights(input.value.trim()));
+      const heading = h("div", {},
+        h("p", {}, h("strong", {}, found.Subject || "(no subject)"), " from ", found.FromEmailAddress || "?"));
+      const recipients = (found.Insights || []).map((insight) => h("section", { class: "recipient" },
+        h("h3", {}, insight.Destination, h("span", { class: "muted" }, ` (${insight.Isp || "unknown ISP"})`)),
+        h("ol", { class: "timeline" }, (insight.Events || []).map((e) => h("li", {},
+          h("time", { datetime: time(e.Timestamp) }, time(e.Timestamp)), " ", h("strong", {}, e.Type),
+          e.Details ? h("span", { class: "muted" }, " ", JSON.stringify(e.Details)) : null)))));
+      out.replaceChildren(heading, ...recipients);
+    } catch (e) {
+      out.replaceChildren(problem(e));
+    }
+  });
+  show(h("h2", {}, "Message lookup"), form, out);
+}
+
+// ---------------------------------------------------------------- routing
+
+const PAGES = { "#/jobs": jobsPage, "#/new": newExportPage, "#/dashboard": dashboardPage, "#/lookup": lookupPage };
+
+function route() {
+  clearTimeout(refresh);
+  const who = credential();
+  if (!who) return signInPage();
+  const nav = document.getElementById("nav");
+  nav.hidden = false;
+  document.getElementById("who").textContent = who.accessKey;
+  const page = PAGES[location.hash] ? location.hash : "#/jobs";
+  for (const link of nav.querySelectorAll("a")) {
+    if (link.getAttribute("href") === page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  PAGES[page]();
+}
+
+document.getElementById("sign-out").addEventListener("click", () => {
+  signOut();
+  location.hash = "";
+  route();
+});
+window.addEventListener("hashchange", route);
+route();

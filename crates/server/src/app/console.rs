@@ -1,0 +1,90 @@
+//! The console at `/_ses-export/console/`: static files embedded in the
+//! binary (plain ES modules, no bundler), served with a strict Content
+//! Security Policy. It holds no data and no session: the page signs every
+//! API call in the browser with the credential the user typed
+//! (docs/console.md), so the server's API answers it as it answers any
+//! client, and another site cannot act for a signed-in user.
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::answered;
+
+/// Where the console is.
+pub const CONSOLE_PATH: &str = "/_ses-export/console";
+
+/// The files: name, content type, bytes.
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../console/index.html"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../console/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/console.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/api.js"),
+    ),
+    (
+        "sigv4.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/sigv4.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/charts.js"),
+    ),
+];
+
+/// Scripts, styles and connections from this origin only; no inline code,
+/// no framing, no plugins.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                      connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// `GET /_ses-export/console` → the folder.
+pub(super) async fn root() -> Response {
+    answered(
+        Redirect::permanent(&format!("{CONSOLE_PATH}/")).into_response(),
+        "Console",
+        None,
+    )
+}
+
+/// `GET /_ses-export/console/`: the page.
+pub(super) async fn index() -> Response {
+    file_response("index.html")
+}
+
+/// `GET /_ses-export/console/{file}`.
+pub(super) async fn file(Path(name): Path<String>) -> Response {
+    file_response(&name)
+}
+
+fn file_response(name: &str) -> Response {
+    let Some((_, content_type, bytes)) = FILES.iter().find(|(file, _, _)| *file == name) else {
+        let response = (StatusCode::NOT_FOUND, "no such console file\n").into_response();
+        return answered(response, "Console", None);
+    };
+    let mut response = (*bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // The files change with the binary: always ask.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    answered(response, "Console", None)
+}
