@@ -1,5 +1,9 @@
 //! The server's flags, each with its `SES_EXPORT_*` environment twin.
 
+// These doc comments are the flags' `--help` text, written for a terminal:
+// `[[credentials]]` and `<data-dir>` are text there, not links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -137,7 +137,7 @@ const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
 
 /// Connects a pool to `url` (`postgres://...`, libpq-style parameters
 /// included: `?options=-c%20search_path%3Dmy_schema` picks a schema;
-/// `sslmode` and `sslrootcert` as libpq reads them, see [`tls`]) and
+/// `sslmode` and `sslrootcert` as libpq reads them, see the `tls` module) and
 /// brings the schema up to date.
 pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, String> {
     let (url, tls) = tls::split(url)?;

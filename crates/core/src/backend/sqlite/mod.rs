@@ -1,5 +1,5 @@
 //! The SQLite backend, the embedded default: events in one file, jobs in
-//! another, each brought up to date by the same [`migrate`] at open.
+//! another, each brought up to date by the same `migrate` at open.
 //! Rate limits need no table here: one process serves a SQLite data dir,
 //! so the in-memory token buckets are the whole truth.
 
