@@ -1,6 +1,8 @@
 //! `ses-export`: the command line for SES v2 export jobs, in the AWS CLI's
 //! habits (`--endpoint-url`, `--region`, `--profile`, `--output`), over
 //! `ses-export-client`; `seed` uses `ses-export-core`'s generator.
+//!
+#![doc = include_str!("../README.md")]
 
 mod commands;
 mod ingest;

@@ -11,6 +11,8 @@
 //! let jobs = client.list_export_jobs(Default::default()).await?;
 //! # Ok(()) }
 //! ```
+//!
+#![doc = include_str!("../README.md")]
 
 mod client;
 pub mod credentials;

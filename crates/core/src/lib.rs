@@ -9,6 +9,8 @@
 //! message and recipient and daily [`vdm`] metric rollups; [`query`] reads
 //! them back for message-insight exports and metrics, and [`rows`] writes
 //! them as CSV or JSON Lines.
+//!
+#![doc = include_str!("../README.md")]
 
 pub mod account;
 pub mod backend;

@@ -12,6 +12,8 @@
 //! let err = parse_input::<CreateExportJobRequest>(body, &[]).unwrap_err();
 //! assert!(err.to_string().starts_with("5 validation errors detected: "));
 //! ```
+//!
+#![doc = include_str!("../README.md")]
 
 #[macro_use]
 mod string_enum;

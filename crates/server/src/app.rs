@@ -25,7 +25,7 @@ use ses_export_model::operation::{self, Operation};
 use ses_export_model::{ErrorCode, parse_input};
 use sha2::{Digest, Sha256};
 
-use crate::credentials::{Credentials, Identity};
+use crate::credentials::{CredentialSource, Identity};
 use crate::sigv4::{self, AuthError, SignedHead, Verifier};
 
 mod console;
@@ -42,7 +42,8 @@ pub const SNS_PATH: &str = "/_ses-export/v1/sns";
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub service: Arc<ExportService>,
-    pub credentials: Arc<Credentials>,
+    /// Who may call: the credentials file, or a source of the embedder's.
+    pub credentials: Arc<dyn CredentialSource>,
     pub verifier: Verifier,
     pub max_body_bytes: usize,
     pub max_ingest_bytes: usize,
@@ -518,8 +519,8 @@ fn signable<'a>(method: &'a Method, uri: &'a Uri, headers: &HeaderMap) -> sigv4:
 /// A request whose head passed authentication; its body is still unread.
 struct Admitted<'a> {
     request: sigv4::Request<'a>,
-    head: SignedHead<'a>,
-    identity: &'a Identity,
+    head: SignedHead,
+    identity: Arc<Identity>,
 }
 
 /// Authenticates from the head alone (docs/security.md): form, key, scope, clock,
@@ -535,8 +536,8 @@ fn admit<'a>(
     let (head, identity) = state.verifier.check_head(&request, SystemTime::now(), |key| {
         state
             .credentials
-            .get(key)
-            .map(|identity| (identity.secret.as_str(), identity))
+            .identity(key)
+            .map(|identity| (identity.secret.clone(), identity))
     })?;
     if let Some(claimed) = head.claimed_payload_hash() {
         state.verifier.check_signature(&request, &head, claimed)?;
@@ -558,7 +559,7 @@ impl<'a> Admitted<'a> {
         headers: &HeaderMap,
         body: Body,
         limit: usize,
-    ) -> Result<(&'a Identity, ReadBody), WireError> {
+    ) -> Result<(Arc<Identity>, ReadBody), WireError> {
         let (bytes, hash) = read_body(headers, body, limit, state.body_timeout).await?;
         match self.head.claimed_payload_hash() {
             Some(claimed) if !claimed.eq_ignore_ascii_case(&hash) => return Err(sigv4::payload_mismatch().into()),

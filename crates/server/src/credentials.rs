@@ -38,6 +38,26 @@ struct Entry {
     sns_topic_arns: Vec<String>,
 }
 
+/// Where the server finds who may call. [`Credentials`] reads the TOML
+/// file; an application that embeds the router (`app::app`) can answer
+/// from its own store instead.
+pub trait CredentialSource: Send + Sync + std::fmt::Debug {
+    /// What `access_key` stands for, with its secret; `None` for a key
+    /// nobody has (the caller is answered `UnrecognizedClientException`).
+    fn identity(&self, access_key: &str) -> Option<Arc<Identity>>;
+
+    /// The account an intake key feeds (Firehose, EventBridge); none by
+    /// default.
+    fn intake_account(&self, _key: &str) -> Option<AccountId> {
+        None
+    }
+
+    /// The account whose events an SNS topic carries; none by default.
+    fn topic_account(&self, _topic_arn: &str) -> Option<AccountId> {
+        None
+    }
+}
+
 /// What an access key stands for.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -50,7 +70,7 @@ pub struct Identity {
 /// accounts.
 #[derive(Clone, Default)]
 pub struct Credentials {
-    keys: HashMap<String, Identity>,
+    keys: HashMap<String, Arc<Identity>>,
     /// SHA-256 of each intake key: a lookup's timing tells nothing about
     /// the keys, and the keys themselves are not kept.
     intake: HashMap<[u8; 32], AccountId>,
@@ -78,11 +98,11 @@ impl Credentials {
         Credentials {
             keys: HashMap::from([(
                 DEVELOPMENT_KEY.to_owned(),
-                Identity {
+                Arc::new(Identity {
                     secret: DEVELOPMENT_KEY.to_owned(),
                     account: AccountId::development(),
                     buckets: Arc::new(BucketAccess::Any),
-                },
+                }),
             )]),
             ..Credentials::default()
         }
@@ -139,7 +159,7 @@ impl Credentials {
                 account,
                 buckets: Arc::new(buckets),
             };
-            if map.insert(entry.access_key_id.clone(), identity).is_some() {
+            if map.insert(entry.access_key_id.clone(), Arc::new(identity)).is_some() {
                 return Err(format!("access key {} appears twice", entry.access_key_id));
             }
         }
@@ -155,17 +175,21 @@ impl Credentials {
 
     /// What `access_key` stands for.
     pub fn get(&self, access_key: &str) -> Option<&Identity> {
-        self.keys.get(access_key)
+        self.keys.get(access_key).map(|identity| &**identity)
+    }
+}
+
+impl CredentialSource for Credentials {
+    fn identity(&self, access_key: &str) -> Option<Arc<Identity>> {
+        self.keys.get(access_key).cloned()
     }
 
-    /// The account an intake key feeds.
-    pub fn intake_account(&self, key: &str) -> Option<&AccountId> {
-        self.intake.get(&digest(key))
+    fn intake_account(&self, key: &str) -> Option<AccountId> {
+        self.intake.get(&digest(key)).cloned()
     }
 
-    /// The account whose events an SNS topic carries.
-    pub fn topic_account(&self, topic_arn: &str) -> Option<&AccountId> {
-        self.topics.get(topic_arn)
+    fn topic_account(&self, topic_arn: &str) -> Option<AccountId> {
+        self.topics.get(topic_arn).cloned()
     }
 }
 
@@ -218,7 +242,7 @@ mod tests {
         );
         let parsed = Credentials::parse(&intake).expect("intake keys");
         assert_eq!(
-            parsed.intake_account("firehose-key-1").map(AccountId::as_str),
+            parsed.intake_account("firehose-key-1").as_ref().map(AccountId::as_str),
             Some("111111111111")
         );
         assert!(parsed.intake_account("firehose-key-2").is_none());
@@ -229,6 +253,7 @@ mod tests {
         assert_eq!(
             parsed
                 .topic_account("arn:aws:sns:us-east-1:111111111111:ses-events")
+                .as_ref()
                 .map(AccountId::as_str),
             Some("111111111111")
         );

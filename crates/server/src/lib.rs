@@ -4,6 +4,8 @@
 //! [`app::app`] builds the axum router from an [`app::AppState`];
 //! [`config::Config`] holds the server's flags; [`run`] wires everything
 //! together for the `ses-export-server` binary.
+//!
+#![doc = include_str!("../README.md")]
 
 pub mod app;
 pub mod config;

@@ -153,12 +153,12 @@ impl Verifier {
     /// the signed headers, and a payload hash that binds the body. The body
     /// of `request` is not looked at, so a request that fails here costs no
     /// more than its head.
-    pub fn check_head<'k, T>(
+    pub fn check_head<T>(
         &self,
         request: &Request<'_>,
         now: SystemTime,
-        lookup: impl FnOnce(&str) -> Option<(&'k str, T)>,
-    ) -> Result<(SignedHead<'k>, T), AuthError> {
+        lookup: impl FnOnce(&str) -> Option<(String, T)>,
+    ) -> Result<(SignedHead, T), AuthError> {
         let parsed = parse(request)?;
         let (secret, found) = lookup(&parsed.credential.access_key).ok_or(AuthError::UnknownKey)?;
         self.check_scope_and_time(&parsed, now)?;
@@ -198,12 +198,12 @@ impl Verifier {
     pub fn check_signature(
         &self,
         request: &Request<'_>,
-        head: &SignedHead<'_>,
+        head: &SignedHead,
         payload_hash: &str,
     ) -> Result<(), AuthError> {
         let parsed = &head.parsed;
         let credential = &parsed.credential;
-        let key = self.keys.get(head.secret, credential);
+        let key = self.keys.get(&head.secret, credential);
         // A signature of the wrong length cannot verify.
         let Ok(provided) = hex::decode(&parsed.signature) else {
             return Err(mismatch());
@@ -219,7 +219,7 @@ impl Verifier {
     /// `now`: [`check_head`](Self::check_head), the body against a claimed
     /// hash, then [`check_signature`](Self::check_signature).
     pub fn verify(&self, request: &Request<'_>, secret: &str, now: SystemTime) -> Result<(), AuthError> {
-        let (head, ()) = self.check_head(request, now, |_| Some((secret, ())))?;
+        let (head, ()) = self.check_head(request, now, |_| Some((secret.to_owned(), ())))?;
         let body_hash = hex::encode(Sha256::digest(request.body));
         let payload_hash = match head.claimed_payload_hash() {
             Some(claimed) if !claimed.eq_ignore_ascii_case(&body_hash) => return Err(payload_mismatch()),
@@ -283,13 +283,13 @@ impl Verifier {
 /// are good; the signature itself is checked once the payload hash is
 /// known.
 #[derive(Debug)]
-pub struct SignedHead<'k> {
+pub struct SignedHead {
     parsed: Parsed,
-    secret: &'k str,
+    secret: String,
     claimed_payload_hash: Option<String>,
 }
 
-impl SignedHead<'_> {
+impl SignedHead {
     /// The body's SHA-256 (hex) that the signature covers, when the head
     /// says it (`x-amz-content-sha256`); the body must then match it.
     pub fn claimed_payload_hash(&self) -> Option<&str> {

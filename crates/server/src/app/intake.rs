@@ -82,7 +82,7 @@ pub(super) async fn events(
 
 /// The account an intake key feeds.
 fn intake_account(state: &AppState, key: &str) -> Option<AccountId> {
-    state.credentials.intake_account(key).cloned()
+    state.credentials.intake_account(key)
 }
 
 /// One of the ingest slots, or 429 when all are taken.
@@ -442,16 +442,12 @@ async fn sns_deliver(
             "The x-amz-sns-topic-arn header and the message's TopicArn differ.",
         ));
     }
-    let account = state
-        .credentials
-        .topic_account(&message.topic_arn)
-        .cloned()
-        .ok_or_else(|| {
-            sns_refused(format!(
-                "Topic {} is not one any account lists in sns_topic_arns.",
-                message.topic_arn
-            ))
-        })?;
+    let account = state.credentials.topic_account(&message.topic_arn).ok_or_else(|| {
+        sns_refused(format!(
+            "Topic {} is not one any account lists in sns_topic_arns.",
+            message.topic_arn
+        ))
+    })?;
     *known = Some(account.clone());
     state.sns.verify(&message).await.map_err(sns_error)?;
     match message.kind.as_str() {
