@@ -336,6 +336,13 @@ async fn forged_misdirected_and_stale_messages_are_refused_with_nothing_kept() {
     let mut plain_http = good.clone();
     plain_http["SigningCertURL"] = format!("http://{}{CERT_PATH}", sns.host).into();
     cases.push(("a certificate over plain http", plain_http, 403));
+    let mut not_a_certificate = good.clone();
+    not_a_certificate["SigningCertURL"] = format!("{}/anything/else.pem", sns.url).into();
+    cases.push((
+        "a URL on SNS's host that is no signing certificate",
+        not_a_certificate,
+        403,
+    ));
     let mut other_topic = good.clone();
     other_topic["TopicArn"] = "arn:aws:sns:us-east-1:111111111111:someone-elses".into();
     cases.push(("an unknown topic", other_topic, 403));
@@ -359,6 +366,7 @@ async fn forged_misdirected_and_stale_messages_are_refused_with_nothing_kept() {
         assert_eq!(status, *expected, "{what}: {body}");
     }
     assert_eq!(accepted(server).await, 0, "nothing refused was kept");
+    assert_eq!(sns.hits("/anything"), 0, "only certificate paths are fetched");
     // No confirmation was fetched for anything above.
     assert_eq!(sns.hits("/?Action=ConfirmSubscription"), 0);
 

@@ -257,9 +257,18 @@ impl Sns {
             .map_err(|_| SnsError::Refused("the Signature is not base64".to_owned()))?;
         let string_to_sign = message.string_to_sign()?;
         let uri = self.allowed("SigningCertURL", &message.signing_cert_url)?;
-        if !uri.path().ends_with(".pem") {
+        // SNS names its certificates `/SimpleNotificationService-<id>.pem`;
+        // anything else on its host is not one, and is not fetched (nor can
+        // a caller make the server fetch a new path per request).
+        let is_certificate = uri
+            .path()
+            .strip_prefix("/SimpleNotificationService-")
+            .and_then(|rest| rest.strip_suffix(".pem"))
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            && uri.query().is_none();
+        if !is_certificate {
             return Err(SnsError::Refused(format!(
-                "SigningCertURL {:?} does not name a .pem certificate",
+                "SigningCertURL {:?} does not name an SNS signing certificate (/SimpleNotificationService-ID.pem)",
                 message.signing_cert_url
             )));
         }
