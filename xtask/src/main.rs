@@ -63,13 +63,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The man pages, rendered by the binaries' crates (each has a `man`
+/// The man pages, rendered by the binaries' crates (each has a man-page
 /// example on clap_mangen), so this crate depends on none of them.
 fn man(dir: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    for package in ["ses-export-cli", "ses-export-server"] {
+    for (package, example) in [("ses-export-cli", "cli_man"), ("ses-export-server", "server_man")] {
         let status = std::process::Command::new(&cargo)
-            .args(["run", "--quiet", "-p", package, "--example", "man", "--"])
+            .args(["run", "--quiet", "-p", package, "--example", example, "--"])
             .arg(dir)
             .current_dir(root())
             .status()

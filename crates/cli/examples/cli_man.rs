@@ -1,6 +1,6 @@
 //! Writes the `ses-export` man pages (section 1) into a folder: one for the
 //! command and one per subcommand (`ses-export-list-export-jobs.1`, ...).
-//! `cargo xtask man` runs it: `cargo run -p ses-export-cli --example man -- DIR`.
+//! `cargo xtask man` runs it: `cargo run -p ses-export-cli --example cli_man -- DIR`.
 
 use std::path::{Path, PathBuf};
 

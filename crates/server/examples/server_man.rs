@@ -1,5 +1,5 @@
 //! Writes the `ses-export-server` man page (section 1) into a folder.
-//! `cargo xtask man` runs it: `cargo run -p ses-export-server --example man -- DIR`.
+//! `cargo xtask man` runs it: `cargo run -p ses-export-server --example server_man -- DIR`.
 
 use std::path::PathBuf;
 
