@@ -18,8 +18,11 @@ use crate::error::{Error, ErrorKind, ServiceError};
 /// jitter, at most `max_attempts` times in all.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// The first retry's greatest wait; each doubles it.
     pub base_delay: Duration,
+    /// The greatest wait before any retry.
     pub max_delay: Duration,
 }
 
@@ -38,7 +41,9 @@ impl Default for RetryPolicy {
 pub struct ClientConfig {
     /// `http://127.0.0.1:4599`, or `https://email.us-east-1.amazonaws.com`.
     pub endpoint: String,
+    /// Which credentials and region to use.
     pub resolve: Resolve,
+    /// How throttling and server errors are retried.
     pub retry: RetryPolicy,
     /// For `https` endpoints: trust only the certificates in this PEM file
     /// (the AWS CLI's `--ca-bundle`); else `AWS_CA_BUNDLE`, else the
@@ -70,6 +75,8 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of `config.endpoint`; fails when no credentials resolve
+    /// or the endpoint is not an `http(s)` URL.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
         let endpoint = config.endpoint.trim_end_matches('/').to_owned();
         let host = endpoint
@@ -207,10 +214,12 @@ impl Client {
         )
     }
 
+    /// `CreateExportJob`: starts an export job.
     pub async fn create_export_job(&self, input: CreateExportJobRequest) -> Result<CreateExportJobResponse, Error> {
         self.call::<operation::CreateExportJob>(&input).await
     }
 
+    /// `GetExportJob`: a job's status, request, statistics and file.
     pub async fn get_export_job(&self, job_id: &str) -> Result<GetExportJobResponse, Error> {
         let input = GetExportJobRequest {
             job_id: job_id.to_owned(),
@@ -218,10 +227,12 @@ impl Client {
         self.call::<operation::GetExportJob>(&input).await
     }
 
+    /// `ListExportJobs`: one page of jobs, newest first.
     pub async fn list_export_jobs(&self, input: ListExportJobsRequest) -> Result<ListExportJobsResponse, Error> {
         self.call::<operation::ListExportJobs>(&input).await
     }
 
+    /// `CancelExportJob`: cancels a job that has not ended.
     pub async fn cancel_export_job(&self, job_id: &str) -> Result<CancelExportJobResponse, Error> {
         let input = CancelExportJobRequest {
             job_id: job_id.to_owned(),
@@ -229,6 +240,7 @@ impl Client {
         self.call::<operation::CancelExportJob>(&input).await
     }
 
+    /// `GetMessageInsights`: one message's recipients and their events.
     pub async fn get_message_insights(&self, message_id: &str) -> Result<GetMessageInsightsResponse, Error> {
         let input = GetMessageInsightsRequest {
             message_id: message_id.to_owned(),
@@ -236,6 +248,7 @@ impl Client {
         self.call::<operation::GetMessageInsights>(&input).await
     }
 
+    /// `BatchGetMetricData`: daily values of up to ten metric queries.
     pub async fn batch_get_metric_data(
         &self,
         input: BatchGetMetricDataRequest,

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 /// An access key and its secret (and a session token, if any).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The access key id (`AKIA...`).
     pub access_key_id: String,
+    /// The secret that signs.
     pub secret_access_key: String,
+    /// The session token of temporary credentials.
     pub session_token: Option<String>,
 }
 
@@ -24,15 +27,20 @@ impl std::fmt::Debug for Credentials {
 /// Where to look, and what was given explicitly.
 #[derive(Debug, Clone, Default)]
 pub struct Resolve {
+    /// A profile of the shared files (else `AWS_PROFILE`, else `default`).
     pub profile: Option<String>,
+    /// The region (else `AWS_REGION`, the profile's, `us-east-1`).
     pub region: Option<String>,
+    /// Credentials to use as they are, before any lookup.
     pub credentials: Option<Credentials>,
 }
 
 /// What was found.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The credentials found.
     pub credentials: Credentials,
+    /// The region found.
     pub region: String,
 }
 

@@ -10,8 +10,11 @@ use ses_export_model::{AuthErrorCode, ErrorCode};
 pub struct ServiceError {
     /// The error shape, from `x-amzn-ErrorType`.
     pub kind: ErrorKind,
+    /// The service's `message`.
     pub message: String,
+    /// The HTTP status.
     pub status: u16,
+    /// `x-amzn-RequestId`, to find the server's log lines.
     pub request_id: Option<String>,
 }
 
@@ -27,6 +30,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind an `x-amzn-ErrorType` value names.
     pub fn from_name(name: &str) -> ErrorKind {
         // `x-amzn-ErrorType` may carry a `:` suffix or a namespace prefix.
         let name = name.split(':').next().unwrap_or(name);
@@ -54,7 +58,12 @@ pub enum Error {
     /// The service said no.
     Service(ServiceError),
     /// The service could not be reached, or the connection failed.
-    Transport { endpoint: String, source: reqwest::Error },
+    Transport {
+        /// What was called.
+        endpoint: String,
+        /// What failed (reqwest's error; its `source()` chain says more).
+        source: reqwest::Error,
+    },
     /// No credentials, or a bad endpoint: nothing was sent.
     Config(String),
     /// The answer was not what the model says.
@@ -62,7 +71,14 @@ pub enum Error {
     /// A local file could not be read or written.
     Io(std::io::Error),
     /// S3 refused a request (a backfill's listing or object).
-    S3 { status: u16, code: String, message: String },
+    S3 {
+        /// The HTTP status.
+        status: u16,
+        /// S3's error code (`NoSuchBucket`, `AccessDenied`, ...).
+        code: String,
+        /// S3's message.
+        message: String,
+    },
 }
 
 impl Error {

@@ -13,6 +13,7 @@
 //! ```
 //!
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod client;
 pub mod credentials;

@@ -13,7 +13,9 @@ use crate::error::Error;
 /// An object under the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Object {
+    /// The object's key.
     pub key: String,
+    /// Its size, in bytes.
     pub size: u64,
 }
 

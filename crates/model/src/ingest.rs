@@ -23,5 +23,6 @@ pub struct IngestReport {
 pub struct LineError {
     /// Counted from 1 within the body sent, blank lines included.
     pub line: u64,
+    /// Why it is not one, in words.
     pub reason: String,
 }

@@ -14,6 +14,7 @@
 //! ```
 //!
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 #[macro_use]
 mod string_enum;

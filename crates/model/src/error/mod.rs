@@ -27,6 +27,7 @@ pub enum AuthErrorCode {
 }
 
 impl AuthErrorCode {
+    /// Every authentication error.
     pub const ALL: [AuthErrorCode; 3] = [
         AuthErrorCode::MissingAuthenticationToken,
         AuthErrorCode::UnrecognizedClient,

@@ -22,7 +22,9 @@ pub struct OperationSpec {
     pub uri: &'static str,
     /// The labels of `uri`, in order.
     pub labels: &'static [&'static str],
+    /// The input structure's shape.
     pub input: &'static Shape,
+    /// The output structure's shape.
     pub output: &'static Shape,
     /// The modeled errors, in the model's order.
     pub errors: &'static [ErrorCode],
@@ -46,7 +48,9 @@ impl OperationSpec {
 
 /// One operation as a type, binding its input and output types.
 pub trait Operation {
+    /// The request type.
     type Input: Shaped + Serialize + DeserializeOwned;
+    /// The response type.
     type Output: Shaped + Serialize + DeserializeOwned;
 
     /// The operation's metadata.

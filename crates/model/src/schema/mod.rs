@@ -62,48 +62,65 @@ impl Shape {
 /// A string shape and its traits.
 #[derive(Debug)]
 pub struct StringShape {
+    /// The shape's name in the model.
     pub name: &'static str,
     /// Least length, in Unicode scalar values.
     pub min: Option<u64>,
     /// Greatest length, in Unicode scalar values.
     pub max: Option<u64>,
+    /// The regular expression a value must match, if any.
     pub pattern: Option<&'static Pattern>,
     /// The allowed values, for an enum.
     pub enum_values: Option<&'static [&'static str]>,
+    /// Whether values are kept out of messages and logs.
     pub sensitive: bool,
 }
 
 /// An integer shape and its `range` trait.
 #[derive(Debug)]
 pub struct NumberShape {
+    /// The shape's name in the model.
     pub name: &'static str,
+    /// Least value.
     pub min: Option<i64>,
+    /// Greatest value.
     pub max: Option<i64>,
 }
 
 /// A list shape and its `length` trait (item counts).
 #[derive(Debug)]
 pub struct ListShape {
+    /// The shape's name in the model.
     pub name: &'static str,
+    /// The items' shape.
     pub member: &'static Shape,
+    /// Fewest items.
     pub min: Option<u64>,
+    /// Most items.
     pub max: Option<u64>,
 }
 
 /// A map shape and its `length` trait (entry counts).
 #[derive(Debug)]
 pub struct MapShape {
+    /// The shape's name in the model.
     pub name: &'static str,
+    /// The keys' shape.
     pub key: &'static Shape,
+    /// The values' shape.
     pub value: &'static Shape,
+    /// Fewest entries.
     pub min: Option<u64>,
+    /// Most entries.
     pub max: Option<u64>,
 }
 
 /// A structure shape.
 #[derive(Debug)]
 pub struct StructureShape {
+    /// The shape's name in the model.
     pub name: &'static str,
+    /// The members, in the model's order.
     pub members: &'static [Member],
 }
 
@@ -114,8 +131,11 @@ pub struct Member {
     pub name: &'static str,
     /// The name in validation messages, AWS-style (`exportDataSource`).
     pub path_name: &'static str,
+    /// The member's shape.
     pub shape: &'static Shape,
+    /// Whether a request must carry it.
     pub required: bool,
+    /// Where it travels.
     pub location: Location,
 }
 
@@ -132,6 +152,7 @@ pub enum Location {
 /// compiled on first use.
 #[derive(Debug)]
 pub struct Pattern {
+    /// The expression as the model spells it.
     pub source: &'static str,
     compiled: OnceLock<Regex>,
 }
