@@ -41,16 +41,21 @@ pub const SNS_PATH: &str = "/_ses-export/v1/sns";
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The export-jobs service and its stores.
     pub service: Arc<ExportService>,
     /// Who may call: the credentials file, or a source of the embedder's.
     pub credentials: Arc<dyn CredentialSource>,
+    /// Checks the requests' signatures.
     pub verifier: Verifier,
+    /// Largest API request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest ingest body, in bytes.
     pub max_ingest_bytes: usize,
     /// How long a request body may go without a byte.
     pub body_timeout: Duration,
     /// Ingest bodies in flight; a request that finds none free is 429.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where download URLs point: `--public-url`, or this server as the
     /// caller reached it.
@@ -118,6 +123,7 @@ fn route<O: Serve>(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
 /// What a handler knows of its caller.
 #[derive(Debug)]
 pub struct Caller {
+    /// The caller's account.
     pub account: AccountId,
     /// The buckets the caller may name in `S3Url`.
     pub buckets: Arc<BucketAccess>,

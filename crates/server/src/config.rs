@@ -167,21 +167,30 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Which rate limits apply (`--rate-limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RateLimits {
+    /// AWS's per-account rates.
     Aws,
+    /// None, for test suites.
     Off,
 }
 
+/// Where `S3Url` destinations go (`--s3-backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum S3Backend {
+    /// Folders under the data dir's `buckets`.
     Local,
+    /// S3, or the S3-compatible `--s3-endpoint-url`.
     Aws,
 }
 
+/// How the log is written (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines for people.
     Text,
+    /// One JSON object per line.
     Json,
 }
 

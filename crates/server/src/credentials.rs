@@ -61,8 +61,11 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
 /// What an access key stands for.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The secret its requests are signed with.
     pub secret: String,
+    /// The account it acts for.
     pub account: AccountId,
+    /// The buckets its account may name in `S3Url`.
     pub buckets: Arc<BucketAccess>,
 }
 
@@ -114,6 +117,7 @@ impl Credentials {
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Reads a credentials file's text; says which entry is wrong when one is.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut map = HashMap::new();

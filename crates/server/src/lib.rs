@@ -6,6 +6,7 @@
 //! together for the `ses-export-server` binary.
 //!
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod config;

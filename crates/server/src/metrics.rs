@@ -52,7 +52,9 @@ struct BuildLabels {
 pub enum Source {
     /// `/_ses-export/v1/events` (SigV4 or an intake key).
     Events,
+    /// `/_ses-export/v1/sns`.
     Sns,
+    /// `/_ses-export/v1/firehose`.
     Firehose,
 }
 
@@ -95,6 +97,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry with every metric at zero (and the build's info).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ses_export");
         let requests = Family::<RequestLabels, Counter>::default();

@@ -23,6 +23,7 @@ const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// A request as the verifier needs it.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
+    /// The HTTP method.
     pub method: &'a str,
     /// The path as it came on the wire (percent-encoded).
     pub path: &'a str,
@@ -30,6 +31,7 @@ pub struct Request<'a> {
     pub query: &'a str,
     /// Every header, name and value, in the order received (repeats kept).
     pub headers: Vec<(String, String)>,
+    /// The body (empty when it is checked apart, as it streams in).
     pub body: &'a [u8],
 }
 
@@ -69,9 +71,13 @@ impl PathRules {
 /// The signing scope and credential of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// The access key id.
     pub access_key: String,
+    /// The scope's day, `YYYYMMDD`.
     pub date: String,
+    /// The scope's region.
     pub region: String,
+    /// The scope's service.
     pub service: String,
 }
 
@@ -88,8 +94,11 @@ struct Parsed {
 /// Checks signatures for one service.
 #[derive(Debug, Clone)]
 pub struct Verifier {
+    /// The service signatures must be scoped to (`ses`).
     pub service: String,
+    /// How paths are put in canonical form.
     pub path_rules: PathRules,
+    /// How far a signature's time may be from the server's clock.
     pub max_skew: Duration,
     /// Signing keys already derived; shared by the verifier's clones.
     pub keys: SigningKeys,

@@ -46,18 +46,29 @@ pub struct Message {
     /// `Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`.
     #[serde(rename = "Type")]
     pub kind: String,
+    /// SNS's id of the message.
     pub message_id: String,
+    /// The confirmation token (confirmations only).
     pub token: Option<String>,
+    /// The topic it was published to.
     pub topic_arn: String,
+    /// The subject, when the publisher gave one.
     pub subject: Option<String>,
+    /// The published message: for SES, an event record as JSON text.
     pub message: String,
+    /// When SNS signed it (ISO 8601).
     pub timestamp: String,
+    /// `1` (RSA with SHA-1) or `2` (RSA with SHA-256).
     pub signature_version: String,
+    /// The signature, base64.
     pub signature: String,
+    /// Where SNS's signing certificate is.
     #[serde(rename = "SigningCertURL")]
     pub signing_cert_url: String,
+    /// The URL that confirms a subscription (confirmations only).
     #[serde(rename = "SubscribeURL")]
     pub subscribe_url: Option<String>,
+    /// The URL that ends the subscription (notifications).
     #[serde(rename = "UnsubscribeURL")]
     pub unsubscribe_url: Option<String>,
 }
