@@ -93,6 +93,16 @@ async fn set(client: &Client, css: &str, value: &str) {
     field.send_keys(value).await.expect("type");
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .expect(css)
+        .click()
+        .await
+        .expect("click");
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.expect("screenshot");
     let dir = std::env::var_os("SES_EXPORT_CONSOLE_SCREENSHOTS")
@@ -148,13 +158,7 @@ async fn the_console_in_a_real_browser() {
     screenshot(&client, "sign-in").await;
     set(&client, "input[name=accessKey]", "test").await;
     set(&client, "input[name=secret]", "not-the-secret").await;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "button[type=submit]").await;
     let refused = until(
         &client,
         10,
@@ -171,26 +175,14 @@ async fn the_console_in_a_real_browser() {
     );
     set(&client, "input[name=accessKey]", "test").await;
     set(&client, "input[name=secret]", "test").await;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "button[type=submit]").await;
     until(&client, 10, "return document.getElementById('jobs') !== null").await;
 
     // New export: a message beside the field it names, then a job.
     client.goto(&format!("{console}#/new")).await.expect("new export");
     until(&client, 10, "return document.getElementById('new-export') !== null").await;
     set(&client, "input[name=metrics]", "SEND:VOLUME, NOT_A_METRIC:RATE").await;
-    client
-        .find(Locator::Css("#new-export button[type=submit]"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "#new-export button[type=submit]").await;
     let beside = until(
         &client,
         10,
@@ -200,13 +192,7 @@ async fn the_console_in_a_real_browser() {
     assert!(beside.as_str().expect("text").contains("NOT_A_METRIC"), "{beside}");
     screenshot(&client, "new-export").await;
     set(&client, "input[name=metrics]", "SEND:VOLUME, DELIVERY:RATE").await;
-    client
-        .find(Locator::Css("#new-export button[type=submit]"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "#new-export button[type=submit]").await;
     let job_id = until(
         &client,
         10,
@@ -222,13 +208,7 @@ async fn the_console_in_a_real_browser() {
     );
     until(&client, 30, &status_script).await;
     screenshot(&client, "jobs").await;
-    client
-        .find(Locator::Css(&format!("tr[data-job=\"{job_id}\"] button.download")))
-        .await
-        .expect("download button")
-        .click()
-        .await
-        .expect("click");
+    click(&client, &format!("tr[data-job=\"{job_id}\"] button.download")).await;
     let url = until(
         &client,
         10,
@@ -305,13 +285,7 @@ async fn the_console_in_a_real_browser() {
     client.goto(&format!("{console}#/lookup")).await.expect("lookup");
     until(&client, 10, "return document.getElementById('message-id') !== null").await;
     set(&client, "#message-id", &message_id).await;
-    client
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .expect("look up")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "main form button[type=submit]").await;
     let events = until(
         &client,
         10,
@@ -322,13 +296,7 @@ async fn the_console_in_a_real_browser() {
     screenshot(&client, "message-lookup").await;
 
     // Signing out forgets the credential: the pages ask to sign in again.
-    client
-        .find(Locator::Css("#sign-out"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "#sign-out").await;
     until(
         &client,
         10,

@@ -658,16 +658,23 @@ async fn download(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    // Jobs by status as the store has them; a store that does not answer
-    // in time leaves the gauge out rather than hold the scrape.
-    let jobs = match tokio::time::timeout(Duration::from_secs(2), state.service.jobs().count_by_status()).await {
-        Ok(Ok(counts)) => counts
-            .into_iter()
-            .map(|(status, n)| (status.as_str().to_owned(), n))
-            .collect(),
-        _ => Vec::new(),
+    // Jobs by status as the store has them, counted at most once a second;
+    // a store that does not answer in time leaves the gauge out rather
+    // than hold the scrape.
+    let jobs: Option<Vec<(String, u64)>> = if state.metrics.job_counts_due() {
+        match tokio::time::timeout(Duration::from_secs(2), state.service.jobs().count_by_status()).await {
+            Ok(Ok(counts)) => Some(
+                counts
+                    .into_iter()
+                    .map(|(status, n)| (status.as_str().to_owned(), n))
+                    .collect(),
+            ),
+            _ => Some(Vec::new()),
+        }
+    } else {
+        None
     };
-    let mut response = state.metrics.render(&jobs).into_response();
+    let mut response = state.metrics.render(jobs.as_deref()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -87,6 +87,8 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     rate_limited: Family<OperationLabels, Counter>,
     jobs: Family<StatusLabels, Gauge>,
+    /// When the job gauge was last counted from the store.
+    jobs_counted: std::sync::Mutex<Option<std::time::Instant>>,
     job_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -146,6 +148,7 @@ impl Metrics {
             events,
             rate_limited,
             jobs,
+            jobs_counted: std::sync::Mutex::new(None),
             job_duration,
         }
     }
@@ -187,13 +190,27 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// The page, with the job counts as the store has them now.
-    pub fn render(&self, jobs: &[(String, u64)]) -> String {
-        self.jobs.clear();
-        for (status, n) in jobs {
-            self.jobs
-                .get_or_create(&StatusLabels { status: status.clone() })
-                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    /// Whether this scrape should count the store's jobs: at most once a
+    /// second, however often `/metrics` is asked (it needs no signature).
+    pub fn job_counts_due(&self) -> bool {
+        let mut counted = self.jobs_counted.lock().unwrap_or_else(|p| p.into_inner());
+        if counted.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *counted = Some(std::time::Instant::now());
+        true
+    }
+
+    /// The page; `jobs`, when given, the job counts as the store has them
+    /// now (else the gauge keeps its last counts).
+    pub fn render(&self, jobs: Option<&[(String, u64)]>) -> String {
+        if let Some(jobs) = jobs {
+            self.jobs.clear();
+            for (status, n) in jobs {
+                self.jobs
+                    .get_or_create(&StatusLabels { status: status.clone() })
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

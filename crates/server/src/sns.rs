@@ -175,7 +175,9 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 #[derive(Clone)]
 pub struct Sns {
     hosts: HostRule,
-    http: HttpsClient,
+    /// `--sns-trust-ca`'s roots; the platform's when `None`.
+    trusted: Option<rustls::RootCertStore>,
+    http: Arc<std::sync::OnceLock<HttpsClient>>,
     certificates: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
     confirmed: Arc<Mutex<VecDeque<String>>>,
 }
@@ -192,24 +194,45 @@ impl Sns {
     /// Trusting the platform's roots for SNS's HTTPS, or only `trust_ca`'s
     /// certificates; SNS's host, or only `cert_host`.
     pub fn new(trust_ca: Option<&Path>, cert_host: Option<&str>) -> Result<Sns, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match trust_ca {
+        // A test CA is read (and refused) at start; the platform's roots
+        // are read on the first fetch, so a server no SNS topic feeds
+        // never reads them.
+        let trusted = match trust_ca {
             Some(path) => {
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(|c| c.collect::<Result<Vec<_>, _>>())
                     .map_err(|e| format!("--sns-trust-ca {}: {e}", path.display()))?;
+                let mut roots = rustls::RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(format!("--sns-trust-ca {}: no certificate in it", path.display()));
                 }
+                Some(roots)
             }
-            None => {
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            }
+            None => None,
+        };
+        Ok(Sns {
+            hosts: cert_host.map_or(HostRule::Aws, |h| HostRule::Only(h.to_owned())),
+            trusted,
+            http: Arc::default(),
+            certificates: Arc::default(),
+            confirmed: Arc::default(),
+        })
+    }
+
+    /// The HTTPS client for SNS's URLs, made on first use.
+    fn http(&self) -> Result<&HttpsClient, SnsError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
         }
+        let roots = self.trusted.clone().unwrap_or_else(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
+        });
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("setting up TLS for SNS: {e}"))?
+            .map_err(|e| SnsError::Unreachable(format!("setting up TLS for SNS: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -217,12 +240,11 @@ impl Sns {
             .https_only()
             .enable_http1()
             .build();
-        Ok(Sns {
-            hosts: cert_host.map_or(HostRule::Aws, |h| HostRule::Only(h.to_owned())),
-            http: Client::builder(TokioExecutor::new()).build(connector),
-            certificates: Arc::default(),
-            confirmed: Arc::default(),
-        })
+        // Two first fetches at once: one client is kept, the other dropped.
+        let _ = self.http.set(Client::builder(TokioExecutor::new()).build(connector));
+        self.http
+            .get()
+            .ok_or_else(|| SnsError::Unreachable("setting up TLS for SNS failed".to_owned()))
     }
 
     /// `url` if it is `https` on an allowed host.
@@ -340,7 +362,7 @@ impl Sns {
     /// GETs `uri`: a 2xx body of at most [`MAX_CERTIFICATE_BYTES`].
     async fn get(&self, uri: axum::http::Uri, what: &str) -> Result<Vec<u8>, SnsError> {
         let unreachable = |e: String| SnsError::Unreachable(format!("fetching {what} from SNS failed: {e}"));
-        let response = tokio::time::timeout(FETCH_TIMEOUT, self.http.get(uri))
+        let response = tokio::time::timeout(FETCH_TIMEOUT, self.http()?.get(uri))
             .await
             .map_err(|_| unreachable("no answer within 10 seconds".to_owned()))?
             .map_err(|e| unreachable(ses_export_core::error_chain(&e)))?;
