@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use ses_export_client::credentials::Resolve;
+use ses_export_client::credentials::{Credentials, Resolve};
 use ses_export_client::model::schema::{Shape, Shaped};
 use ses_export_client::model::types::*;
-use ses_export_client::{Client, ClientConfig, Error, ErrorKind, RetryPolicy};
+use ses_export_client::{Client, ClientConfig, Error, ErrorKind};
 use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 
@@ -52,19 +52,19 @@ async fn resolve(cli: &Cli) -> Result<Resolve> {
             ses_export_core::error_chain(&e)
         )
     })?;
-    Ok(Resolve {
-        profile: cli.profile.clone(),
-        region: Some(
+    let mut credentials = Credentials::new(found.access_key_id(), found.secret_access_key());
+    if let Some(token) = found.session_token() {
+        credentials = credentials.with_session_token(token);
+    }
+    let mut resolve = Resolve::default()
+        .with_region(
             config
                 .region()
                 .map_or_else(|| "us-east-1".to_owned(), ToString::to_string),
-        ),
-        credentials: Some(ses_export_client::credentials::Credentials {
-            access_key_id: found.access_key_id().to_owned(),
-            secret_access_key: found.secret_access_key().to_owned(),
-            session_token: found.session_token().map(str::to_owned),
-        }),
-    })
+        )
+        .with_credentials(credentials);
+    resolve.profile = cli.profile.clone();
+    Ok(resolve)
 }
 
 async fn client(cli: &Cli) -> Result<Client> {
@@ -72,12 +72,8 @@ async fn client(cli: &Cli) -> Result<Client> {
 }
 
 fn client_with(cli: &Cli, resolve: Resolve) -> Result<Client> {
-    let config = ClientConfig {
-        endpoint: cli.endpoint().to_owned(),
-        resolve,
-        retry: RetryPolicy::default(),
-        ca_bundle: cli.ca_bundle.clone(),
-    };
+    let mut config = ClientConfig::new(cli.endpoint()).with_resolve(resolve);
+    config.ca_bundle = cli.ca_bundle.clone();
     Client::new(config).map_err(|e| explain(&e, cli.endpoint()))
 }
 
@@ -355,14 +351,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                     (now.div_euclid(DAY_MILLIS) - i64::from(*days)) * DAY_MILLIS
                 }
             };
-            let config = GeneratorConfig {
-                seed: *seed,
-                messages: *messages,
-                start,
-                days: *days,
-                account_id: "000000000000".to_owned(),
-                ..Default::default()
-            };
+            let config = GeneratorConfig::new(*seed, *messages, start, *days);
             if *send {
                 let client = client(cli).await?;
                 let mut body = Vec::new();

@@ -3,6 +3,7 @@
 //! `ses-export-client`; `seed` uses `ses-export-core`'s generator.
 //!
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod commands;
 mod ingest;
@@ -59,10 +60,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "JMESPATH")]
     pub query: Option<String>,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands: the six operations, then the local ones.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start an export job.
@@ -257,6 +260,8 @@ impl Cli {
     }
 }
 
+/// Runs the command line: parses the arguments, runs the command, and
+/// says how it ended (SPEC §11's exit codes).
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let output = match cli
@@ -287,6 +292,9 @@ pub fn main() -> ExitCode {
 
 /// The shells `completion` writes for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+// The variants are the shells' names; a doc comment on one would become
+// clap's help text for that value.
+#[allow(missing_docs)]
 pub enum Shell {
     Bash,
     Zsh,

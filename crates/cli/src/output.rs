@@ -42,7 +42,9 @@ pub fn render(value: &Value, format: Format) -> String {
 /// How to print: the format, and a JMESPath query to apply first.
 #[derive(Debug)]
 pub struct Output {
+    /// How answers are printed.
     pub format: Format,
+    /// The compiled `--query`.
     pub query: Option<jmespath::Expression<'static>>,
 }
 

@@ -12,11 +12,14 @@ use ses_export_model::types::*;
 use tokio::io::AsyncWriteExt;
 
 use crate::credentials::{self, Credentials, Resolve};
-use crate::error::{Error, ErrorKind, ServiceError};
+use crate::error::{Error, ErrorKind, ServiceError, TransportError};
 
 /// How calls are retried: on 429 and 5xx, with exponential backoff and full
 /// jitter, at most `max_attempts` times in all.
+/// `RetryPolicy::default()` (5 attempts, 250 ms doubling to 5 s), or
+/// [`RetryPolicy::attempts`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
@@ -24,6 +27,17 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The greatest wait before any retry.
     pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// At most `max_attempts` attempts in all (1: no retries), with the
+    /// default waits.
+    pub fn attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -36,8 +50,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Where and as whom to call.
+/// Where and as whom to call: [`ClientConfig::new`], then `with_*`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// `http://127.0.0.1:4599`, or `https://email.us-east-1.amazonaws.com`.
     pub endpoint: String,
@@ -52,14 +67,39 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A local server with whatever credentials the environment resolves.
-    pub fn local(endpoint: &str) -> Self {
+    /// `endpoint`, with the credentials and region the environment and
+    /// the shared AWS files resolve, and the default retries.
+    pub fn new(endpoint: impl Into<String>) -> Self {
         ClientConfig {
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.into(),
             resolve: Resolve::default(),
             retry: RetryPolicy::default(),
             ca_bundle: None,
         }
+    }
+
+    /// A local server with whatever credentials the environment resolves
+    /// (the same as [`ClientConfig::new`]).
+    pub fn local(endpoint: &str) -> Self {
+        Self::new(endpoint)
+    }
+
+    /// Where credentials and the region come from.
+    pub fn with_resolve(mut self, resolve: Resolve) -> Self {
+        self.resolve = resolve;
+        self
+    }
+
+    /// How throttling and server errors are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// For `https` endpoints: trust only the certificates in this PEM file.
+    pub fn with_ca_bundle(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_bundle = Some(path.into());
+        self
     }
 }
 
@@ -152,7 +192,7 @@ impl Client {
                     let (error_type, request_id) = (header("x-amzn-errortype"), header("x-amzn-requestid"));
                     let bytes = response.bytes().await.map_err(|e| Error::Transport {
                         endpoint: self.endpoint.clone(),
-                        source: e,
+                        source: TransportError::new(e),
                     })?;
                     if (200..300).contains(&status) {
                         return Ok(bytes);
@@ -173,7 +213,7 @@ impl Client {
                 }
                 Err(e) => Err(Error::Transport {
                     endpoint: self.endpoint.clone(),
-                    source: e,
+                    source: TransportError::new(e),
                 }),
             };
             let retryable = match &outcome {
@@ -311,7 +351,7 @@ impl Client {
     pub async fn download(&self, url: &str, path: &Path) -> Result<u64, Error> {
         let mut response = self.http.get(url).send().await.map_err(|e| Error::Transport {
             endpoint: url.to_owned(),
-            source: e,
+            source: TransportError::new(e),
         })?;
         if !response.status().is_success() {
             return Err(Error::Service(ServiceError {
@@ -334,7 +374,7 @@ impl Client {
         let result: Result<(), Error> = async {
             while let Some(chunk) = response.chunk().await.map_err(|e| Error::Transport {
                 endpoint: url.to_owned(),
-                source: e,
+                source: TransportError::new(e),
             })? {
                 file.write_all(&chunk).await?;
                 written += chunk.len() as u64;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 /// An access key and its secret (and a session token, if any).
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Credentials {
     /// The access key id (`AKIA...`).
     pub access_key_id: String,
@@ -14,6 +15,23 @@ pub struct Credentials {
     pub secret_access_key: String,
     /// The session token of temporary credentials.
     pub session_token: Option<String>,
+}
+
+impl Credentials {
+    /// Long-term credentials: a key and its secret.
+    pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
+        Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: None,
+        }
+    }
+
+    /// Temporary credentials: with the session token that goes with them.
+    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(token.into());
+        self
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -24,8 +42,10 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Where to look, and what was given explicitly.
+/// Where to look, and what was given explicitly:
+/// `Resolve::default()` looks everywhere, `with_*` narrows it.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Resolve {
     /// A profile of the shared files (else `AWS_PROFILE`, else `default`).
     pub profile: Option<String>,
@@ -35,8 +55,29 @@ pub struct Resolve {
     pub credentials: Option<Credentials>,
 }
 
+impl Resolve {
+    /// A profile of the shared files, before `AWS_PROFILE`.
+    pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// A region, before any lookup.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Credentials to use as they are, before any lookup.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+}
+
 /// What was found.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Resolved {
     /// The credentials found.
     pub credentials: Credentials,

@@ -7,6 +7,7 @@ use ses_export_model::{AuthErrorCode, ErrorCode};
 
 /// An error the service answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceError {
     /// The error shape, from `x-amzn-ErrorType`.
     pub kind: ErrorKind,
@@ -20,6 +21,7 @@ pub struct ServiceError {
 
 /// The kinds of service error.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// One of the model's error shapes.
     Modeled(ErrorCode),
@@ -61,8 +63,8 @@ pub enum Error {
     Transport {
         /// What was called.
         endpoint: String,
-        /// What failed (reqwest's error; its `source()` chain says more).
-        source: reqwest::Error,
+        /// What failed; its `source()` chain says more.
+        source: TransportError,
     },
     /// No credentials, or a bad endpoint: nothing was sent.
     Config(String),
@@ -79,6 +81,41 @@ pub enum Error {
         /// S3's message.
         message: String,
     },
+}
+
+/// A failure below HTTP: no connection, a timeout, a TLS handshake
+/// refused, a stream cut off. Opaque, so the HTTP library beneath stays
+/// out of this crate's surface; `source()` leads to the causes.
+#[derive(Debug)]
+pub struct TransportError(reqwest::Error);
+
+impl TransportError {
+    pub(crate) fn new(error: reqwest::Error) -> Self {
+        TransportError(error)
+    }
+
+    /// Whether the connection could not be made (nothing listening, a
+    /// name that does not resolve, a refused handshake).
+    pub fn is_connect(&self) -> bool {
+        self.0.is_connect()
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.0.is_timeout()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Error {
@@ -108,7 +145,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Service(e) => write!(f, "{}: {}", e.kind.name(), e.message),
+            Error::Service(e) => e.fmt(f),
             Error::Transport { endpoint, source } => match crate::tls::certificate_problem(source) {
                 Some(problem) => write!(f, "could not reach {endpoint}: {problem}"),
                 None => write!(f, "could not reach {endpoint}: {source}"),
@@ -138,6 +175,14 @@ impl std::error::Error for Error {
         }
     }
 }
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)
+    }
+}
+
+impl std::error::Error for ServiceError {}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {

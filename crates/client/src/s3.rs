@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::credentials::{self, Credentials, Resolve};
-use crate::error::Error;
+use crate::error::{Error, TransportError};
 
 /// An object under the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl S3Reader {
     async fn get_url(&self, url: &str) -> Result<bytes::Bytes, Error> {
         let transport = |source| Error::Transport {
             endpoint: self.endpoint.clone().unwrap_or_else(|| "S3".to_owned()),
-            source,
+            source: TransportError::new(source),
         };
         let headers = self.sign(url)?;
         let mut request = self.http.get(url);

@@ -69,17 +69,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = match arg(0)? {
         "generate" => {
             let messages: u64 = arg(1)?.parse()?;
-            let config = GeneratorConfig {
-                seed: 2026,
-                messages,
-                start: START,
-                days: DAYS,
-                arrival: match args.get(3).map(String::as_str) {
+            let config =
+                GeneratorConfig::new(2026, messages, START, DAYS).with_arrival(match args.get(3).map(String::as_str) {
                     Some("backfill") => Arrival::Backfill,
                     _ => Arrival::Live,
-                },
-                ..GeneratorConfig::default()
-            };
+                });
             let events = write_events(&config, BufWriter::new(File::create(arg(2)?)?))?;
             serde_json::json!({"events": events})
         }

@@ -54,7 +54,9 @@ pub fn day_start(day: i64) -> Millis {
 /// An interval of send times, both ends inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {
+    /// The first millisecond in it.
     pub start: Millis,
+    /// The last millisecond in it.
     pub end: Millis,
 }
 

@@ -31,13 +31,16 @@ pub enum BucketBackend {
     Local(PathBuf),
     /// A real S3-compatible service; credentials and region from the usual
     /// `AWS_*` environment variables. `None` endpoint means AWS itself.
-    S3 { endpoint: Option<String> },
+    S3 {
+        /// The service's URL.
+        endpoint: Option<String>,
+    },
 }
 
 impl BucketBackend {
     /// The store behind bucket `name` (a local bucket's folder is made on
     /// first use).
-    pub fn open(&self, name: &str) -> Result<Bucket, StorageError> {
+    pub(crate) fn open(&self, name: &str) -> Result<Bucket, StorageError> {
         if !valid_bucket_name(name) {
             return Err(StorageError::new("the bucket name is not valid", name));
         }
@@ -49,7 +52,9 @@ impl BucketBackend {
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(true);
                 }
-                Ok(Bucket::remote(Arc::new(builder.build()?)))
+                Ok(Bucket::remote(Arc::new(
+                    builder.build().map_err(StorageError::object_store)?,
+                )))
             }
             #[cfg(not(feature = "s3"))]
             BucketBackend::S3 { .. } => Err(StorageError::new(
@@ -63,8 +68,8 @@ impl BucketBackend {
 /// One object store, and the folder behind it when it is on this machine
 /// (whose files are then synced before a job completes).
 #[derive(Debug, Clone)]
-pub struct Bucket {
-    pub store: Arc<dyn ObjectStore>,
+pub(crate) struct Bucket {
+    pub(crate) store: Arc<dyn ObjectStore>,
     local: Option<Arc<LocalFileSystem>>,
     /// The folder of a local bucket.
     dir: Option<PathBuf>,
@@ -72,9 +77,9 @@ pub struct Bucket {
 
 impl Bucket {
     /// The folder `dir` (made when missing) as a store.
-    pub fn local(dir: &Path) -> Result<Self, StorageError> {
+    pub(crate) fn local(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
+        let local = Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(StorageError::object_store)?);
         Ok(Bucket {
             store: Arc::clone(&local) as Arc<dyn ObjectStore>,
             local: Some(local),
@@ -83,7 +88,7 @@ impl Bucket {
     }
 
     /// Any object store (a cluster's shared bucket).
-    pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
+    pub(crate) fn remote(store: Arc<dyn ObjectStore>) -> Self {
         Bucket {
             store,
             local: None,
@@ -108,6 +113,7 @@ pub struct Storage {
 pub struct StorageError {
     reason: &'static str,
     detail: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StorageError {
@@ -115,6 +121,7 @@ impl StorageError {
         StorageError {
             reason,
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -130,10 +137,17 @@ impl std::fmt::Display for StorageError {
     }
 }
 
-impl std::error::Error for StorageError {}
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source = self.source.as_deref()?;
+        Some(source)
+    }
+}
 
-impl From<object_store::Error> for StorageError {
-    fn from(e: object_store::Error) -> Self {
+impl StorageError {
+    /// An object store's error in the user's terms. Not a `From` impl, so
+    /// object_store's types stay out of this crate's public surface.
+    pub(crate) fn object_store(e: object_store::Error) -> Self {
         let detail = e.to_string();
         let reason = match &e {
             object_store::Error::NotFound { .. } => "the bucket or key does not exist",
@@ -150,7 +164,11 @@ impl From<object_store::Error> for StorageError {
             },
             _ => "the storage service did not accept the write",
         };
-        StorageError { reason, detail }
+        StorageError {
+            reason,
+            detail,
+            source: Some(Box::new(e)),
+        }
     }
 }
 
@@ -167,6 +185,7 @@ impl From<std::io::Error> for StorageError {
         StorageError {
             reason: io_reason(&e),
             detail: e.to_string(),
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -207,12 +226,12 @@ impl Storage {
         let probe = object_store::path::Path::from(".ses-export-readyz");
         match self.managed.store.head(&probe).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(StorageError::object_store(e)),
         }
     }
 
     /// The managed store, where downloads are served from.
-    pub fn managed(&self) -> &Bucket {
+    pub(crate) fn managed(&self) -> &Bucket {
         &self.managed
     }
 
@@ -222,14 +241,14 @@ impl Storage {
     }
 
     /// The store behind bucket `name`.
-    pub fn bucket(&self, name: &str) -> Result<Bucket, StorageError> {
+    pub(crate) fn bucket(&self, name: &str) -> Result<Bucket, StorageError> {
         self.buckets.open(name)
     }
 
     /// Opens run `run`'s writer for `key` in `bucket`: it writes the staging
     /// object `<key>.<run>.partial`; nothing is at `key` until
     /// [`StagedExport::publish`], and [`ExportWriter::abort`] leaves nothing.
-    pub fn writer(bucket: Bucket, key: &str, run: &str) -> ExportWriter {
+    pub(crate) fn writer(bucket: Bucket, key: &str, run: &str) -> ExportWriter {
         let staging = ObjectPath::from(format!("{key}.{run}.partial"));
         ExportWriter {
             inner: BufWriter::new(Arc::clone(&bucket.store), staging.clone()),
@@ -314,7 +333,7 @@ pub fn s3_target(url: &str, job_id: &str, extension: &str) -> Option<(String, St
 
 /// An export file being written to its staging object.
 #[derive(Debug)]
-pub struct ExportWriter {
+pub(crate) struct ExportWriter {
     inner: BufWriter,
     bucket: Bucket,
     staging: ObjectPath,
@@ -347,7 +366,7 @@ impl ExportWriter {
 
 /// A complete staging object, not yet at its final key.
 #[derive(Debug)]
-pub struct StagedExport {
+pub(crate) struct StagedExport {
     bucket: Bucket,
     staging: ObjectPath,
     key: ObjectPath,
@@ -361,10 +380,12 @@ impl StagedExport {
         let store = &self.bucket.store;
         if let Err(e) = store.rename(&self.staging, &self.key).await {
             self.discard().await;
-            return Err(e.into());
+            return Err(StorageError::object_store(e));
         }
         if let Some(local) = &self.bucket.local {
-            let path = local.path_to_filesystem(&self.key)?;
+            let path = local
+                .path_to_filesystem(&self.key)
+                .map_err(StorageError::object_store)?;
             tokio::task::spawn_blocking(move || {
                 std::fs::File::open(&path)?.sync_all()?;
                 crate::fsync_dir(&path)
@@ -389,7 +410,7 @@ impl StagedExport {
 /// An export at its final key, which can still be taken back (when a
 /// cancel won the race against the finish).
 #[derive(Debug)]
-pub struct PublishedExport {
+pub(crate) struct PublishedExport {
     bucket: Bucket,
     key: ObjectPath,
 }

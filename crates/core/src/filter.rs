@@ -14,14 +14,21 @@ use crate::insight::{EventFlags, InsightRecord, shows_every_event};
 /// building it).
 #[derive(Debug, Clone, Copy)]
 pub struct FilterFields<'a> {
+    /// SES's message id.
     pub message_id: &'a str,
+    /// The first From address (absent when the store left text out).
     pub from_email_address: Option<&'a str>,
+    /// The recipient's address.
     pub destination: &'a str,
+    /// The subject (absent when the store left text out).
     pub subject: Option<&'a str>,
+    /// The recipient's mailbox provider.
     pub isp: &'a str,
+    /// The tenant the message was sent for.
     pub tenant_name: Option<&'a str>,
     /// Every flag the record has; filters see what it shows.
     pub flags: EventFlags,
+    /// How many recipients the message had.
     pub recipient_count: u32,
 }
 
@@ -46,6 +53,7 @@ impl InsightRecord {
 pub enum TextPattern {
     /// `*`: any value that is present.
     Any,
+    /// `abc`: exactly this value.
     Exact(String),
     /// `abc*`
     Prefix(String),
@@ -57,6 +65,7 @@ pub enum TextPattern {
 
 /// Why a text filter value cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PatternError {
     /// An unescaped `*` that is not the first or last character.
     InnerWildcard,
@@ -74,6 +83,8 @@ impl fmt::Display for PatternError {
         })
     }
 }
+
+impl std::error::Error for PatternError {}
 
 impl TextPattern {
     /// Parses a filter value.
@@ -123,13 +134,23 @@ impl TextPattern {
 
 /// A parsed `Include` or `Exclude`. An empty list is no filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Within a list any value may match (OR); across lists every non-empty
+/// list must match (AND).
 pub struct InsightFilter {
+    /// `FromEmailAddress` patterns.
     pub from_email_address: Vec<TextPattern>,
+    /// `Destination` patterns.
     pub destination: Vec<TextPattern>,
+    /// `Subject` patterns.
     pub subject: Vec<TextPattern>,
+    /// `Isp` values, exactly.
     pub isp: Vec<String>,
+    /// `TenantName` values, exactly.
     pub tenant_name: Vec<String>,
+    /// `LastDeliveryEvent` values.
     pub last_delivery_event: Vec<DeliveryEventType>,
+    /// `LastEngagementEvent` values.
     pub last_engagement_event: Vec<EngagementEventType>,
 }
 
@@ -137,8 +158,26 @@ pub struct InsightFilter {
 /// object (`subject.1.member`), as validation messages name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterError {
+    /// Where the value is, under the filters object.
     pub path: String,
+    /// What is wrong with it.
     pub error: PatternError,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Value at '{}' failed to satisfy constraint: {}",
+            self.path, self.error
+        )
+    }
+}
+
+impl std::error::Error for FilterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 impl InsightFilter {

@@ -14,21 +14,35 @@ pub const ON_ACCOUNT_SUPPRESSION_LIST: &str = "OnAccountSuppressionList";
 
 /// Which kinds of event a record has seen, as bits. Ingestion only ever
 /// adds bits, so the order events arrive in cannot change the result.
+///
+/// The `u16` is what the stores keep: a bit's position never changes.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct EventFlags(pub u16);
 
 impl EventFlags {
+    /// A Send event.
     pub const SEND: EventFlags = EventFlags(1 << 0);
+    /// A Delivery event.
     pub const DELIVERY: EventFlags = EventFlags(1 << 1);
+    /// A Permanent bounce (not from the suppression list).
     pub const PERMANENT_BOUNCE: EventFlags = EventFlags(1 << 2);
+    /// A Transient bounce.
     pub const TRANSIENT_BOUNCE: EventFlags = EventFlags(1 << 3);
+    /// An Undetermined bounce (or one without a type).
     pub const UNDETERMINED_BOUNCE: EventFlags = EventFlags(1 << 4);
+    /// A Complaint (not from the suppression list).
     pub const COMPLAINT: EventFlags = EventFlags(1 << 5);
+    /// An Open event.
     pub const OPEN: EventFlags = EventFlags(1 << 6);
+    /// A Click event.
     pub const CLICK: EventFlags = EventFlags(1 << 7);
+    /// A DeliveryDelay event.
     pub const DELIVERY_DELAY: EventFlags = EventFlags(1 << 8);
+    /// A Reject event.
     pub const REJECT: EventFlags = EventFlags(1 << 9);
+    /// A Rendering Failure event.
     pub const RENDERING_FAILURE: EventFlags = EventFlags(1 << 10);
+    /// A Subscription event.
     pub const SUBSCRIPTION: EventFlags = EventFlags(1 << 11);
     /// A Permanent bounce with `bounceSubType` `OnAccountSuppressionList`:
     /// SES did not try to send, so it is no PERMANENT_BOUNCE.
@@ -84,10 +98,12 @@ impl EventFlags {
         }
     }
 
+    /// Whether every bit of `other` is set here.
     pub fn contains(self, other: EventFlags) -> bool {
         self.0 & other.0 == other.0
     }
 
+    /// The bits of both.
     pub fn union(self, other: EventFlags) -> EventFlags {
         EventFlags(self.0 | other.0)
     }

@@ -15,8 +15,9 @@ use serde::Serialize;
 use crate::clock::{DAY_MILLIS, Millis, format_iso8601};
 use crate::rng::Rng;
 
-/// What to generate.
+/// What to generate: [`GeneratorConfig::new`], then `with_*` for the rest.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GeneratorConfig {
     /// The same seed gives the same stream, byte for byte.
     pub seed: u64,
@@ -58,6 +59,32 @@ impl Default for GeneratorConfig {
             account_id: "000000000000".to_owned(),
             arrival: Arrival::Live,
         }
+    }
+}
+
+impl GeneratorConfig {
+    /// `messages` messages from `seed`, sent from `start` over `days`
+    /// days, for account `000000000000`, arriving as SES publishes them.
+    pub fn new(seed: u64, messages: u64, start: Millis, days: u32) -> Self {
+        GeneratorConfig {
+            seed,
+            messages,
+            start,
+            days,
+            ..GeneratorConfig::default()
+        }
+    }
+
+    /// The account that appears in ARNs.
+    pub fn with_account_id(mut self, account_id: impl Into<String>) -> Self {
+        self.account_id = account_id.into();
+        self
+    }
+
+    /// How events arrive.
+    pub fn with_arrival(mut self, arrival: Arrival) -> Self {
+        self.arrival = arrival;
+        self
     }
 }
 
@@ -217,6 +244,7 @@ pub struct EventGenerator {
 }
 
 impl EventGenerator {
+    /// A generator of the records `config` describes.
     pub fn new(config: GeneratorConfig) -> Self {
         EventGenerator {
             rng: Rng::new(config.seed),

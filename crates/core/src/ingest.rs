@@ -19,17 +19,29 @@ pub use ses_export_model::ingest::IngestReport;
 /// `report` says how much that was.
 #[derive(Debug)]
 pub struct IngestError {
+    /// What was kept before the stop.
     pub report: IngestReport,
+    /// Why it stopped.
     pub cause: IngestFailure,
 }
 
 /// Why an ingest stopped.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum IngestFailure {
     /// The input could not be read (a broken gzip stream, a closed pipe).
     Read(std::io::Error),
     /// The store refused a batch; nothing of that batch was kept.
     Store(StoreError),
+}
+
+impl std::fmt::Display for IngestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestFailure::Read(e) => write!(f, "{e}"),
+            IngestFailure::Store(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl std::fmt::Display for IngestError {
@@ -42,7 +54,14 @@ impl std::fmt::Display for IngestError {
     }
 }
 
-impl std::error::Error for IngestError {}
+impl std::error::Error for IngestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            IngestFailure::Read(e) => Some(e),
+            IngestFailure::Store(e) => Some(e),
+        }
+    }
+}
 
 enum Parsed {
     Batch(Vec<SesEvent>, Vec<LineError>),

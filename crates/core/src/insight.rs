@@ -91,15 +91,24 @@ pub fn shows_every_event(recipient_count: u32, destination: &str) -> bool {
 /// One message and recipient, as exports and filters see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsightRecord {
+    /// SES's message id.
     pub message_id: String,
     /// `mail.timestamp`.
     pub send_timestamp: Millis,
+    /// The recipient's address.
     pub destination: String,
+    /// The first From address (`mail.source` when there is none).
     pub from_email_address: Option<String>,
+    /// The subject.
     pub subject: Option<String>,
+    /// The recipient's mailbox provider, from its domain.
     pub isp: String,
+    /// The identity the message was sent from: `mail.sourceArn`'s, else
+    /// the domain of `mail.source`.
     pub email_identity: Option<String>,
+    /// The `ses:configuration-set` tag.
     pub configuration_set: Option<String>,
+    /// The `ses:tenant-name` tag.
     pub tenant_name: Option<String>,
     /// How many recipients the message had (`mail.destination`); metrics
     /// count single-recipient messages only.
@@ -138,10 +147,12 @@ impl InsightRecord {
             .shown(shows_every_event(self.recipient_count, &self.destination))
     }
 
+    /// `LastDeliveryEvent`: the latest delivery stage the record shows.
     pub fn last_delivery_event(&self) -> Option<DeliveryEventType> {
         self.shown_flags().last_delivery_event()
     }
 
+    /// `LastEngagementEvent`: the latest engagement the record shows.
     pub fn last_engagement_event(&self) -> Option<EngagementEventType> {
         self.shown_flags().last_engagement_event()
     }

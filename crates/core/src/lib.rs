@@ -11,6 +11,7 @@
 //! them as CSV or JSON Lines.
 //!
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 pub mod account;
 pub mod backend;

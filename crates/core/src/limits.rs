@@ -12,11 +12,17 @@ use crate::AccountId;
 /// The operations that are rate limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitedOperation {
+    /// `CreateExportJob`.
     CreateExportJob,
+    /// `GetExportJob`.
     GetExportJob,
+    /// `ListExportJobs`.
     ListExportJobs,
+    /// `CancelExportJob`.
     CancelExportJob,
+    /// `GetMessageInsights`.
     GetMessageInsights,
+    /// `BatchGetMetricData`.
     BatchGetMetricData,
 }
 

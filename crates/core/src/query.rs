@@ -70,8 +70,11 @@ pub fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
 /// A message-insights selection.
 #[derive(Debug, Clone)]
 pub struct InsightQuery {
+    /// Which send times, inclusive.
     pub interval: Interval,
+    /// Records must pass this (an empty filter passes all).
     pub include: InsightFilter,
+    /// Records this passes are left out (an empty filter leaves out none).
     pub exclude: InsightFilter,
     /// At most this many records; when more match, a uniform sample.
     pub max_results: usize,
@@ -227,9 +230,11 @@ pub enum DimensionSelect {
 /// A metrics export's question.
 #[derive(Debug, Clone)]
 pub struct MetricsQuery {
+    /// Which UTC days, by send time.
     pub interval: Interval,
     /// The dimensions, in column order.
     pub dimensions: Vec<(MetricDimensionName, DimensionSelect)>,
+    /// The metrics and how each is given (volume or rate), in column order.
     pub metrics: Vec<(Metric, MetricAggregation)>,
 }
 
@@ -246,15 +251,20 @@ pub struct MetricsRow {
 /// A metric's value in a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MetricValue {
+    /// A count of messages.
     Volume(i64),
+    /// The metric's volume over the messages sent, from 0 to 1; `None`
+    /// when nothing was sent.
     Rate(Option<f64>),
 }
 
 /// What a metrics export found.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct MetricsSelection {
     /// Messages counted in the interval (the SEND volume over all rows).
     pub processed: u64,
+    /// The rows, in export order.
     pub rows: Vec<MetricsRow>,
 }
 

@@ -22,6 +22,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long data is kept; 0 keeps it forever.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Days a message's events are kept, counted in whole UTC days of its
     /// send time: with 7, messages sent on the 1st go when the 9th begins.
@@ -30,10 +31,23 @@ pub struct Retention {
     pub export_days: u32,
 }
 
+impl Retention {
+    /// Events kept `event_days`, export files `export_days` (0: forever).
+    pub fn new(event_days: u32, export_days: u32) -> Self {
+        Retention {
+            event_days,
+            export_days,
+        }
+    }
+}
+
 /// What one sweep deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Swept {
+    /// Messages deleted, with their records and events.
     pub messages: u64,
+    /// Managed export files deleted.
     pub export_files: u64,
     /// Staging objects of crashed runs, as old as an expired export.
     pub staging_files: u64,

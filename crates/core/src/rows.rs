@@ -27,9 +27,13 @@ pub const INSIGHT_COLUMNS: [&str; 11] = [
 /// One cell: text, a number, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
+    /// A string: quoted in CSV as needed, a JSON string.
     Text(String),
+    /// A whole number.
     Integer(i64),
+    /// A rate or other fraction.
     Decimal(f64),
+    /// No value: an empty CSV field, JSON `null`.
     Absent,
 }
 

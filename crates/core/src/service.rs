@@ -29,10 +29,15 @@ pub use crate::signing::DOWNLOAD_PATH;
 
 /// An operation's failure, as the wire will name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ServiceError {
+    /// The request breaks a rule (`BadRequestException`, 400).
     BadRequest(String),
+    /// No such job or message in the account (`NotFoundException`, 404).
     NotFound(String),
+    /// The account has its limit of active jobs (`LimitExceededException`).
     LimitExceeded(String),
+    /// The operation's rate limit is spent (`TooManyRequestsException`).
     TooManyRequests(String),
     /// The detail is for the log, never for the caller.
     Internal(String),
@@ -70,8 +75,10 @@ fn invalid(violations: Vec<Violation>) -> Result<(), ServiceError> {
     }
 }
 
-/// How the service behaves.
+/// How the service behaves: [`ServiceConfig::default`] (the server's
+/// defaults), then set what differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServiceConfig {
     /// Jobs an account may have `CREATED` or `PROCESSING` at once.
     pub max_active_jobs: usize,
@@ -121,6 +128,8 @@ fn job_store_error(e: JobStoreError) -> ServiceError {
 }
 
 impl ExportService {
+    /// The service over its stores, limits and export storage, with
+    /// `key` signing download URLs. Starts no workers: see `run_workers`.
     pub fn new(
         events: Arc<dyn EventStore>,
         jobs: Arc<dyn JobStore>,
@@ -316,6 +325,7 @@ impl ExportService {
         })
     }
 
+    /// `ListExportJobs`: the account's jobs, newest first, a page at a time.
     pub async fn list_export_jobs(
         &self,
         account: &AccountId,
@@ -363,6 +373,8 @@ impl ExportService {
         })
     }
 
+    /// `CancelExportJob`: a `CREATED` or `PROCESSING` job becomes
+    /// `CANCELLED`, and a worker running it stops and deletes its file.
     pub async fn cancel_export_job(
         &self,
         account: &AccountId,
@@ -400,6 +412,7 @@ impl ExportService {
         }
     }
 
+    /// `GetMessageInsights`: a message's recipients and their events.
     pub async fn get_message_insights(
         &self,
         account: &AccountId,
@@ -415,6 +428,7 @@ impl ExportService {
         Ok(message_insights_response(detail))
     }
 
+    /// `BatchGetMetricData`: daily VDM metric volumes, per query.
     pub async fn batch_get_metric_data(
         &self,
         account: &AccountId,
@@ -483,9 +497,11 @@ impl ExportService {
 }
 
 /// A managed export being downloaded.
+#[non_exhaustive]
 pub struct Download {
     /// In bytes.
     pub size: u64,
+    /// The file's bytes, in order.
     pub body: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>,
 }
 

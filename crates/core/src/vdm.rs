@@ -63,6 +63,7 @@ impl MetricCounts {
         slot(metric).map_or(0, |i| self.0[i])
     }
 
+    /// Whether every metric is zero.
     pub fn is_zero(&self) -> bool {
         self.0.iter().all(|n| *n == 0)
     }
@@ -106,6 +107,7 @@ impl Lesson {
         }
     }
 
+    /// The lesson a stored code names ([`code`](Self::code)'s inverse).
     pub fn from_code(code: i64) -> Option<Lesson> {
         match code {
             0 => Some(Lesson::OpenTracked),
@@ -122,12 +124,16 @@ impl Lesson {
 /// the order events arrive in does not matter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Learned {
+    /// Configuration sets that publish Open events.
     pub open_tracked: BTreeSet<String>,
+    /// Configuration sets that publish Click events.
     pub click_tracked: BTreeSet<String>,
+    /// ISPs that have sent a complaint.
     pub feedback_loops: BTreeSet<String>,
 }
 
 impl Learned {
+    /// Adds what one lesson teaches.
     pub fn learn(&mut self, lesson: Lesson, value: String) {
         match lesson {
             Lesson::OpenTracked => self.open_tracked.insert(value),
@@ -166,9 +172,13 @@ impl Learned {
 /// A record's value for each dimension; the empty string where it has none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DimensionValues {
+    /// `EMAIL_IDENTITY`.
     pub email_identity: String,
+    /// `CONFIGURATION_SET`.
     pub configuration_set: String,
+    /// `ISP`.
     pub isp: String,
+    /// `TENANT_NAME`.
     pub tenant_name: String,
 }
 
@@ -191,7 +201,9 @@ impl DimensionValues {
 pub struct DailyCounts {
     /// Days since the epoch.
     pub day: i64,
+    /// The dimension values the counts are for.
     pub dimensions: DimensionValues,
+    /// The day's volume of each metric.
     pub counts: MetricCounts,
 }
 

@@ -28,7 +28,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// wake-up when a job is created, the stop flags of the runs in progress
 /// (a cancel sets its job's), and whether the process is stopping.
 #[derive(Debug)]
-pub struct JobSignals {
+pub(crate) struct JobSignals {
     wake: tokio::sync::Notify,
     running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
     stopping: AtomicBool,
@@ -49,9 +49,13 @@ impl Default for JobSignals {
 /// A job a worker of this process ended, for whoever watches (the server's
 /// metrics): its type, how it ended, and how long it took from creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JobEnded {
+    /// The job's source type.
     pub source_type: ExportSourceType,
+    /// `COMPLETED`, `FAILED` or `CANCELLED`.
     pub status: JobStatus,
+    /// From the job's creation to its end.
     pub duration: Duration,
 }
 
@@ -97,7 +101,7 @@ impl JobSignals {
 
 /// How workers run jobs.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// How long a run's hold on a job lasts without renewal.
     pub lease: Duration,
     /// Hold each job in `PROCESSING` at least this long (demos, tests).
@@ -120,7 +124,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(
+    pub(crate) fn new(
         events: Arc<dyn EventStore>,
         jobs: Arc<dyn JobStore>,
         storage: Storage,

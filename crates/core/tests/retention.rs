@@ -28,13 +28,7 @@ use ses_export_core::{AccountId, event::SesEvent};
 const T0: i64 = 1_704_067_200_000;
 
 fn generated(seed: u64, messages: u64, start: i64, days: u32) -> Vec<SesEvent> {
-    let config = GeneratorConfig {
-        seed,
-        messages,
-        start,
-        days,
-        ..GeneratorConfig::default()
-    };
+    let config = GeneratorConfig::new(seed, messages, start, days);
     EventGenerator::new(config)
         .map(|line| parse_record(&line).expect("parses"))
         .collect()
@@ -132,10 +126,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     std::fs::write(&staging, b"half a file").expect("staging");
 
     let ended = job.completed_timestamp.expect("ended").as_millis();
-    let keep_seven = Retention {
-        event_days: 0,
-        export_days: 7,
-    };
+    let keep_seven = Retention::new(0, 7);
     // Six days on, the file is still young.
     let swept = sweep(
         &*f.events,
@@ -177,10 +168,7 @@ async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
     let young = generated(6, 2_000, T0 + 20 * DAY_MILLIS, 3);
     f.events.write_batch(&account, old).await.expect("old");
     let now = T0 + 23 * DAY_MILLIS;
-    let keep = Retention {
-        event_days: 5,
-        export_days: 0,
-    };
+    let keep = Retention::new(5, 0);
     let ingesting = {
         let events = Arc::clone(&f.events);
         let account = account.clone();

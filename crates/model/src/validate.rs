@@ -66,6 +66,7 @@ impl fmt::Display for Violation {
 
 /// Why a request body was refused. Both render as a `BadRequestException`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InputError {
     /// Not JSON, or not a JSON object.
     Malformed(String),

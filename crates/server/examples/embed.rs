@@ -45,11 +45,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account: AccountId = "123456789012".parse()?;
     state.credentials = Arc::new(MyCallers(HashMap::from([(
         "AKIAEMBEDDED".to_owned(),
-        Arc::new(Identity {
-            secret: "embedded-secret".to_owned(),
+        Arc::new(Identity::new(
+            "embedded-secret",
             account,
-            buckets: Arc::new(BucketAccess::only(Vec::new())?),
-        }),
+            BucketAccess::only(Vec::new())?,
+        )),
     )])));
     // Jobs run in the workers the service hands out.
     let workers = Arc::new(state.service.workers());

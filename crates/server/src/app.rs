@@ -38,8 +38,10 @@ pub const FIREHOSE_PATH: &str = "/_ses-export/v1/firehose";
 /// Where an SNS HTTP(S) subscription delivers.
 pub const SNS_PATH: &str = "/_ses-export/v1/sns";
 
-/// What every handler shares.
+/// What every handler shares: [`crate::build_state`] makes one from the
+/// server's flags; an embedder changes what differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AppState {
     /// The export-jobs service and its stores.
     pub service: Arc<ExportService>,
@@ -243,7 +245,8 @@ impl From<ServiceError> for WireError {
             ServiceError::NotFound(m) => WireError::of(ErrorCode::NotFoundException, m),
             ServiceError::LimitExceeded(m) => WireError::of(ErrorCode::LimitExceededException, m),
             ServiceError::TooManyRequests(m) => WireError::of(ErrorCode::TooManyRequestsException, m),
-            ServiceError::Internal(detail) => {
+            // `Internal`, and whatever a later core adds.
+            detail => {
                 tracing::error!(error = %detail, "internal error");
                 WireError::of(
                     ErrorCode::InternalServiceErrorException,
@@ -256,22 +259,23 @@ impl From<ServiceError> for WireError {
 
 impl From<AuthError> for WireError {
     fn from(e: AuthError) -> Self {
+        let message = e.to_string();
         match e {
-            AuthError::Missing => WireError::forbidden(
-                AuthErrorCode::MissingAuthenticationToken.name(),
-                "Missing Authentication Token",
-            ),
-            AuthError::UnknownKey => WireError::forbidden(
-                AuthErrorCode::UnrecognizedClient.name(),
-                "The security token included in the request is invalid.",
-            ),
-            AuthError::Invalid(m) => WireError::forbidden(AuthErrorCode::InvalidSignature.name(), m),
-            AuthError::Conflicting => WireError::bad_request(
-                "A request is signed either with an Authorization header or with a pre-signed query, not both.",
-            ),
+            AuthError::Missing => WireError::forbidden(AuthErrorCode::MissingAuthenticationToken.name(), message),
+            AuthError::UnknownKey => WireError::forbidden(AuthErrorCode::UnrecognizedClient.name(), message),
+            AuthError::Invalid(_) => WireError::forbidden(AuthErrorCode::InvalidSignature.name(), message),
+            AuthError::Conflicting => WireError::bad_request(message),
         }
     }
 }
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.error_type, self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
 
 impl IntoResponse for WireError {
     fn into_response(self) -> Response {

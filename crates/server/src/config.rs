@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 /// Serves the Amazon SES v2 export-jobs API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ses-export-server", version, about, long_about = None)]
+#[non_exhaustive]
 pub struct Config {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, env = "SES_EXPORT_LISTEN", default_value = "127.0.0.1:4599")]

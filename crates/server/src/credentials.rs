@@ -58,8 +58,9 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// What an access key stands for.
+/// What an access key stands for: [`Identity::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Identity {
     /// The secret its requests are signed with.
     pub secret: String,
@@ -67,6 +68,18 @@ pub struct Identity {
     pub account: AccountId,
     /// The buckets its account may name in `S3Url`.
     pub buckets: Arc<BucketAccess>,
+}
+
+impl Identity {
+    /// A caller of `account` that signs with `secret` and may name the
+    /// buckets `buckets` allows in `S3Url`.
+    pub fn new(secret: impl Into<String>, account: AccountId, buckets: BucketAccess) -> Self {
+        Identity {
+            secret: secret.into(),
+            account,
+            buckets: Arc::new(buckets),
+        }
+    }
 }
 
 /// Access key id to its identity; intake keys and SNS topics to their

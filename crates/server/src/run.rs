@@ -96,21 +96,14 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
     } else {
         sqlite_backends(config, backend, signing_secret.as_deref())?
     };
-    let service = ExportService::new(
-        events,
-        jobs,
-        limiter,
-        storage,
-        key,
-        ServiceConfig {
-            max_active_jobs: config.max_active_jobs,
-            strict: config.strict,
-            download_ttl: Duration::from_secs(config.download_url_ttl),
-            min_job_duration: Duration::from_millis(config.min_job_duration_ms),
-            lease: Duration::from_secs(config.lease_seconds.max(1)),
-            sole_server: !shared,
-        },
-    );
+    let mut service_config = ServiceConfig::default();
+    service_config.max_active_jobs = config.max_active_jobs;
+    service_config.strict = config.strict;
+    service_config.download_ttl = Duration::from_secs(config.download_url_ttl);
+    service_config.min_job_duration = Duration::from_millis(config.min_job_duration_ms);
+    service_config.lease = Duration::from_secs(config.lease_seconds.max(1));
+    service_config.sole_server = !shared;
+    let service = ExportService::new(events, jobs, limiter, storage, key, service_config);
     Ok(AppState {
         service: Arc::new(service),
         credentials: Arc::new(credentials),
@@ -308,10 +301,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut worker_task = tokio::spawn(Arc::new(state.service.workers()).run(workers, stopped.clone()));
-    let retention = ses_export_core::retention::Retention {
-        event_days: config.event_retention_days,
-        export_days: config.export_retention_days,
-    };
+    let retention =
+        ses_export_core::retention::Retention::new(config.event_retention_days, config.export_retention_days);
     tokio::spawn(ses_export_core::retention::run_retention(
         Arc::clone(state.service.events()),
         Arc::clone(state.service.jobs()),

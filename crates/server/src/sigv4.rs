@@ -37,6 +37,7 @@ pub struct Request<'a> {
 
 /// Why a request is not authenticated; each maps to one 403 error.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthError {
     /// No signature at all: `MissingAuthenticationTokenException`.
     Missing,
@@ -49,6 +50,21 @@ pub enum AuthError {
     /// request (400), not a failed signature.
     Conflicting,
 }
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthError::Missing => "Missing Authentication Token",
+            AuthError::UnknownKey => "The security token included in the request is invalid.",
+            AuthError::Invalid(reason) => reason,
+            AuthError::Conflicting => {
+                "A request is signed either with an Authorization header or with a pre-signed query, not both."
+            }
+        })
+    }
+}
+
+impl std::error::Error for AuthError {}
 
 /// How paths are put in canonical form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

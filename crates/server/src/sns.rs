@@ -75,6 +75,7 @@ pub struct Message {
 
 /// Why a message is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SnsError {
     /// Not authentic, or not allowed: answered 403, nothing kept.
     Refused(String),
@@ -92,6 +93,8 @@ impl std::fmt::Display for SnsError {
         }
     }
 }
+
+impl std::error::Error for SnsError {}
 
 impl Message {
     /// The string SNS signed: each field's name and value, each on its own

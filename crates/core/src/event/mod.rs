@@ -16,9 +16,11 @@ pub struct SesEvent {
     /// Stable identity: the same event parsed twice, from any wrapper, has
     /// the same id. Ingestion counts each id once.
     pub id: EventId,
+    /// Which of the ten event types this is.
     pub kind: EventKind,
     /// The event's own time; `mail.timestamp` for events without one.
     pub timestamp: Millis,
+    /// The `mail` object: the message the event is about.
     pub mail: Mail,
     /// The recipients the event names. Empty for events that name none
     /// (Send, Open, Click, Reject, Rendering Failure, Subscription): those
@@ -50,15 +52,25 @@ pub type EventId = [u8; 16];
 /// The ten event types SES publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
+    /// SES accepted the message and will try to deliver it.
     Send,
+    /// The receiving server accepted the message.
     Delivery,
+    /// The receiving server rejected the message, or it could not be sent.
     Bounce,
+    /// The recipient marked the message as spam.
     Complaint,
+    /// SES refused the message (it carried a virus).
     Reject,
+    /// The recipient opened the message.
     Open,
+    /// The recipient clicked a link in the message.
     Click,
+    /// A template could not be rendered.
     RenderingFailure,
+    /// Delivery is delayed; SES keeps trying.
     DeliveryDelay,
+    /// The recipient changed their subscription preferences.
     Subscription,
 }
 
@@ -128,6 +140,7 @@ impl EventKind {
 /// What every record says of the message it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mail {
+    /// `mail.messageId`, SES's id for the message.
     pub message_id: String,
     /// `mail.timestamp`: when the message was sent.
     pub timestamp: Millis,
@@ -160,20 +173,27 @@ impl Mail {
 /// bounces and delays carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedRecipient {
+    /// The recipient's address, as the event gives it.
     pub address: String,
+    /// The receiving server's answer (`diagnosticCode`), when there is one.
     pub diagnostic_code: Option<String>,
 }
 
 /// A Bounce's type and subtype.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BounceDetail {
+    /// `bounce.bounceType`: permanent, transient or undetermined.
     pub bounce_type: BounceType,
+    /// `bounce.bounceSubType` (`General`, `NoEmail`, `Suppressed`, ...).
     pub bounce_sub_type: Option<String>,
 }
 
 /// A Complaint's subtype and feedback type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComplaintDetail {
+    /// `complaint.complaintSubType` (`OnAccountSuppressionList` or none).
     pub complaint_sub_type: Option<String>,
+    /// `complaint.complaintFeedbackType` (`abuse`, `fraud`, ...), from the
+    /// feedback report when the ISP sent one.
     pub complaint_feedback_type: Option<String>,
 }

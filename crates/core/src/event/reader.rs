@@ -16,7 +16,9 @@ pub use ses_export_model::ingest::LineError;
 /// One non-blank line, parsed.
 #[derive(Debug)]
 pub struct ParsedLine {
+    /// The line's number in the input, from 1.
     pub line: u64,
+    /// The event, or why the line is not one.
     pub result: Result<SesEvent, String>,
 }
 
@@ -45,6 +47,7 @@ pub struct EventReader<R> {
 }
 
 impl<R: BufRead> EventReader<R> {
+    /// Reads lines from `input` (already decompressed: see [`open_events`]).
     pub fn new(input: R) -> Self {
         EventReader {
             input,

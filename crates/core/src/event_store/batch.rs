@@ -15,24 +15,39 @@ use crate::vdm::{DimensionValues, Lesson, MetricCounts};
 /// One event for one recipient, ready to be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEvent {
+    /// The event's id ([`SesEvent::id`]); with `recipient`, the row's key.
     pub id: EventId,
+    /// The message the event is about.
     pub message_id: String,
+    /// The recipient this row is for (an event naming several recipients
+    /// becomes a row each).
     pub recipient: String,
+    /// The event's type.
     pub kind: EventKind,
+    /// The event's time.
     pub timestamp: Millis,
+    /// A bounce's type.
     pub bounce_type: Option<BounceType>,
+    /// A bounce's subtype.
     pub bounce_sub_type: Option<String>,
+    /// The receiving server's answer for this recipient.
     pub diagnostic_code: Option<String>,
+    /// A complaint's subtype.
     pub complaint_sub_type: Option<String>,
+    /// A complaint's feedback type.
     pub complaint_feedback_type: Option<String>,
 }
 
 /// What is kept once per message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
+    /// SES's message id, the row's key.
     pub message_id: String,
+    /// When the message was sent (`mail.timestamp`).
     pub send_timestamp: Millis,
+    /// The first From address.
     pub from_email_address: Option<String>,
+    /// The subject.
     pub subject: Option<String>,
     /// Every tag value, one pair each.
     pub tags: Vec<(String, String)>,
@@ -146,6 +161,7 @@ pub fn plan_events(events: &[SesEvent]) -> Planned {
 /// What the new events of a batch change.
 #[derive(Debug)]
 pub struct Folded {
+    /// How many events were new and how many were kept already.
     pub outcome: BatchOutcome,
     /// Messages seen for the first time in this batch (to insert if absent).
     pub messages: Vec<MessageRow>,

@@ -168,6 +168,8 @@ async fn state(store: &dyn EventStore, account: &AccountId) -> (Vec<InsightRecor
     (scan_all(store, account).await, counts)
 }
 
+/// One insight record per message and recipient, with the right fields
+/// and flags, scanned in export order.
 pub async fn check_records_and_their_order(store: &dyn EventStore) {
     let outcome = ingest(store, &account(), events(&sample_records())).await;
     assert_eq!(
@@ -212,6 +214,7 @@ pub async fn check_records_and_their_order(store: &dyn EventStore) {
     assert_eq!((a.recipient_count, records[2].recipient_count), (1, 2));
 }
 
+/// The same event again, via SNS, or twice in one batch counts once.
 pub async fn check_ingest_is_idempotent(store: &dyn EventStore) {
     let batch = events(&sample_records());
     ingest(store, &account(), batch.clone()).await;
@@ -253,6 +256,8 @@ pub async fn check_ingest_is_idempotent(store: &dyn EventStore) {
     assert!(records[1].flags.contains(EventFlags::OPEN));
 }
 
+/// The same events in another order and other batches give the same
+/// records and counts (`in_order` and `shuffled` are two empty stores).
 pub async fn check_order_does_not_matter(in_order: &dyn EventStore, shuffled: &dyn EventStore) {
     let stream = generated(7, 150);
     ingest(in_order, &account(), stream.clone()).await;
@@ -265,6 +270,7 @@ pub async fn check_order_does_not_matter(in_order: &dyn EventStore, shuffled: &d
     assert_eq!(state(in_order, &account()).await, state(shuffled, &account()).await);
 }
 
+/// One account never sees another's events.
 pub async fn check_accounts_are_separate(store: &dyn EventStore) {
     ingest(store, &account(), events(&sample_records())).await;
     assert!(scan_all(store, &other_account()).await.is_empty());
@@ -282,6 +288,7 @@ pub async fn check_accounts_are_separate(store: &dyn EventStore) {
     assert_eq!(outcome.accepted, 1);
 }
 
+/// `message_insights` gives a message's text, tags, recipients and events.
 pub async fn check_message_insights(store: &dyn EventStore) {
     ingest(store, &account(), events(&sample_records())).await;
     assert_eq!(store.message_insights(&account(), "msg-zzz").await.expect("read"), None);
@@ -333,6 +340,7 @@ pub async fn check_message_insights(store: &dyn EventStore) {
     assert_eq!(event.timestamp, T0 + 2005);
 }
 
+/// A scan's interval includes both its ends.
 pub async fn check_scan_bounds_are_inclusive(store: &dyn EventStore) {
     ingest(store, &account(), events(&sample_records())).await;
     let scan = |start, end| async move {
@@ -348,6 +356,8 @@ pub async fn check_scan_bounds_are_inclusive(store: &dyn EventStore) {
     assert!(scan(T0 + 1001, T0 + 1999).await.is_empty());
 }
 
+/// The daily rollups equal a recount of the records, whole days and
+/// partial ones.
 pub async fn check_daily_counts_match_a_recount(store: &dyn EventStore) {
     let stream = generated(11, 400);
     for chunk in stream.chunks(101) {
@@ -604,13 +614,7 @@ pub async fn check_failed_batch_leaves_nothing(store_that_fills: &dyn EventStore
 
 /// A generated event stream, parsed.
 pub fn generated(seed: u64, messages: u64) -> Vec<SesEvent> {
-    let config = GeneratorConfig {
-        seed,
-        messages,
-        start: T0,
-        days: 3,
-        ..GeneratorConfig::default()
-    };
+    let config = GeneratorConfig::new(seed, messages, T0, 3);
     EventGenerator::new(config)
         .map(|line| parse_record(&line).expect("generated records parse"))
         .collect()

@@ -80,10 +80,13 @@ impl RecordFilter {
         self.before_text.is_some() || !self.reads_text
     }
 
+    /// Whether the whole filter keeps a row.
     pub fn keeps(&self, fields: crate::filter::FilterFields<'_>) -> bool {
         (self.keep)(fields)
     }
 
+    /// Whether the filter looks at a message's text (from address,
+    /// subject), so a backend must read it before [`keeps`](Self::keeps).
     pub fn reads_text(&self) -> bool {
         self.reads_text
     }
@@ -220,8 +223,11 @@ pub struct BatchOutcome {
 /// A message as `GetMessageInsights` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageDetail {
+    /// SES's message id.
     pub message_id: String,
+    /// The first From address.
     pub from_email_address: Option<String>,
+    /// The subject.
     pub subject: Option<String>,
     /// Every tag value, one pair each, in name order.
     pub tags: Vec<(String, String)>,
@@ -232,7 +238,9 @@ pub struct MessageDetail {
 /// One recipient of a message and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientDetail {
+    /// The recipient's address.
     pub destination: String,
+    /// The mailbox provider, from the address's domain.
     pub isp: String,
     /// How many recipients the message had (which events AWS shows depends
     /// on it).
@@ -244,12 +252,19 @@ pub struct RecipientDetail {
 /// One event as kept for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
+    /// The event's time.
     pub timestamp: Millis,
+    /// The event's type.
     pub kind: EventKind,
+    /// A bounce's type.
     pub bounce_type: Option<BounceType>,
+    /// A bounce's subtype.
     pub bounce_sub_type: Option<String>,
+    /// The receiving server's answer for this recipient.
     pub diagnostic_code: Option<String>,
+    /// A complaint's subtype.
     pub complaint_sub_type: Option<String>,
+    /// A complaint's feedback type.
     pub complaint_feedback_type: Option<String>,
 }
 
@@ -260,10 +275,17 @@ pub struct StoredEvent {
 pub enum StoreError {
     /// The store is out of room (a memory limit, a full disk). Nothing of
     /// the failed call was kept.
-    Full { backend: &'static str, detail: String },
+    Full {
+        /// The backend's name (`memory`, `SQLite`, `PostgreSQL`).
+        backend: &'static str,
+        /// What ran out, in the backend's words.
+        detail: String,
+    },
     /// Anything else the backend reports.
     Generic {
+        /// The backend's name.
         backend: &'static str,
+        /// The backend's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }

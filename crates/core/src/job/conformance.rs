@@ -68,6 +68,7 @@ pub fn job(account_n: u8, id: &str, created: i64) -> ExportJob {
     }
 }
 
+/// A job comes back as created, and only to its account.
 pub async fn check_create_get_and_accounts(store: &dyn JobStore) {
     let a = job(1, "job-a", 1000);
     store.create(&a, 20).await.expect("create");
@@ -78,6 +79,7 @@ pub async fn check_create_get_and_accounts(store: &dyn JobStore) {
     store.create(&job(2, "job-a", 1000), 20).await.expect("create");
 }
 
+/// `create` refuses past the active-jobs limit; an ended job frees a place.
 pub async fn check_active_limit(store: &dyn JobStore) {
     for i in 0..3 {
         store
@@ -107,6 +109,7 @@ pub async fn check_active_limit(store: &dyn JobStore) {
         .expect("a finished job frees its place");
 }
 
+/// `list` gives newest first, filters by status and type, and pages.
 pub async fn check_list_order_filters_and_cursor(store: &dyn JobStore) {
     for (id, created) in [("a", 1), ("b", 3), ("c", 2), ("d", 3), ("e", 5)] {
         store.create(&job(1, id, created), 100).await.expect("create");
@@ -156,6 +159,7 @@ pub async fn check_list_order_filters_and_cursor(store: &dyn JobStore) {
     );
 }
 
+/// `transition` changes a status only from the statuses it names.
 pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
     store.create(&job(1, "j", 1), 20).await.expect("create");
     let (job, moved) = store
@@ -212,6 +216,7 @@ pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
     assert_eq!(stored.request, job_fixture_request());
 }
 
+/// Concurrent claims hand each job to exactly one caller.
 pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
     for i in 0..20 {
         store
@@ -240,6 +245,7 @@ pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
     assert_eq!(all, expected, "each job claimed exactly once");
 }
 
+/// A sole server's `PROCESSING` jobs go back to `CREATED`.
 pub async fn check_requeue(store: &dyn JobStore) {
     store.create(&job(1, "a", 1), 20).await.expect("create");
     store.create(&job(1, "b", 2), 20).await.expect("create");
@@ -253,6 +259,8 @@ pub async fn check_requeue(store: &dyn JobStore) {
 /// How long test leases last.
 const LEASE: i64 = 10_000;
 
+/// A lease keeps others off until it expires; only its owner renews
+/// or finishes.
 pub async fn check_leases(store: &dyn JobStore) {
     store.create(&job(1, "a", 1), 20).await.expect("create");
     let claimed = store.claim("w1", 1_000, LEASE).await.expect("claim").expect("a job");

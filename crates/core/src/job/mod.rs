@@ -17,17 +17,24 @@ use crate::clock::Millis;
 /// One export job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportJob {
+    /// The account that created the job; only it sees the job.
     pub account: AccountId,
+    /// The job's id (a UUID), unique in the account.
     pub job_id: String,
+    /// `METRICS_DATA` or `MESSAGE_INSIGHTS`.
     pub source_type: ExportSourceType,
+    /// Where the job is in its life.
     pub status: JobStatus,
     /// The request as sent (the model members only), returned unchanged by
     /// `GetExportJob`.
     pub request: CreateExportJobRequest,
+    /// When the job was created.
     pub created: Millis,
     /// Set when the job ends: completed, failed or cancelled.
     pub completed: Option<Millis>,
+    /// Why a `FAILED` job failed, in the user's terms (`FailureInfo`).
     pub failure: Option<String>,
+    /// What a `COMPLETED` job counted.
     pub statistics: Option<JobStatistics>,
     /// Where the finished file is, for managed exports: the key in managed
     /// storage.
@@ -40,7 +47,9 @@ pub struct ExportJob {
 /// died), another worker may claim the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobLease {
+    /// The worker's name, unique per run of a worker.
     pub owner: String,
+    /// When the hold ends unless renewed.
     pub expires: Millis,
 }
 
@@ -55,17 +64,25 @@ pub struct JobStatistics {
 
 /// What a status change also sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `None` leaves a field as it is.
 pub struct JobUpdate {
+    /// [`ExportJob::completed`].
     pub completed: Option<Millis>,
+    /// [`ExportJob::failure`].
     pub failure: Option<String>,
+    /// [`ExportJob::statistics`].
     pub statistics: Option<JobStatistics>,
+    /// [`ExportJob::output_key`].
     pub output_key: Option<String>,
 }
 
 /// Which jobs `list` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
+    /// Only jobs with this status.
     pub status: Option<JobStatus>,
+    /// Only jobs of this source type.
     pub source_type: Option<ExportSourceType>,
 }
 
@@ -73,7 +90,9 @@ pub struct JobFilter {
 /// and id (newest first, ties by id descending).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobCursor {
+    /// The last job's creation time.
     pub created: Millis,
+    /// The last job's id.
     pub job_id: String,
 }
 
@@ -94,6 +113,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Inserts `job` unless the account already has `max_active` active jobs.
     async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError>;
 
+    /// The account's job with this id.
     async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError>;
 
     /// Up to `limit` jobs, newest first, after `cursor`.
@@ -172,12 +192,17 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 #[non_exhaustive]
 pub enum JobStoreError {
     /// The account has its limit of active jobs.
-    TooManyActive { limit: usize },
+    TooManyActive {
+        /// The limit.
+        limit: usize,
+    },
     /// A job with this id exists already.
     AlreadyExists,
     /// Anything else the backend reports.
     Generic {
+        /// The backend's name.
         backend: &'static str,
+        /// The backend's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
@@ -192,7 +217,14 @@ impl fmt::Display for JobStoreError {
     }
 }
 
-impl std::error::Error for JobStoreError {}
+impl std::error::Error for JobStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JobStoreError::Generic { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// Whether a worker may claim `job` at `now`.
 pub(crate) fn claimable(job: &ExportJob, now: Millis) -> bool {

@@ -162,7 +162,7 @@ fn ingest_error(e: IngestError) -> WireError {
         IngestFailure::Read(read) => WireError::bad_request(format!(
             "The body could not be read past a point: {read}. The events before it were kept."
         )),
-        IngestFailure::Store(store) => {
+        store => {
             let mut error = WireError::from(ServiceError::Internal(store.to_string()));
             error.message.push_str(" The events counted as accepted were kept.");
             error
@@ -360,7 +360,7 @@ async fn firehose_deliver(
         .await
         .map_err(|e| match e.cause {
             IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
-            IngestFailure::Store(store) => {
+            store => {
                 tracing::error!(error = %store, "a Firehose delivery could not be stored");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,

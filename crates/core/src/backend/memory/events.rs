@@ -45,6 +45,7 @@ pub struct MemoryEventStore {
 }
 
 impl MemoryEventStore {
+    /// An empty store without a size limit.
     pub fn new() -> Self {
         Self::default()
     }

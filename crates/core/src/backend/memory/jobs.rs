@@ -20,6 +20,7 @@ pub struct MemoryJobStore {
 }
 
 impl MemoryJobStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }

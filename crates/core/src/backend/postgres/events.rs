@@ -267,6 +267,7 @@ impl BatchTxn for PgTxn<'_> {
 }
 
 impl PgEventStore {
+    /// A store over `pool`, whose schema is migrated already.
     pub fn new(pool: Pool) -> Self {
         PgEventStore {
             pool,

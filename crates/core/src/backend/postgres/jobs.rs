@@ -58,6 +58,7 @@ fn job(row: &Row) -> Result<ExportJob, JobStoreError> {
 }
 
 impl PgJobStore {
+    /// A store over `pool`, whose schema is migrated already.
     pub fn new(pool: Pool) -> Self {
         PgJobStore { pool }
     }

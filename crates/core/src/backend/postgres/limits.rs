@@ -17,6 +17,7 @@ pub struct PgRateLimiter {
 }
 
 impl PgRateLimiter {
+    /// Limits kept in `pool`'s database, shared by every server using it.
     pub fn new(pool: Pool) -> Self {
         PgRateLimiter { pool }
     }

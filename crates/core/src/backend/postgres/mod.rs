@@ -5,6 +5,11 @@
 //! Migrations run at start-up under an advisory lock, so servers starting
 //! at once do not race. Text keys use the "C" collation: exports order text
 //! by byte value, as exports order them.
+//!
+//! The stores take a [`Pool`] of `deadpool-postgres`, re-exported here on
+//! purpose (with its `tokio_postgres`): an application may share its own
+//! pool, and run its own SQL on the connections. Its version is part of
+//! this crate's public surface.
 
 mod events;
 mod jobs;
@@ -13,8 +18,9 @@ mod tls;
 
 use std::str::FromStr;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 
+pub use deadpool_postgres::{self, Pool};
 pub use events::PgEventStore;
 pub use jobs::PgJobStore;
 pub use limits::PgRateLimiter;
