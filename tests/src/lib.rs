@@ -258,14 +258,7 @@ impl Server {
 /// `messages` generated messages (seeded) as JSON Lines, sent over the
 /// five days from 2024-01-01.
 pub fn generated_lines(seed: u64, messages: u64) -> String {
-    let config = ses_export_core::generate::GeneratorConfig {
-        seed,
-        messages,
-        start: 1_704_067_200_000,
-        days: 5,
-        account_id: "000000000000".into(),
-        ..Default::default()
-    };
+    let config = ses_export_core::generate::GeneratorConfig::new(seed, messages, 1_704_067_200_000, 5);
     let mut out = String::new();
     for line in ses_export_core::generate::EventGenerator::new(config) {
         out.push_str(&line);

@@ -6,24 +6,17 @@ use ses_export_client::credentials::{Credentials, Resolve};
 use ses_export_client::model::ErrorCode;
 use ses_export_client::model::Timestamp;
 use ses_export_client::model::types::*;
-use ses_export_client::{Client, ClientConfig, RetryPolicy};
+use ses_export_client::{Client, ClientConfig};
 use ses_export_tests::Server;
 
 fn client(server: &Server) -> Client {
-    Client::new(ClientConfig {
-        endpoint: server.url.clone(),
-        resolve: Resolve {
-            profile: None,
-            region: Some("eu-west-1".into()),
-            credentials: Some(Credentials {
-                access_key_id: "test".into(),
-                secret_access_key: "test".into(),
-                session_token: None,
-            }),
-        },
-        retry: RetryPolicy::default(),
-        ca_bundle: None,
-    })
+    Client::new(
+        ClientConfig::new(&server.url).with_resolve(
+            Resolve::default()
+                .with_region("eu-west-1")
+                .with_credentials(Credentials::new("test", "test")),
+        ),
+    )
     .expect("client")
 }
 

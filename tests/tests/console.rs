@@ -118,14 +118,7 @@ async fn seed(server: &Server) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_secs() as i64;
-    let config = ses_export_core::generate::GeneratorConfig {
-        seed: 12,
-        messages: 600,
-        start: (now / DAY - 7) * DAY * 1000,
-        days: 7,
-        account_id: "000000000000".into(),
-        ..Default::default()
-    };
+    let config = ses_export_core::generate::GeneratorConfig::new(12, 600, (now / DAY - 7) * DAY * 1000, 7);
     let mut body = String::new();
     for line in ses_export_core::generate::EventGenerator::new(config) {
         body.push_str(&line);

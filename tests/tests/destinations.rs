@@ -12,14 +12,7 @@ use ses_export_tests::{S3Server, Server, s3_get, wait_for_end};
 const T0: i64 = 1_704_067_200;
 
 fn generated() -> String {
-    let config = GeneratorConfig {
-        seed: 77,
-        messages: 80,
-        start: T0 * 1000,
-        days: 2,
-        account_id: "000000000000".into(),
-        ..Default::default()
-    };
+    let config = GeneratorConfig::new(77, 80, T0 * 1000, 2);
     EventGenerator::new(config).map(|l| l + "\n").collect()
 }
 

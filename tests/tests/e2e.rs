@@ -22,14 +22,7 @@ const T0: i64 = 1_704_067_200;
 const DAY: i64 = 86_400;
 
 fn generated(seed: u64, messages: u64) -> String {
-    let config = GeneratorConfig {
-        seed,
-        messages,
-        start: T0 * 1000,
-        days: 5,
-        account_id: "000000000000".into(),
-        ..Default::default()
-    };
+    let config = GeneratorConfig::new(seed, messages, T0 * 1000, 5);
     let mut out = String::new();
     for line in EventGenerator::new(config) {
         out.push_str(&line);
