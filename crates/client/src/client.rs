@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind, ServiceError, TransportError};
 
 /// How calls are retried: on 429 and 5xx, with exponential backoff and full
 /// jitter, at most `max_attempts` times in all.
+///
 /// `RetryPolicy::default()` (5 attempts, 250 ms doubling to 5 s), or
 /// [`RetryPolicy::attempts`].
 #[derive(Debug, Clone, Copy)]

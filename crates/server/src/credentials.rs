@@ -58,6 +58,46 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A [`CredentialSource`] from a closure that finds an access key's
+/// identity (intake keys and SNS topics: none).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ses_export_core::destination::BucketAccess;
+/// use ses_export_server::credentials::{CredentialSource, Identity, from_fn};
+///
+/// let account = "123456789012".parse()?;
+/// let alice = Arc::new(Identity::new("alice-secret", account, BucketAccess::only(Vec::new())?));
+/// let source = from_fn(move |key| (key == "AKIAALICE").then(|| Arc::clone(&alice)));
+/// assert_eq!(source.identity("AKIAALICE").map(|i| i.secret.clone()), Some("alice-secret".to_owned()));
+/// assert!(source.identity("AKIABOB").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn from_fn<F>(find: F) -> FnSource<F>
+where
+    F: Fn(&str) -> Option<Arc<Identity>> + Send + Sync,
+{
+    FnSource(find)
+}
+
+/// The [`CredentialSource`] [`from_fn`] makes.
+pub struct FnSource<F>(F);
+
+impl<F> std::fmt::Debug for FnSource<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnSource")
+    }
+}
+
+impl<F> CredentialSource for FnSource<F>
+where
+    F: Fn(&str) -> Option<Arc<Identity>> + Send + Sync,
+{
+    fn identity(&self, access_key: &str) -> Option<Arc<Identity>> {
+        (self.0)(access_key)
+    }
+}
+
 /// What an access key stands for: [`Identity::new`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
