@@ -88,6 +88,7 @@ impl Bucket {
     }
 
     /// Any object store (a cluster's shared bucket).
+    #[cfg(feature = "s3")]
     pub(crate) fn remote(store: Arc<dyn ObjectStore>) -> Self {
         Bucket {
             store,
