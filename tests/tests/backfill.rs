@@ -134,3 +134,88 @@ async fn a_backfill_reads_every_object_reports_the_broken_one_and_resumes() {
     assert_eq!(summary["objects_skipped"], OBJECTS as u64 + 1);
     assert_eq!(accepted_and_duplicates(&server).await.0, events as u64);
 }
+
+/// The highest resident memory the process has had, in MiB.
+fn peak_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Runs `ses-export` with `args` to its end (some lines rejected), reading
+/// its peak memory as it goes; the summary it prints and the peak.
+fn run_watched(server: &Server, args: &[&str]) -> (serde_json::Value, u64) {
+    let child = cli_command(&server.url)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ses-export");
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(now) = peak_mib(pid) {
+            peak = peak.max(now);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak
+    });
+    let output = child.wait_with_output().expect("ses-export ends");
+    let peak = watcher.join().expect("watcher");
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "rejected lines exit 4: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    (summary, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_built_to_multiply_is_skipped_without_being_held() {
+    let Some(s3) = S3Server::start().await else { return };
+    s3.bucket(BUCKET).await;
+    let server = Server::start(&[]).await;
+
+    // Two good records around one line that gzip turns from a few hundred
+    // KiB into 256 MiB without a line end.
+    let lines = generated_lines(5, 2);
+    let good: Vec<&str> = lines.lines().take(2).collect();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder
+        .write_all(format!("{}\n", good[0]).as_bytes())
+        .expect("compress");
+    let block = vec![b'x'; 1 << 20];
+    for _ in 0..256 {
+        encoder.write_all(&block).expect("compress");
+    }
+    encoder
+        .write_all(format!("\n{}\n", good[1]).as_bytes())
+        .expect("compress");
+    let bomb = encoder.finish().expect("compress");
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    put(&s3, "bombs/one.gz", bomb.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("one.gz");
+    std::fs::write(&file, &bomb).expect("write");
+
+    for args in [
+        vec!["ingest", "s3://ses-events/bombs/", "--s3-endpoint-url", &s3.endpoint],
+        vec!["ingest", file.to_str().expect("path")],
+    ] {
+        let (summary, peak) = run_watched(&server, &args);
+        assert_eq!(summary["rejected"], 1, "{summary}");
+        let listed = &summary["errors"][0];
+        assert_eq!(listed["line"], 2, "{summary}");
+        assert_eq!(listed["reason"], "line is longer than 1048576 bytes", "{summary}");
+        assert_eq!(
+            summary["accepted"].as_u64().unwrap_or(0) + summary["duplicates"].as_u64().unwrap_or(0),
+            2,
+            "both good records, once or again: {summary}"
+        );
+        assert!(peak < 96, "{args:?}: the CLI held {peak} MiB for a 256 MiB line");
+    }
+}

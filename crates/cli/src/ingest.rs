@@ -7,9 +7,13 @@
 //! once all of its events are acknowledged, so an interrupted run continues
 //! where it stopped. Events are idempotent on the server: an object sent
 //! again counts its events as duplicates, never twice.
+//!
+//! Memory is bounded whatever the input: objects stream through, a blocking
+//! thread per input splits lines into bodies a couple ahead of the sender,
+//! and a line over the server's cap is skipped as it is read.
 
 use std::collections::HashSet;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use ses_export_client::credentials::Resolve;
-use ses_export_client::s3::{S3Object, S3Reader, parse_s3_url};
+use ses_export_client::s3::{S3Body, S3Object, S3Reader, parse_s3_url};
 use ses_export_client::{Client, Error};
 
 /// Rejected lines listed in the summary (all are counted).
@@ -48,6 +52,13 @@ struct Tally {
 }
 
 impl Tally {
+    /// Lists a rejected line, while the list has room.
+    fn listed(&mut self, file: &str, line: u64, reason: String) {
+        if self.errors.len() < LISTED_ERRORS {
+            self.errors.push(json!({"file": file, "line": line, "reason": reason}));
+        }
+    }
+
     fn merge(&mut self, other: Tally) {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
@@ -137,8 +148,17 @@ async fn file(client: &Client, name: &str, chunk_bytes: usize, tally: &mut Tally
     result
 }
 
+/// What the splitter hands the sender: a body of whole lines, or the
+/// number of a line too long for the server (skipped, never held whole).
+enum Piece {
+    Body { bytes: Vec<u8>, first_line: u64 },
+    TooLong { line: u64 },
+}
+
 /// Sends `reader`'s lines in bodies of at most `chunk_bytes`, split at line
-/// ends; rejected lines are listed by input and line.
+/// ends; rejected lines are listed by input and line. The reading and
+/// splitting run on a blocking thread, a body or two ahead of the sending,
+/// so memory stays a few bodies whatever the input.
 async fn send(
     client: &Client,
     name: &str,
@@ -147,45 +167,140 @@ async fn send(
     tally: &mut Tally,
     progress: &(dyn Fn(&Tally) + Sync),
 ) -> Result<(), IngestError> {
-    let mut lines =
-        ses_export_core::event::open_events(reader).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
-    let mut first_line = 1u64;
-    let mut line_count = 0u64;
-    let mut body = Vec::with_capacity(chunk_bytes.min(64 << 20));
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = lines
-            .read_until(b'\n', &mut line)
-            .map_err(|e| IngestError::Input(format!("{name}: reading: {e}")))?;
-        let full = n > 0 && body.len() + line.len() > chunk_bytes && !body.is_empty();
-        if n == 0 || full {
-            if !body.is_empty() {
-                let report = client.ingest(&body).await.map_err(IngestError::Client)?;
+    let (pieces, mut received) = tokio::sync::mpsc::channel(2);
+    let owned_name = name.to_owned();
+    let splitter = tokio::task::spawn_blocking(move || split(&owned_name, reader, chunk_bytes, &pieces));
+    while let Some(piece) = received.recv().await {
+        match piece {
+            Piece::Body { bytes, first_line } => {
+                let report = client.ingest(&bytes).await.map_err(IngestError::Client)?;
                 tally.accepted += report.accepted;
                 tally.duplicates += report.duplicates;
                 tally.rejected += report.rejected;
                 for e in report.errors {
-                    if tally.errors.len() < LISTED_ERRORS {
-                        tally
-                            .errors
-                            .push(json!({"file": name, "line": e.line + first_line - 1, "reason": e.reason}));
-                    }
+                    tally.listed(name, e.line + first_line - 1, e.reason);
                 }
-                progress(tally);
-                body.clear();
+            }
+            Piece::TooLong { line } => {
+                tally.rejected += 1;
+                tally.listed(name, line, ses_export_core::event::line_too_long());
+            }
+        }
+        progress(tally);
+    }
+    splitter
+        .await
+        .map_err(|e| IngestError::Input(format!("{name}: reading stopped: {e}")))?
+}
+
+/// Splits `reader`'s lines (gzip undone) into bodies of at most
+/// `chunk_bytes` for `pieces`; stops early when nobody receives them.
+fn split(
+    name: &str,
+    reader: Box<dyn Read + Send>,
+    chunk_bytes: usize,
+    pieces: &tokio::sync::mpsc::Sender<Piece>,
+) -> Result<(), IngestError> {
+    use ses_export_core::event::{Line, read_line};
+    let read_error = |e: std::io::Error| IngestError::Input(format!("{name}: reading: {e}"));
+    let mut lines =
+        ses_export_core::event::open_events(reader).map_err(|e| IngestError::Input(format!("{name}: {e}")))?;
+    let capacity = chunk_bytes.min(64 << 20);
+    let mut body = Vec::with_capacity(capacity);
+    let mut first_line = 1u64;
+    let mut line_count = 0u64;
+    let mut line = Vec::new();
+    // Hands over the body (if any); false when nobody receives any more.
+    let flush = |body: &mut Vec<u8>, first_line: u64| {
+        body.is_empty()
+            || pieces
+                .blocking_send(Piece::Body {
+                    bytes: std::mem::replace(body, Vec::with_capacity(capacity)),
+                    first_line,
+                })
+                .is_ok()
+    };
+    while !pieces.is_closed() {
+        match read_line(&mut lines, &mut line).map_err(read_error)? {
+            Line::End => {
+                flush(&mut body, first_line);
+                break;
+            }
+            Line::TooLong => {
+                line_count += 1;
+                if !flush(&mut body, first_line) || pieces.blocking_send(Piece::TooLong { line: line_count }).is_err() {
+                    break;
+                }
                 first_line = line_count + 1;
             }
-            if n == 0 {
-                return Ok(());
+            Line::Read => {
+                line_count += 1;
+                if !body.is_empty() && body.len() + line.len() > chunk_bytes {
+                    if !flush(&mut body, first_line) {
+                        break;
+                    }
+                    first_line = line_count;
+                }
+                if !line.ends_with(b"\n") {
+                    line.push(b'\n');
+                }
+                body.extend_from_slice(&line);
             }
         }
-        if !line.ends_with(b"\n") {
-            line.push(b'\n');
-        }
-        body.extend_from_slice(&line);
-        line_count += 1;
     }
+    Ok(())
+}
+
+/// Reads, on a blocking thread, what an async task pumps into the channel
+/// (an S3 object as it arrives).
+struct ChannelReader {
+    chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Ingests one S3 object as it arrives, never holding it whole.
+async fn send_object(
+    client: &Client,
+    name: &str,
+    mut object: S3Body,
+    chunk_bytes: usize,
+    tally: &mut Tally,
+) -> Result<(), IngestError> {
+    let (chunks, received) = tokio::sync::mpsc::channel(4);
+    let pump = async move {
+        loop {
+            let chunk = match object.chunk().await {
+                Ok(Some(chunk)) => Ok(chunk),
+                Ok(None) => break,
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = chunk.is_err();
+            if chunks.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let reader = Box::new(ChannelReader {
+        chunks: received,
+        current: bytes::Bytes::new(),
+    });
+    let ((), outcome) = tokio::join!(pump, send(client, name, reader, chunk_bytes, tally, &|_| {}));
+    outcome
 }
 
 /// Counts the bytes read, for the progress bar.
@@ -259,11 +374,8 @@ async fn backfill(
         .map(|object| async move {
             let name = format!("s3://{bucket}/{}", object.key);
             let mut own = Tally::default();
-            let outcome = match reader.get(bucket, &object.key).await {
-                Ok(bytes) => {
-                    let body: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes));
-                    send(client, &name, body, chunk_bytes, &mut own, &|_| {}).await
-                }
+            let outcome = match reader.open(bucket, &object.key).await {
+                Ok(body) => send_object(client, &name, body, chunk_bytes, &mut own).await,
                 Err(e) => Err(IngestError::Client(e)),
             };
             (object, own, outcome)

@@ -281,7 +281,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(commands::run(&cli, &output)) {
+    let result = runtime.block_on(commands::run(&cli, &output));
+    // A reader blocked on a terminal's standard input must not keep the
+    // process alive once the command has ended.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
             eprintln!("ses-export: {message}");

@@ -131,15 +131,41 @@ impl S3Reader {
         Ok(objects)
     }
 
-    /// The bytes of `s3://bucket/key`.
+    /// The bytes of `s3://bucket/key`, whole (see [`S3Reader::open`] to
+    /// read an object of any size piece by piece).
     pub async fn get(&self, bucket: &str, key: &str) -> Result<bytes::Bytes, Error> {
         let url = self.url(bucket, key, "");
         self.get_url(&url).await
     }
 
+    /// `s3://bucket/key` as it arrives, so an object of any size is never
+    /// held whole.
+    pub async fn open(&self, bucket: &str, key: &str) -> Result<S3Body, Error> {
+        let url = self.url(bucket, key, "");
+        let response = self.respond(&url).await?;
+        Ok(S3Body {
+            response,
+            endpoint: self.endpoint_name(),
+        })
+    }
+
+    fn endpoint_name(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| "S3".to_owned())
+    }
+
     async fn get_url(&self, url: &str) -> Result<bytes::Bytes, Error> {
+        let response = self.respond(url).await?;
+        response.bytes().await.map_err(|e| Error::Transport {
+            endpoint: self.endpoint_name(),
+            source: TransportError::new(e),
+        })
+    }
+
+    /// A signed GET whose answer is a success; S3's error otherwise (its
+    /// body read up to 64 KiB).
+    async fn respond(&self, url: &str) -> Result<reqwest::Response, Error> {
         let transport = |source| Error::Transport {
-            endpoint: self.endpoint.clone().unwrap_or_else(|| "S3".to_owned()),
+            endpoint: self.endpoint_name(),
             source: TransportError::new(source),
         };
         let headers = self.sign(url)?;
@@ -147,13 +173,18 @@ impl S3Reader {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {
-            return Ok(body);
+            return Ok(response);
         }
-        let error: S3ErrorBody = quick_xml::de::from_reader(body.as_ref()).unwrap_or_default();
+        let mut body = Vec::new();
+        while body.len() < 64 * 1024
+            && let Some(chunk) = response.chunk().await.map_err(transport)?
+        {
+            body.extend_from_slice(&chunk);
+        }
+        let error: S3ErrorBody = quick_xml::de::from_reader(body.as_slice()).unwrap_or_default();
         Err(Error::S3 {
             status,
             code: error.code,
@@ -180,6 +211,28 @@ impl S3Reader {
             settings,
             ("GET", url, &[("host", host)], b""),
         )
+    }
+}
+
+/// An object's bytes as they arrive from S3: [`S3Reader::open`].
+#[derive(Debug)]
+pub struct S3Body {
+    response: reqwest::Response,
+    endpoint: String,
+}
+
+impl S3Body {
+    /// The object's size, when S3 said it.
+    pub fn size(&self) -> Option<u64> {
+        self.response.content_length()
+    }
+
+    /// The next piece of the object; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, Error> {
+        self.response.chunk().await.map_err(|e| Error::Transport {
+            endpoint: self.endpoint.clone(),
+            source: TransportError::new(e),
+        })
     }
 }
 

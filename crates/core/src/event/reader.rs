@@ -56,26 +56,6 @@ impl<R: BufRead> EventReader<R> {
             done: false,
         }
     }
-
-    /// Skips the rest of an over-long line without keeping it.
-    fn skip_line(&mut self) -> io::Result<()> {
-        loop {
-            let chunk = self.input.fill_buf()?;
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            match chunk.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    self.input.consume(i + 1);
-                    return Ok(());
-                }
-                None => {
-                    let n = chunk.len();
-                    self.input.consume(n);
-                }
-            }
-        }
-    }
 }
 
 impl<R: BufRead> Iterator for EventReader<R> {
@@ -83,33 +63,25 @@ impl<R: BufRead> Iterator for EventReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            self.buf.clear();
-            let read = (&mut self.input)
-                .take(MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut self.buf);
+            let read = read_line(&mut self.input, &mut self.buf);
+            let line = self.line + 1;
             match read {
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
                 }
-                Ok(0) => {
+                Ok(Line::End) => {
                     self.done = true;
                     return None;
                 }
-                Ok(_) => {}
-            }
-            self.line += 1;
-            let line = self.line;
-            if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
-                if let Err(e) = self.skip_line() {
-                    self.done = true;
-                    return Some(Err(e));
+                Ok(Line::TooLong) => {
+                    self.line = line;
+                    return Some(Ok(ParsedLine {
+                        line,
+                        result: Err(line_too_long()),
+                    }));
                 }
-                let reason = format!("line is longer than {MAX_LINE_BYTES} bytes");
-                return Some(Ok(ParsedLine {
-                    line,
-                    result: Err(reason),
-                }));
+                Ok(Line::Read) => self.line = line,
             }
             let text = match std::str::from_utf8(&self.buf) {
                 Ok(text) => text.trim(),
@@ -127,6 +99,53 @@ impl<R: BufRead> Iterator for EventReader<R> {
             }));
         }
         None
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// A line, in the buffer (with its `\n`, unless it ended the input).
+    Read,
+    /// A line longer than [`MAX_LINE_BYTES`]: skipped to its end, never
+    /// held whole; the buffer holds nothing useful.
+    TooLong,
+    /// The end of the input.
+    End,
+}
+
+/// Why a line is refused when it is longer than [`MAX_LINE_BYTES`].
+pub fn line_too_long() -> String {
+    format!("line is longer than {MAX_LINE_BYTES} bytes")
+}
+
+/// Reads the next line of `input` into `buf` (cleared first), holding at
+/// most [`MAX_LINE_BYTES`] of it, so no line, however long, costs more
+/// memory than that.
+pub fn read_line<R: BufRead + ?Sized>(input: &mut R, buf: &mut Vec<u8>) -> io::Result<Line> {
+    buf.clear();
+    if input.take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf)? == 0 {
+        return Ok(Line::End);
+    }
+    if buf.len() <= MAX_LINE_BYTES || buf.last() == Some(&b'\n') {
+        return Ok(Line::Read);
+    }
+    // The rest of an over-long line, skipped without keeping it.
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(Line::TooLong);
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(Line::TooLong);
+            }
+            None => {
+                let n = chunk.len();
+                input.consume(n);
+            }
+        }
     }
 }
 
