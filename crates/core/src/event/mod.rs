@@ -5,7 +5,9 @@ mod parse;
 mod reader;
 
 pub use parse::parse_record;
-pub use reader::{EventReader, Line, LineError, ParsedLine, gzip_reader, line_too_long, open_events, read_line};
+pub use reader::{
+    EventReader, Line, LineError, MAX_LINE_BYTES, ParsedLine, gzip_reader, line_too_long, open_events, read_line,
+};
 
 use crate::clock::Millis;
 use ses_export_model::types::{BounceType, EventType};
