@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use ses_export_model::operation::percent_encode;
 
 use crate::credentials::{self, Credentials, Resolve};
 use crate::error::{Error, TransportError};
@@ -87,7 +88,7 @@ impl S3Reader {
 
     /// `https://…/bucket/key` or the virtual-hosted form on AWS.
     fn url(&self, bucket: &str, key: &str, query: &str) -> String {
-        let key = key.split('/').map(encode).collect::<Vec<_>>().join("/");
+        let key = key.split('/').map(percent_encode).collect::<Vec<_>>().join("/");
         let query = if query.is_empty() {
             String::new()
         } else {
@@ -108,9 +109,9 @@ impl S3Reader {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = format!("list-type=2&prefix={}", encode(prefix));
+            let mut query = format!("list-type=2&prefix={}", percent_encode(prefix));
             if let Some(token) = &token {
-                query.push_str(&format!("&continuation-token={}", encode(token)));
+                query.push_str(&format!("&continuation-token={}", percent_encode(token)));
             }
             let url = self.url(bucket, "", &query);
             let body = self.get_url(&url).await?;
@@ -236,19 +237,6 @@ impl S3Body {
     }
 }
 
-/// RFC 3986: everything but the unreserved characters percent-encoded.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +250,6 @@ mod tests {
         assert_eq!(parse_s3_url("s3://events"), Some(("events".to_owned(), String::new())));
         assert_eq!(parse_s3_url("s3:///x"), None);
         assert_eq!(parse_s3_url("/tmp/x"), None);
-        assert_eq!(encode("a b/ü~"), "a%20b%2F%C3%BC~");
+        assert_eq!(percent_encode("a b/ü~"), "a%20b%2F%C3%BC~");
     }
 }

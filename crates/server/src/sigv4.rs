@@ -575,25 +575,7 @@ pub fn uri_encode(text: &str) -> String {
     ses_export_model::operation::percent_encode(text)
 }
 
-/// Decodes `%XX` escapes; anything malformed stays as it is.
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use ses_export_model::operation::percent_decode;
 
 /// `20261128T185153Z` as a time.
 pub fn parse_amz_date(text: &str) -> Option<SystemTime> {

@@ -75,9 +75,47 @@ pub fn percent_encode(value: &str) -> String {
     out
 }
 
+/// [`percent_encode`]'s inverse: `%XX` escapes decoded, anything
+/// malformed kept as it is, bytes that are not UTF-8 replaced.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_undoes_encoding_and_keeps_what_is_malformed() {
+        for text in ["a b/c~", "0100-é", "%", "100%"] {
+            assert_eq!(percent_decode(&percent_encode(text)), text);
+        }
+        let cases = [
+            ("%41%2f", "A/"),
+            ("%", "%"),
+            ("%4", "%4"),
+            ("%zz1", "%zz1"),
+            ("a%2", "a%2"),
+            ("%C3%A9", "é"),
+        ];
+        for (encoded, decoded) in cases {
+            assert_eq!(percent_decode(encoded), decoded, "{encoded}");
+        }
+    }
 
     #[test]
     fn labels_are_encoded_as_one_segment() {

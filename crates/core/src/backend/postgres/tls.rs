@@ -78,7 +78,7 @@ pub(crate) fn split(url: &str) -> Result<(String, Settings), String> {
                 }
             }
             "sslrootcert" => {
-                let path = percent_decode(value);
+                let path = ses_export_model::operation::percent_decode(value);
                 settings.roots = Some(if path == "system" {
                     Roots::System
                 } else {
@@ -94,27 +94,6 @@ pub(crate) fn split(url: &str) -> Result<(String, Settings), String> {
         format!("{base}?{}", kept.join("&"))
     };
     Ok((url, settings))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Settings {
