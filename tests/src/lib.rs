@@ -77,6 +77,19 @@ impl Server {
         server
     }
 
+    /// Starts a server whose callers are those of `credentials` (a
+    /// credentials file's TOML, written beside its data dir), with `args`.
+    pub async fn with_credentials(credentials: &str, args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let file = temp.path().join("credentials.toml");
+        std::fs::write(&file, credentials).expect("write credentials");
+        let mut all = vec!["--credentials", file.to_str().expect("path")];
+        all.extend_from_slice(args);
+        let mut server = Self::start_in(&temp.path().join("data"), &all).await;
+        server._temp = Some(temp);
+        server
+    }
+
     /// Starts a server on `data_dir` (which outlives it).
     pub async fn start_in(data_dir: &Path, args: &[&str]) -> Server {
         Self::start_with_env(data_dir, args, &[]).await
@@ -269,20 +282,33 @@ pub fn generated_lines(seed: u64, messages: u64) -> String {
 
 /// An export of daily SEND volumes by ISP, `start` to `end` (epoch seconds).
 pub fn send_volume_by_isp(start: i64, end: i64) -> aws_sdk_sesv2::types::ExportDataSource {
+    use aws_sdk_sesv2::types::{Metric, MetricAggregation};
+    metrics_by_isp(start, end, &[(Metric::Send, MetricAggregation::Volume)])
+}
+
+/// An export of `metrics` by ISP, `start` to `end` (epoch seconds).
+pub fn metrics_by_isp(
+    start: i64,
+    end: i64,
+    metrics: &[(aws_sdk_sesv2::types::Metric, aws_sdk_sesv2::types::MetricAggregation)],
+) -> aws_sdk_sesv2::types::ExportDataSource {
     use aws_sdk_sesv2::primitives::DateTime;
     use aws_sdk_sesv2::types::{
-        ExportDataSource, ExportMetric, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
-        MetricsDataSource,
+        ExportDataSource, ExportMetric, MetricDimensionName, MetricNamespace, MetricsDataSource,
     };
+    let metrics = metrics
+        .iter()
+        .map(|(name, aggregation)| {
+            ExportMetric::builder()
+                .name(name.clone())
+                .aggregation(aggregation.clone())
+                .build()
+        })
+        .collect();
     let source = MetricsDataSource::builder()
         .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
         .namespace(MetricNamespace::Vdm)
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Send)
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        )
+        .set_metrics(Some(metrics))
         .start_date(DateTime::from_secs(start))
         .end_date(DateTime::from_secs(end))
         .build()

@@ -248,18 +248,10 @@ async fn every_command_and_the_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_a_profile_in_the_shared_files() {
     let dir = tempfile::tempdir().expect("dir");
-    let server_credentials = dir.path().join("server.toml");
-    std::fs::write(
-        &server_credentials,
+    let server = Server::with_credentials(
         "[[credentials]]\naccess_key_id = \"AKIAPROFILE\"\nsecret_access_key = \"profile-secret\"\naccount_id = \"333333333333\"\n",
+        &["--rate-limits", "off"],
     )
-    .expect("write");
-    let server = Server::start(&[
-        "--rate-limits",
-        "off",
-        "--credentials",
-        server_credentials.to_str().expect("path"),
-    ])
     .await;
     let shared = dir.path().join("credentials");
     std::fs::write(

@@ -295,18 +295,10 @@ fn completions_for_every_shell() {
 #[tokio::test]
 async fn a_credential_process_profile_signs_requests_the_server_accepts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let credentials = dir.path().join("server-credentials.toml");
-    std::fs::write(
-        &credentials,
+    let server = Server::with_credentials(
         "[[credentials]]\naccess_key_id = \"AKIAPROCESS\"\nsecret_access_key = \"secret-from-a-process\"\naccount_id = \"123456789012\"\n",
+        &["--rate-limits", "off"],
     )
-    .expect("write");
-    let server = Server::start(&[
-        "--rate-limits",
-        "off",
-        "--credentials",
-        credentials.to_str().expect("path"),
-    ])
     .await;
     // The process prints credentials as AWS documents it (Version 1).
     let script = dir.path().join("credentials.sh");

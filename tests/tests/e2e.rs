@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_sesv2::error::ProvideErrorMetadata;
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::{
-    BatchGetMetricDataQuery, DataFormat, ExportDataSource, ExportDestination, ExportMetric, JobStatus,
-    MessageInsightsDataSource, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
-    MetricsDataSource,
+    BatchGetMetricDataQuery, DataFormat, ExportDataSource, ExportDestination, JobStatus, MessageInsightsDataSource,
+    MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
 };
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
-use ses_export_tests::{DEV, Server, download, wait_for_end};
+use ses_export_tests::{DEV, Server, download, metrics_by_isp, wait_for_end};
 
 /// 2024-01-01T00:00:00Z, where generated data starts.
 const T0: i64 = 1_704_067_200;
@@ -190,37 +189,16 @@ async fn metrics_exports_and_batch_get_metric_data_agree_with_the_records() {
         .filter(|r| r.shows_every_event() && r.sent() && (start * 1000..=end * 1000).contains(&r.sent_ms))
         .collect();
 
-    let source = MetricsDataSource::builder()
-        .dimensions(MetricDimensionName::Isp, vec!["*".to_owned()])
-        .namespace(MetricNamespace::Vdm)
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Send)
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        )
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Delivery)
-                .aggregation(MetricAggregation::Rate)
-                .build(),
-        )
-        .metrics(
-            ExportMetric::builder()
-                .name(Metric::Open)
-                .aggregation(MetricAggregation::Volume)
-                .build(),
-        )
-        .start_date(DateTime::from_secs(start))
-        .end_date(DateTime::from_secs(end))
-        .build()
-        .expect("metrics source");
-    let created_id = create(
-        &client,
-        ExportDataSource::builder().metrics_data_source(source).build(),
-        DataFormat::Csv,
-    )
-    .await;
+    let source = metrics_by_isp(
+        start,
+        end,
+        &[
+            (Metric::Send, MetricAggregation::Volume),
+            (Metric::Delivery, MetricAggregation::Rate),
+            (Metric::Open, MetricAggregation::Volume),
+        ],
+    );
+    let created_id = create(&client, source, DataFormat::Csv).await;
     let csv = exported_file(&server, created_id.as_str()).await;
     let mut expected = String::from("ISP,SEND_VOLUME,DELIVERY_RATE,OPEN_VOLUME\n");
     let mut by_isp: std::collections::BTreeMap<&str, (i64, i64, i64)> = std::collections::BTreeMap::new();
@@ -418,20 +396,11 @@ async fn limits_active_jobs_and_rates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_failures_are_the_three_403s() {
-    let dir = tempfile::tempdir().expect("dir");
-    let credentials = dir.path().join("credentials.toml");
-    std::fs::write(
-        &credentials,
+    let server = Server::with_credentials(
         "[[credentials]]\naccess_key_id = \"AKIAEXAMPLE1\"\nsecret_access_key = \"secret-one\"\naccount_id = \"111111111111\"\n\n\
          [[credentials]]\naccess_key_id = \"AKIAEXAMPLE2\"\nsecret_access_key = \"secret-two\"\naccount_id = \"222222222222\"\n",
+        &["--rate-limits", "off"],
     )
-    .expect("write");
-    let server = Server::start(&[
-        "--rate-limits",
-        "off",
-        "--credentials",
-        credentials.to_str().expect("path"),
-    ])
     .await;
     let one = server.client_as("AKIAEXAMPLE1", "secret-one");
     let two = server.client_as("AKIAEXAMPLE2", "secret-two");

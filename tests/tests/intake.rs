@@ -25,12 +25,8 @@ secret_access_key = "secret-of-account-b"
 account_id = "222222222222"
 "#;
 
-async fn server() -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("credentials.toml");
-    std::fs::write(&path, CREDENTIALS).expect("write credentials");
-    let server = Server::start(&["--credentials", path.to_str().expect("path")]).await;
-    (server, dir)
+async fn server() -> Server {
+    Server::with_credentials(CREDENTIALS, &[]).await
 }
 
 /// Events the server has counted, by outcome, from `/metrics`.
@@ -78,7 +74,7 @@ async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: Vec<u
 
 #[tokio::test]
 async fn an_intake_key_ingests_into_its_account_and_nothing_else() {
-    let (server, _dir) = server().await;
+    let server = server().await;
     let lines = generated_lines(7, 20);
     let message = first_message_id(&lines);
 
@@ -127,7 +123,7 @@ async fn an_intake_key_ingests_into_its_account_and_nothing_else() {
 
 #[tokio::test]
 async fn an_eventbridge_api_destination_posts_one_event_at_a_time() {
-    let (server, _dir) = server().await;
+    let server = server().await;
     let lines = generated_lines(11, 3);
     for line in lines.lines() {
         let record: serde_json::Value = serde_json::from_str(line).expect("JSON");
@@ -211,7 +207,7 @@ fn assert_firehose_answer(answer: &serde_json::Value, request_id: &str, error: b
 
 #[tokio::test]
 async fn firehose_deliveries_are_kept_once_whatever_the_retries() {
-    let (server, _dir) = server().await;
+    let server = server().await;
     let lines = generated_lines(5, 40);
     let events = lines.lines().count() as u64;
     let request_id = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f";
@@ -242,7 +238,7 @@ async fn firehose_deliveries_are_kept_once_whatever_the_retries() {
 
 #[tokio::test]
 async fn firehose_errors_come_in_firehose_shape_and_keep_nothing_refused() {
-    let (server, _dir) = server().await;
+    let server = server().await;
     let lines = generated_lines(9, 5);
     let request_id = "0b1f6a2e-5d0c-4a8e-9b57-2f3f7b1c9d11";
     let body = delivery(request_id, &lines);

@@ -71,16 +71,7 @@ fn sample<'a>(samples: &'a [String], prefix: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_scripted_sequence_exactly() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let credentials = dir.path().join("credentials.toml");
-    std::fs::write(&credentials, CREDENTIALS).expect("write");
-    let server = Server::start(&[
-        "--rate-limits",
-        "off",
-        "--credentials",
-        credentials.to_str().expect("path"),
-    ])
-    .await;
+    let server = Server::with_credentials(CREDENTIALS, &["--rate-limits", "off"]).await;
     let client = server.client_as("AKIAOPERATIONS", "secret-of-operations");
 
     // The sequence.

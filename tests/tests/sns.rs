@@ -222,23 +222,19 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new("test SNS CA");
     let sns = FakeSns::start(&ca, dir.path()).await;
-    let credentials = dir.path().join("credentials.toml");
-    std::fs::write(
+    let credentials = format!(
+        "[[credentials]]\naccess_key_id = \"AKIAACCOUNTA\"\nsecret_access_key = \"secret-of-account-a\"\n\
+         account_id = \"111111111111\"\nsns_topic_arns = [\"{TOPIC}\"]\n"
+    );
+    let server = Server::with_credentials(
         &credentials,
-        format!(
-            "[[credentials]]\naccess_key_id = \"AKIAACCOUNTA\"\nsecret_access_key = \"secret-of-account-a\"\n\
-             account_id = \"111111111111\"\nsns_topic_arns = [\"{TOPIC}\"]\n"
-        ),
+        &[
+            "--sns-trust-ca",
+            ca.ca_path.to_str().expect("path"),
+            "--sns-cert-host",
+            &sns.host,
+        ],
     )
-    .expect("write credentials");
-    let server = Server::start(&[
-        "--credentials",
-        credentials.to_str().expect("path"),
-        "--sns-trust-ca",
-        ca.ca_path.to_str().expect("path"),
-        "--sns-cert-host",
-        &sns.host,
-    ])
     .await;
     Setup {
         server,
