@@ -142,14 +142,16 @@ impl Message {
 /// Which hosts SNS's URLs may name.
 #[derive(Debug, Clone)]
 enum HostRule {
-    /// `sns.<region>.amazonaws.com` (`.com.cn` in China).
+    /// `sns.<region>.amazonaws.com` (`.com.cn` in China), in the topic's
+    /// own region.
     Aws,
     /// Only this host (`--sns-cert-host`, for tests).
     Only(String),
 }
 
 impl HostRule {
-    fn allows(&self, uri: &axum::http::Uri) -> bool {
+    /// Whether `uri` may be fetched for a message of a topic in `region`.
+    fn allows(&self, uri: &axum::http::Uri, topic_region: &str) -> bool {
         let Some(host) = uri.host() else { return false };
         match self {
             HostRule::Aws => {
@@ -160,6 +162,7 @@ impl HostRule {
                     return false;
                 };
                 !region.is_empty()
+                    && region == topic_region
                     && region
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -250,11 +253,17 @@ impl Sns {
             .ok_or_else(|| SnsError::Unreachable("setting up TLS for SNS failed".to_owned()))
     }
 
-    /// `url` if it is `https` on an allowed host.
-    fn allowed(&self, what: &str, url: &str) -> Result<axum::http::Uri, SnsError> {
-        let refused = || SnsError::Refused(format!("{what} {url:?} is not an https URL on SNS's own host"));
+    /// `url` if it is `https` on SNS's host in the region of `message`'s
+    /// topic, so a caller cannot send the server to hosts of its choosing.
+    fn allowed(&self, what: &str, url: &str, message: &Message) -> Result<axum::http::Uri, SnsError> {
+        let refused = || {
+            SnsError::Refused(format!(
+                "{what} {url:?} is not an https URL on SNS's own host in the topic's region"
+            ))
+        };
         let uri: axum::http::Uri = url.parse().map_err(|_| refused())?;
-        if uri.scheme_str() != Some("https") || !self.hosts.allows(&uri) {
+        let topic_region = message.topic_arn.split(':').nth(3).unwrap_or_default();
+        if uri.scheme_str() != Some("https") || !self.hosts.allows(&uri, topic_region) {
             return Err(refused());
         }
         Ok(uri)
@@ -292,7 +301,7 @@ impl Sns {
             .decode(message.signature.trim())
             .map_err(|_| SnsError::Refused("the Signature is not base64".to_owned()))?;
         let string_to_sign = message.string_to_sign()?;
-        let uri = self.allowed("SigningCertURL", &message.signing_cert_url)?;
+        let uri = self.allowed("SigningCertURL", &message.signing_cert_url, message)?;
         // SNS names its certificates `/SimpleNotificationService-<id>.pem`;
         // anything else on its host is not one, and is not fetched (nor can
         // a caller make the server fetch a new path per request).
@@ -344,7 +353,7 @@ impl Sns {
             .subscribe_url
             .as_deref()
             .ok_or_else(|| SnsError::Malformed("a SubscriptionConfirmation without SubscribeURL".to_owned()))?;
-        let uri = self.allowed("SubscribeURL", url)?;
+        let uri = self.allowed("SubscribeURL", url, message)?;
         if self
             .confirmed
             .lock()
@@ -419,13 +428,19 @@ mod tests {
     #[test]
     fn only_https_on_sns_hosts_is_allowed() {
         let aws = HostRule::Aws;
-        let allows = |rule: &HostRule, url: &str| rule.allows(&url.parse().expect("uri"));
+        let allows = |rule: &HostRule, url: &str| rule.allows(&url.parse().expect("uri"), "us-east-1");
         assert!(allows(
             &aws,
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem"
         ));
-        assert!(allows(&aws, "https://sns.cn-north-1.amazonaws.com.cn/x.pem"));
+        assert!(aws.allows(
+            &"https://sns.cn-north-1.amazonaws.com.cn/x.pem".parse().expect("uri"),
+            "cn-north-1"
+        ));
         for bad in [
+            // Another region than the topic's: a caller could pick any name.
+            "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.cn-north-1.amazonaws.com.cn/x.pem",
             "https://sns.us-east-1.amazonaws.com.evil.example/x.pem",
             "https://evil.example/sns.us-east-1.amazonaws.com/x.pem",
             "https://sns..amazonaws.com/x.pem",
