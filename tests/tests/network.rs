@@ -220,6 +220,8 @@ async fn every_answer_has_a_request_id_and_every_error_a_shape() {
         ("GET", "/v2/email/metrics/batch", 405, Some("MethodNotAllowedException")),
         ("POST", "/healthz", 405, Some("MethodNotAllowedException")),
         ("GET", "/v2/email/nothing-here", 404, Some("UnknownOperationException")),
+        ("GET", "/_ses-export/console/nothing.js", 404, Some("NotFoundException")),
+        ("GET", "/_ses-export/console/", 200, None),
         ("GET", "/healthz", 200, None),
         ("GET", "/metrics", 200, None),
         (

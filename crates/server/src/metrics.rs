@@ -1,7 +1,7 @@
 //! `/metrics`: what the server did, in Prometheus' conventions, through
 //! `prometheus-client` (OpenMetrics text): requests by operation and status
 //! with their latency, events by source and outcome, rate-limit refusals,
-//! jobs by status (read from the job store at each scrape), how long jobs
+//! jobs by status (counted in the job store at most once a second), how long jobs
 //! took, and the build.
 
 use std::time::Duration;

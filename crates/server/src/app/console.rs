@@ -6,10 +6,11 @@
 //! client, and another site cannot act for a signed-in user.
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
+use ses_export_model::ErrorCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::answered;
+use super::{WireError, answered};
 
 /// Where the console is.
 pub const CONSOLE_PATH: &str = "/_ses-export/console";
@@ -74,8 +75,9 @@ pub(super) async fn file(Path(name): Path<String>) -> Response {
 
 fn file_response(name: &str) -> Response {
     let Some((_, content_type, bytes)) = FILES.iter().find(|(file, _, _)| *file == name) else {
-        let response = (StatusCode::NOT_FOUND, "no such console file\n").into_response();
-        return answered(response, "Console", None);
+        // An error in the API's shape, as for any path nothing is served at.
+        let error = WireError::of(ErrorCode::NotFoundException, format!("The console has no file {name:?}."));
+        return answered(error.into_response(), "Console", None);
     };
     let mut response = (*bytes).into_response();
     let headers = response.headers_mut();
