@@ -56,10 +56,28 @@ async fn verify_full_trusts_the_servers_ca_and_nothing_else() {
         "require: encrypted"
     );
     assert_eq!(
+        encrypted(&with(&url, "sslmode=prefer")).await,
+        Ok(true),
+        "prefer: encrypted when the server offers it"
+    );
+    assert_eq!(
         encrypted(&with(&url, "sslmode=disable")).await,
         Ok(false),
         "disable: plain"
     );
+    // The same server under a name its certificate does not give: verify-ca
+    // checks only the chain, verify-full the name too.
+    let misnamed = url.replace("@127.0.0.1", "@not-in-the-certificate.invalid");
+    let misnamed = with(&misnamed, "hostaddr=127.0.0.1");
+    assert_eq!(
+        encrypted(&with(&misnamed, &format!("sslmode=verify-ca&sslrootcert={root}"))).await,
+        Ok(true),
+        "verify-ca under another name"
+    );
+    let refused = encrypted(&with(&misnamed, &format!("sslmode=verify-full&sslrootcert={root}")))
+        .await
+        .expect_err("verify-full under a name the certificate does not give");
+    assert!(refused.contains("not valid for name"), "{refused}");
 
     // Another CA: refused, and the error says why.
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,8 +7,8 @@
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, header};
-use ses_export_model::ErrorCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use ses_export_model::ErrorCode;
 
 use super::{WireError, answered};
 
@@ -76,7 +76,10 @@ pub(super) async fn file(Path(name): Path<String>) -> Response {
 fn file_response(name: &str) -> Response {
     let Some((_, content_type, bytes)) = FILES.iter().find(|(file, _, _)| *file == name) else {
         // An error in the API's shape, as for any path nothing is served at.
-        let error = WireError::of(ErrorCode::NotFoundException, format!("The console has no file {name:?}."));
+        let error = WireError::of(
+            ErrorCode::NotFoundException,
+            format!("The console has no file {name:?}."),
+        );
         return answered(error.into_response(), "Console", None);
     };
     let mut response = (*bytes).into_response();
