@@ -38,6 +38,36 @@ fn every_help() {
     }
 }
 
+/// SPEC §11: every flag has help text and every command an example, and
+/// every command is in the snapshots above; read from the parser itself,
+/// so a command or flag added later is held to it too.
+#[test]
+fn every_flag_has_help_and_every_command_an_example() {
+    use clap::CommandFactory;
+    let cli = ses_export_cli::Cli::command();
+    let mut missing = Vec::new();
+    for arg in cli.get_arguments() {
+        if arg.get_help().is_none() && !arg.is_hide_set() {
+            missing.push(format!("ses-export --{}: no help", arg.get_id()));
+        }
+    }
+    for command in cli.get_subcommands() {
+        let name = command.get_name();
+        if !COMMANDS.contains(&name) {
+            missing.push(format!("{name}: not in the help snapshots"));
+        }
+        if !command.get_after_help().is_some_and(|h| h.to_string().contains("Example")) {
+            missing.push(format!("{name}: no example"));
+        }
+        for arg in command.get_arguments() {
+            if arg.get_help().is_none() && !arg.is_hide_set() {
+                missing.push(format!("{name} {}: no help", arg.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
 #[test]
 fn outputs_for_fixed_answers() {
     let job = serde_json::json!({
