@@ -181,6 +181,9 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     );
     expect("ses_export_events_total{outcome=\"rejected\",source=\"events\"}", "0");
     expect("ses_export_export_jobs{status=\"COMPLETED\"}", "1");
+    // A status without jobs is there at 0, not missing.
+    expect("ses_export_export_jobs{status=\"PROCESSING\"}", "0");
+    expect("ses_export_export_jobs{status=\"CANCELLED\"}", "0");
     expect(
         "ses_export_export_job_duration_seconds_count{source_type=\"METRICS_DATA\",status=\"COMPLETED\"}",
         "1",

@@ -56,7 +56,10 @@ fn every_flag_has_help_and_every_command_an_example() {
         if !COMMANDS.contains(&name) {
             missing.push(format!("{name}: not in the help snapshots"));
         }
-        if !command.get_after_help().is_some_and(|h| h.to_string().contains("Example")) {
+        if !command
+            .get_after_help()
+            .is_some_and(|h| h.to_string().contains("Example"))
+        {
             missing.push(format!("{name}: no example"));
         }
         for arg in command.get_arguments() {

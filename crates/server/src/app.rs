@@ -22,6 +22,7 @@ use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
 use ses_export_model::AuthErrorCode;
 use ses_export_model::error::ErrorBody;
 use ses_export_model::operation::{self, Operation};
+use ses_export_model::types::JobStatus;
 use ses_export_model::{ErrorCode, parse_input};
 use sha2::{Digest, Sha256};
 
@@ -667,10 +668,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // than hold the scrape.
     let jobs: Option<Vec<(String, u64)>> = if state.metrics.job_counts_due() {
         match tokio::time::timeout(Duration::from_secs(2), state.service.jobs().count_by_status()).await {
+            // Every status, those without jobs at 0, so a series never
+            // vanishes when its last job moves on.
             Ok(Ok(counts)) => Some(
-                counts
-                    .into_iter()
-                    .map(|(status, n)| (status.as_str().to_owned(), n))
+                JobStatus::VALUES
+                    .iter()
+                    .map(|status| {
+                        let n = counts
+                            .iter()
+                            .filter(|(s, _)| s.as_str() == *status)
+                            .map(|(_, n)| n)
+                            .sum();
+                        ((*status).to_owned(), n)
+                    })
                     .collect(),
             ),
             _ => Some(Vec::new()),
