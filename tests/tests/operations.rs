@@ -232,6 +232,9 @@ async fn readyz_names_what_does_not_answer() {
     let ready = server.unsigned("GET", "/readyz", b"").await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["status"], "ready");
+    // Many at once share the probes, and each is answered.
+    let many = futures_util::future::join_all((0..64).map(|_| server.unsigned("GET", "/readyz", b""))).await;
+    assert!(many.iter().all(|r| r.status == 200));
 
     // The export folder gone: the object store does not answer.
     std::fs::remove_dir_all(server.data_dir.join("exports")).expect("remove exports");

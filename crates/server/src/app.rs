@@ -67,6 +67,8 @@ pub struct AppState {
     pub tls: bool,
     /// Verifies SNS deliveries and confirms subscriptions.
     pub sns: crate::sns::Sns,
+    /// `/readyz`'s probes, one at a time.
+    pub(crate) readiness: Arc<Readiness>,
 }
 
 /// The router.
@@ -701,11 +703,43 @@ async fn healthz() -> Response {
     answered("ok\n".into_response(), "Healthz", None)
 }
 
-/// `GET /readyz`: 200 while the database and the object store answer;
-/// 503 naming the one that does not.
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// `/readyz`'s probes, one at a time: `/readyz` needs no signature, so
+/// however many callers ask at once, the database and the object store
+/// see one probe in flight, and every answer still comes from a probe that
+/// began after its request arrived.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    /// Held while probing.
+    probing: tokio::sync::Mutex<()>,
+    /// Probes begun so far.
+    begun: std::sync::atomic::AtomicU64,
+    /// The last probe to end: its number (from 1) and what did not answer.
+    last: std::sync::Mutex<(u64, serde_json::Map<String, serde_json::Value>)>,
+}
+
+impl Readiness {
+    /// What does not answer, by part, as a probe begun after this call
+    /// found it.
+    async fn check(&self, service: &ExportService) -> serde_json::Map<String, serde_json::Value> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.begun.load(Ordering::SeqCst);
+        let _probing = self.probing.lock().await;
+        {
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.0 > arrived {
+                return last.1.clone();
+            }
+        }
+        let number = self.begun.fetch_add(1, Ordering::SeqCst) + 1;
+        let failing = probe(service).await;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = (number, failing.clone());
+        failing
+    }
+}
+
+/// Pings the stores and the object store, each within two seconds.
+async fn probe(service: &ExportService) -> serde_json::Map<String, serde_json::Value> {
     const WAIT: Duration = Duration::from_secs(2);
-    let service = &state.service;
     let (events, jobs, storage) = tokio::join!(
         tokio::time::timeout(WAIT, service.events().ping()),
         tokio::time::timeout(WAIT, service.jobs().ping()),
@@ -726,6 +760,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             failing.insert(part.to_owned(), problem.into());
         }
     }
+    failing
+}
+
+/// `GET /readyz`: 200 while the database and the object store answer;
+/// 503 naming the one that does not.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let failing = state.readiness.check(&state.service).await;
     let response = if failing.is_empty() {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
     } else {

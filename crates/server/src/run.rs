@@ -116,6 +116,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         public_url: config.public_url.clone(),
         tls: config.tls_cert.is_some(),
         sns: crate::sns::Sns::new(config.sns_trust_ca.as_deref(), config.sns_cert_host.as_deref())?,
+        readiness: Arc::default(),
     })
 }
 
