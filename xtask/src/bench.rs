@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::root;
+use crate::{root, target_dir};
 
 const DEFAULT_MESSAGES: u64 = 1_000_000;
 const QUERY_RUNS: usize = 3;
@@ -65,12 +65,13 @@ fn options(args: &[&str]) -> Result<Options, String> {
 pub fn run(args: &[&str]) -> Result<(), String> {
     let options = options(args)?;
     let root = root();
-    let dir = root.join("target/bench");
+    let target = target_dir();
+    let dir = target.join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
 
     step("building the server, its load and the generator (release)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run_status(Command::new(&cargo).args([
+    run_status(Command::new(&cargo).current_dir(&root).args([
         "build",
         "--quiet",
         "--release",
@@ -87,8 +88,8 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         "--example",
         "bench",
     ]))?;
-    let generator = root.join("target/release/examples/bench");
-    let load = root.join("target/release/examples/server_bench");
+    let generator = target.join("release/examples/bench");
+    let load = target.join("release/examples/server_bench");
     ensure_duckdb()?;
     ensure_wrk()?;
     let duck_script = root.join("xtask/bench/duckdb_bench.py");

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         ["codegen", "--check"] => codegen::run(true),
         ["bench", rest @ ..] => bench::run(rest),
         ["fuzz", rest @ ..] => proof::fuzz(rest),
-        ["man"] => man(&root().join("target/man")),
+        ["man"] => man(&target_dir().join("man")),
         ["man", dir] => man(Path::new(dir)),
         ["soak", rest @ ..] => proof::soak(rest),
         ["help" | "--help" | "-h"] => {
@@ -82,11 +82,26 @@ fn man(dir: &Path) -> Result<(), String> {
 }
 
 /// The workspace root, whatever directory the task was started from.
+///
+/// `cargo xtask` (`cargo run`) names this package's folder at run time;
+/// that comes first, because the folder compiled in is the one of the
+/// checkout that built the binary, and a target dir shared between
+/// checkouts hands that binary to the others.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR`, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
 }
 
 /// Where the vendored, trimmed model lives.

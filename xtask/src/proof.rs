@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::root;
+use crate::{root, target_dir};
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
@@ -88,7 +88,7 @@ pub fn soak(args: &[&str]) -> Result<(), String> {
     };
     build(&["-p", "ses-export-server", "--bin", "ses-export-server"])?;
     build(&["-p", "ses-export-tests", "--example", "soak"])?;
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root().join("target"), Into::into);
+    let target = target_dir();
     let status = Command::new(target.join("release/examples/soak"))
         .args([seconds.to_string(), clients.to_string()])
         .status()
