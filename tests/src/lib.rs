@@ -280,6 +280,27 @@ pub fn generated_lines(seed: u64, messages: u64) -> String {
     out
 }
 
+/// Creates an export job of `source` into managed storage as `format`;
+/// its id.
+pub async fn create_export(
+    client: &aws_sdk_sesv2::Client,
+    source: aws_sdk_sesv2::types::ExportDataSource,
+    format: aws_sdk_sesv2::types::DataFormat,
+) -> String {
+    let destination = aws_sdk_sesv2::types::ExportDestination::builder()
+        .data_format(format)
+        .build()
+        .expect("destination");
+    let created = client
+        .create_export_job()
+        .export_data_source(source)
+        .export_destination(destination)
+        .send()
+        .await
+        .expect("CreateExportJob");
+    created.job_id().expect("JobId").to_owned()
+}
+
 /// An export of daily SEND volumes by ISP, `start` to `end` (epoch seconds).
 pub fn send_volume_by_isp(start: i64, end: i64) -> aws_sdk_sesv2::types::ExportDataSource {
     use aws_sdk_sesv2::types::{Metric, MetricAggregation};

@@ -8,19 +8,24 @@ use std::process::{Command, Output};
 
 use ses_export_tests::{Server, cli_binary, wait_for_end};
 
-fn ours(server_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(cli_binary());
-    if let Some(url) = server_url {
-        command.args(["--endpoint-url", url]);
-    }
+/// `command` with the development credentials and nothing of this
+/// machine's AWS settings, for ours and the AWS CLI alike.
+fn isolated(command: &mut Command) -> &mut Command {
     command
-        .args(args)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_DEFAULT_OUTPUT")
+}
+
+fn ours(server_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(cli_binary());
+    if let Some(url) = server_url {
+        command.args(["--endpoint-url", url]);
+    }
+    isolated(command.args(args))
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("AWS_ENDPOINT_URL_SESV2")
         .envs(env.iter().copied())
@@ -30,16 +35,12 @@ fn ours(server_url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output
 
 /// The unmodified AWS CLI, or `None` when it is not installed (outside CI).
 fn theirs(server_url: &str, args: &[&str]) -> Option<Output> {
-    let output = Command::new("aws")
-        .args(["--endpoint-url", server_url, "--region", "us-east-1", "sesv2"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_DEFAULT_OUTPUT")
-        .output();
+    let output = isolated(
+        Command::new("aws")
+            .args(["--endpoint-url", server_url, "--region", "us-east-1", "sesv2"])
+            .args(args),
+    )
+    .output();
     match output {
         Ok(output) => Some(output),
         Err(_) => {

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::{
-    BatchGetMetricDataQuery, DataFormat, DeliveryEventType, ExportDataSource, ExportDestination, ExportMetric,
-    JobStatus, MessageInsightsDataSource, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName,
-    MetricNamespace, MetricsDataSource,
+    BatchGetMetricDataQuery, DataFormat, DeliveryEventType, ExportDataSource, ExportMetric, JobStatus,
+    MessageInsightsDataSource, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
+    MetricsDataSource,
 };
 use serde_json::{Value, json};
-use ses_export_tests::{Server, download, generated_lines, wait_for_end};
+use ses_export_tests::{Server, create_export, download, generated_lines, wait_for_end};
 
 /// 2026-11-01T00:00:00Z.
 const T0: i64 = 1_793_491_200;
@@ -83,19 +83,8 @@ fn insights_export(start: i64, end: i64, include: Option<MessageInsightsFilters>
 /// Runs an export to its end; returns the file.
 async fn export(server: &Server, source: ExportDataSource) -> String {
     let client = server.client();
-    let created = client
-        .create_export_job()
-        .export_data_source(source)
-        .export_destination(
-            ExportDestination::builder()
-                .data_format(DataFormat::Csv)
-                .build()
-                .expect("dest"),
-        )
-        .send()
-        .await
-        .expect("create");
-    let job = wait_for_end(&client, created.job_id().expect("id")).await;
+    let job_id = create_export(&client, source, DataFormat::Csv).await;
+    let job = wait_for_end(&client, &job_id).await;
     assert_eq!(job.job_status(), Some(&JobStatus::Completed));
     let url = job.export_destination().and_then(|d| d.s3_url()).expect("url");
     let (status, body) = download(url).await;

@@ -14,7 +14,7 @@ use aws_sdk_sesv2::types::{
     MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName, MetricNamespace,
 };
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
-use ses_export_tests::{DEV, Server, download, metrics_by_isp, wait_for_end};
+use ses_export_tests::{DEV, Server, create_export, download, metrics_by_isp, wait_for_end};
 
 /// 2024-01-01T00:00:00Z, where generated data starts.
 const T0: i64 = 1_704_067_200;
@@ -48,18 +48,6 @@ fn destination(format: DataFormat) -> ExportDestination {
         .data_format(format)
         .build()
         .expect("destination")
-}
-
-/// Creates an export job; returns its id.
-async fn create(client: &aws_sdk_sesv2::Client, source: ExportDataSource, format: DataFormat) -> String {
-    let created = client
-        .create_export_job()
-        .export_data_source(source)
-        .export_destination(destination(format))
-        .send()
-        .await
-        .expect("CreateExportJob");
-    created.job_id().expect("JobId").to_owned()
 }
 
 /// Waits until a job is PROCESSING.
@@ -103,7 +91,7 @@ async fn message_insights_exports_match_the_records_row_by_row() {
     let client = server.client();
 
     // Everything, as CSV.
-    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let created_id = create_export(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
     let job_id = created_id.as_str();
     let csv = exported_file(&server, job_id).await;
     let mut lines_out = csv.lines();
@@ -133,7 +121,7 @@ async fn message_insights_exports_match_the_records_row_by_row() {
     // Gmail and Yahoo recipients only, as JSON Lines, in a narrower interval.
     let filters = MessageInsightsFilters::builder().isp("Gmail").isp("Yahoo").build();
     let (start, end) = (T0 + DAY, T0 + 3 * DAY);
-    let created_id = create(&client, insights_source(start, end, Some(filters)), DataFormat::Json).await;
+    let created_id = create_export(&client, insights_source(start, end, Some(filters)), DataFormat::Json).await;
     let json = exported_file(&server, created_id.as_str()).await;
     let got: Vec<serde_json::Value> = json
         .lines()
@@ -198,7 +186,7 @@ async fn metrics_exports_and_batch_get_metric_data_agree_with_the_records() {
             (Metric::Open, MetricAggregation::Volume),
         ],
     );
-    let created_id = create(&client, source, DataFormat::Csv).await;
+    let created_id = create_export(&client, source, DataFormat::Csv).await;
     let csv = exported_file(&server, created_id.as_str()).await;
     let mut expected = String::from("ISP,SEND_VOLUME,DELIVERY_RATE,OPEN_VOLUME\n");
     let mut by_isp: std::collections::BTreeMap<&str, (i64, i64, i64)> = std::collections::BTreeMap::new();
@@ -293,7 +281,7 @@ async fn jobs_list_newest_first_page_and_cancel() {
     let client = server.client();
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let created_id = create(&client, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+        let created_id = create_export(&client, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
         ids.push(created_id.as_str().to_owned());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -347,7 +335,7 @@ async fn a_cancel_stops_a_processing_job_and_leaves_no_file() {
     let server = Server::start(&["--rate-limits", "off", "--min-job-duration-ms", "3000"]).await;
     server.ingest(generated(1, 50).as_bytes()).await;
     let client = server.client();
-    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let created_id = create_export(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
     let id = created_id.as_str();
     wait_until_processing(&client, id).await;
     client.cancel_export_job().job_id(id).send().await.expect("cancel");
@@ -452,7 +440,7 @@ async fn authentication_failures_are_the_three_403s() {
     );
 
     // Everything is per account: another account's job is not found.
-    let created_id = create(&one, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+    let created_id = create_export(&one, insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
     let theirs = two.get_export_job().job_id(created_id.as_str()).send().await;
     assert_eq!(
         theirs.expect_err("another account's job").code(),
@@ -501,7 +489,7 @@ async fn a_job_processing_when_the_server_is_killed_completes_after_restart() {
     let lines = generated(21, 120);
     server.ingest(lines.as_bytes()).await;
     let client = server.client();
-    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
+    let created_id = create_export(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Csv).await;
     let id = created_id.as_str().to_owned();
     wait_until_processing(&client, &id).await;
     server.kill().await;
@@ -558,7 +546,7 @@ async fn download_urls_expire_and_refuse_tampering() {
     let server = Server::start(&["--rate-limits", "off", "--download-url-ttl", "1"]).await;
     server.ingest(generated(2, 10).as_bytes()).await;
     let client = server.client();
-    let created_id = create(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Json).await;
+    let created_id = create_export(&client, insights_source(T0, T0 + 7 * DAY, None), DataFormat::Json).await;
     let job = wait_for_end(&client, created_id.as_str()).await;
     let url = job
         .export_destination()
@@ -578,7 +566,7 @@ async fn download_urls_expire_and_refuse_tampering() {
 async fn presigned_query_requests_are_verified() {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
     let server = Server::start(&["--rate-limits", "off", "--workers", "0"]).await;
-    let created_id = create(&server.client(), insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
+    let created_id = create_export(&server.client(), insights_source(T0, T0 + DAY, None), DataFormat::Csv).await;
     let url = format!("{}/v2/email/export-jobs/{}", server.url, created_id.as_str());
     let presign = |secret: &str| {
         let identity = aws_sdk_sesv2::config::Credentials::new("test", secret, None, None, "e2e").into();

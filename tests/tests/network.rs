@@ -11,7 +11,7 @@ use aws_sdk_sesv2::types::{
     BatchGetMetricDataQuery, DataFormat, ExportDataSource, ExportDestination, JobStatus, MessageInsightsDataSource,
     Metric,
 };
-use ses_export_tests::{DEV, Server, server_binary, sign_unsigned_payload, wait_for_end};
+use ses_export_tests::{DEV, Server, create_export, server_binary, sign_unsigned_payload, wait_for_end};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -318,21 +318,14 @@ async fn one_line_cannot_multiply_into_the_store() {
         .end_date(DateTime::from_secs(253_402_300_799))
         .build()
         .expect("metrics source");
-    let created = server
-        .client()
-        .create_export_job()
-        .export_data_source(ExportDataSource::builder().metrics_data_source(metrics).build())
-        .export_destination(
-            ExportDestination::builder()
-                .data_format(DataFormat::Csv)
-                .build()
-                .expect("dest"),
-        )
-        .send()
-        .await
-        .expect("create");
+    let job_id = create_export(
+        &server.client(),
+        ExportDataSource::builder().metrics_data_source(metrics).build(),
+        DataFormat::Csv,
+    )
+    .await;
     let started = Instant::now();
-    let job = wait_for_end(&server.client(), created.job_id().expect("id")).await;
+    let job = wait_for_end(&server.client(), &job_id).await;
     assert_eq!(job.job_status(), Some(&JobStatus::Completed));
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -564,19 +557,7 @@ async fn a_job_ends_once_under_its_lease() {
     first.ingest(ses_export_tests::generated_lines(2, 30).as_bytes()).await;
     let client = first.client();
     let (source, _) = s3_export("s3://unused/x.csv");
-    let created = client
-        .create_export_job()
-        .export_data_source(source)
-        .export_destination(
-            ExportDestination::builder()
-                .data_format(DataFormat::Csv)
-                .build()
-                .expect("dest"),
-        )
-        .send()
-        .await
-        .expect("create");
-    let job_id = created.job_id().expect("id").to_owned();
+    let job_id = create_export(&client, source, DataFormat::Csv).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let job = client.get_export_job().job_id(&job_id).send().await.expect("get");

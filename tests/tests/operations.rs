@@ -8,9 +8,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_sesv2::types::{DataFormat, ExportDestination};
+use aws_sdk_sesv2::types::DataFormat;
 use base64::Engine;
-use ses_export_tests::{Server, generated_lines, http_client, send_volume_by_isp, server_binary};
+use ses_export_tests::{Server, create_export, generated_lines, http_client, send_volume_by_isp, server_binary};
 
 const KEY: &str = "firehose-intake-key-for-the-metrics-test";
 const CREDENTIALS: &str = r#"
@@ -108,18 +108,12 @@ async fn metrics_count_a_scripted_sequence_exactly() {
         .await
         .expect("firehose");
     assert_eq!(firehose.status().as_u16(), 200);
-    client
-        .create_export_job()
-        .export_data_source(send_volume_by_isp(1_704_067_200, 1_704_499_200))
-        .export_destination(
-            ExportDestination::builder()
-                .data_format(DataFormat::Csv)
-                .build()
-                .expect("dest"),
-        )
-        .send()
-        .await
-        .expect("CreateExportJob");
+    create_export(
+        &client,
+        send_volume_by_isp(1_704_067_200, 1_704_499_200),
+        DataFormat::Csv,
+    )
+    .await;
 
     // Wait for the job through /metrics itself, so no API call is added.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

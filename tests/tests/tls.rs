@@ -6,8 +6,9 @@
 
 use std::process::{Command, Output};
 
-use aws_sdk_sesv2::types::ExportDestination;
-use ses_export_tests::{Server, TestCa, cli_command, download, https_client, send_volume_by_isp, wait_for_end};
+use ses_export_tests::{
+    Server, TestCa, cli_command, create_export, download, https_client, send_volume_by_isp, wait_for_end,
+};
 
 fn cli(server: &Server, args: &[&str], env: &[(&str, &str)]) -> Output {
     cli_command(&server.url)
@@ -30,19 +31,13 @@ async fn tls_server(ca: &TestCa, extra: &[&str]) -> Server {
 
 /// A metrics export of one day, run to its end; its download URL.
 async fn finished_export_url(client: &aws_sdk_sesv2::Client) -> String {
-    let created = client
-        .create_export_job()
-        .export_data_source(send_volume_by_isp(1_704_067_200, 1_704_153_600))
-        .export_destination(
-            ExportDestination::builder()
-                .data_format(aws_sdk_sesv2::types::DataFormat::Csv)
-                .build()
-                .expect("destination"),
-        )
-        .send()
-        .await
-        .expect("CreateExportJob over HTTPS");
-    let job = wait_for_end(client, created.job_id().expect("job id")).await;
+    let job_id = create_export(
+        client,
+        send_volume_by_isp(1_704_067_200, 1_704_153_600),
+        aws_sdk_sesv2::types::DataFormat::Csv,
+    )
+    .await;
+    let job = wait_for_end(client, &job_id).await;
     assert_eq!(job.job_status().map(|s| s.as_str()), Some("COMPLETED"));
     job.export_destination()
         .and_then(|d| d.s3_url())
