@@ -7,6 +7,8 @@
 //!   (create, poll, download) three times, best counts, on the server
 //!   started again on the same data; then loads `GetExportJob` with `wrk`
 //!   (one request signed once: a signature stays valid for 15 minutes).
+//!   The server runs at the default log level (one access-log line per
+//!   request, into `DATA_DIR/server.log`), as users run it.
 //!   Memory is the server's resident set: idle, the peak during ingest and
 //!   what stays after it, and the peak during exports (peaks are reset
 //!   between phases through `/proc/PID/clear_refs`).
@@ -329,7 +331,10 @@ async fn run(args: &[String]) -> serde_json::Value {
         None => None,
     };
     let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let mut server = Server::start_with_env(&dir, &server_args, &env).await;
+    // At the default log level, as users run it: an access-log line per
+    // request, into a file.
+    let log = dir.join("server.log");
+    let mut server = Server::start_logged(&dir, &server_args, &env, Some(&log)).await;
     let pid = server.pid().expect("pid");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_mib(pid);
@@ -348,7 +353,7 @@ async fn run(args: &[String]) -> serde_json::Value {
     // peak is theirs, not what the allocator kept from the ingest (which
     // `after_ingest` shows).
     server.kill().await;
-    server = Server::start_with_env(&dir, &server_args, &env).await;
+    server = Server::start_logged(&dir, &server_args, &env, Some(&log)).await;
     let pid = server.pid().expect("pid");
     tokio::time::sleep(Duration::from_secs(1)).await;
     reset_peak(pid);

@@ -97,14 +97,38 @@ impl Server {
 
     /// Starts a server on `data_dir` with extra environment variables.
     pub async fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(server_binary())
+        Self::start_logged(data_dir, args, env, None).await
+    }
+
+    /// Starts a server as [`Server::start_with_env`] does; with `log`, at
+    /// the default log level (the access log on, as users run it), its
+    /// log appended to that file, else errors only, to this process's
+    /// stderr.
+    pub async fn start_logged(data_dir: &Path, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the server's log file"),
+            ),
+            None => Stdio::inherit(),
+        };
+        let mut command = Command::new(server_binary());
+        command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(args)
-            .env("SES_EXPORT_LOG", "error")
+            .args(args);
+        if log.is_none() {
+            command.env("SES_EXPORT_LOG", "error");
+        } else {
+            command.env_remove("RUST_LOG").env_remove("SES_EXPORT_LOG");
+        }
+        let mut child = command
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("start ses-export-server");

@@ -219,8 +219,8 @@ fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options)
     );
     let _ = writeln!(
         out,
-        "What is measured is what users meet: the release `ses-export-server` over HTTP, driven by \
-         `tests/examples/server_bench.rs`. Ingest: the file in signed `POST /_ses-export/v1/events` bodies of at \
+        "What is measured is what users meet: the release `ses-export-server` over HTTP, at its default log \
+         level (an access-log line per request, into a file), driven by `tests/examples/server_bench.rs`. Ingest: the file in signed `POST /_ses-export/v1/events` bodies of at \
          most 32 MiB, four in flight. Exports: `CreateExportJob`, `GetExportJob` polled every 5 ms, the file \
          downloaded; best of {QUERY_RUNS}, wall time from create to downloaded (the metrics row also gives the \
          job's own time, Completed − Created), on the server started again after the ingest. `GetExportJob`: \
@@ -256,8 +256,13 @@ Profiles of the release server under the load above (`perf record -p PID`), and 
   the workers), and parsed its SQL again. The SQLite job store now answers reads from a cache that
   every change keeps true (one process serves a data dir; a change forgets what it touched while it
   holds the connection), and request ids no longer cost a system call; signing keys are derived once
-  per secret, day and region, not on every request (+5 %: 60.0k → 63.0k req/s by
-  `server_bench run - DATA_DIR`, the bare handler at 164–169k right after; not a full bench run). Measured with `/proc/PID/stat` and
+  per secret, day and region, not on every request. The access log (one line per request, on by
+  default) cost a fifth of the throughput while each request wrote its line to stderr itself; a
+  writer thread of its own now takes the lines. `server_bench run - DATA_DIR` three times with the
+  log on and three with it off, the bare handler beside each: with the log, 0.80 of the log-off
+  throughput before (33.8k against 42.0k req/s, bare 121k), 0.83 after (38.6k against 46.4k, bare
+  128k). The tables above run with the log on, as users do. Measured (on the earlier machine)
+  with `/proc/PID/stat` and
   `perf stat` during the load: the server spends 21 µs of CPU per request against the bare
   handler's 6 µs, and the load generator twice as much per request against it as against the bare
   one (fewer requests per wake-up). Half of the server's time is the kernel: its two workers are
