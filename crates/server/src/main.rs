@@ -19,8 +19,10 @@ fn main() -> ExitCode {
     // Lines are written by a thread of their own, so a request does not
     // wait on a write to stderr (one per request with the access log: a
     // fifth of the throughput, docs/benchmarks.md). Not lossy: when the
-    // writer falls 128k lines behind, logging waits rather than drops.
+    // writer falls 16k lines behind, logging waits rather than drops (the
+    // buffer is allocated whole: the default 128k lines idled at 4 MiB).
     let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(16_384)
         .lossy(false)
         .thread_name("ses-export-log")
         .finish(std::io::stderr());
