@@ -329,6 +329,33 @@ fn generate(i: u64, rng: &mut Rng, operations: &[Operation], events: &[Value]) -
                 let sns = json!({"Type": "Notification", "Message": String::from_utf8_lossy(&line)});
                 line = serde_json::to_vec(&sns).unwrap_or_default();
             }
+            // Envelopes inside envelopes (EventBridge in `detail`, SNS in
+            // `Message`), a few deep or thousands: one is unwrapped, the
+            // rest is a rejected line, never a recursion on the caller's depth.
+            if rng.below(8) == 0 {
+                let depth = if rng.below(10) == 0 {
+                    1 + rng.below(4000)
+                } else {
+                    1 + rng.below(130)
+                };
+                for _ in 0..depth {
+                    let mut wrapped = br#"{"source":"aws.ses","detail-type":"x","detail":"#.to_vec();
+                    if rng.below(4) == 0 {
+                        wrapped = br#"{"Type":"Notification","detail":"#.to_vec();
+                    }
+                    wrapped.extend_from_slice(&line);
+                    wrapped.push(b'}');
+                    line = wrapped;
+                }
+            }
+            // A value sized to be quoted back in a reason.
+            if rng.below(16) == 0 {
+                let big = "q".repeat(1 + rng.below(64 << 10));
+                let at = rng.below(line.len().max(1));
+                if line.get(at) == Some(&b'"') {
+                    line.splice(at + 1..at + 1, big.into_bytes());
+                }
+            }
             let mut body = line;
             body.push(b'\n');
             if rng.below(2) == 0 {

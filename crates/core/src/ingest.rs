@@ -63,9 +63,44 @@ impl std::error::Error for IngestError {
     }
 }
 
-enum Parsed {
-    Batch(Vec<SesEvent>, Vec<LineError>),
-    Failed(std::io::Error, Vec<LineError>),
+/// What the parser hands the writer: a batch of events and the bad lines
+/// read with it. Only the first [`MAX_LISTED_ERRORS`] bad lines of an
+/// ingest are kept with their reasons; the rest are counted in `unlisted`,
+/// so a body of nothing but bad lines costs no more memory than a good one.
+struct Parsed {
+    events: Vec<SesEvent>,
+    errors: Vec<LineError>,
+    unlisted: u64,
+    failed: Option<std::io::Error>,
+}
+
+/// Bad lines as the parser meets them: listed up to the cap, then counted.
+#[derive(Default)]
+struct BadLines {
+    errors: Vec<LineError>,
+    listed: usize,
+    unlisted: u64,
+}
+
+impl BadLines {
+    fn note(&mut self, line: u64, reason: String) {
+        if self.listed < MAX_LISTED_ERRORS {
+            self.listed += 1;
+            self.errors.push(LineError { line, reason });
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// The batch's events with the bad lines met since the last batch.
+    fn batch(&mut self, events: Vec<SesEvent>, failed: Option<std::io::Error>) -> Parsed {
+        Parsed {
+            events,
+            errors: std::mem::take(&mut self.errors),
+            unlisted: std::mem::take(&mut self.unlisted),
+            failed,
+        }
+    }
 }
 
 /// Reads records from `input` (see [`crate::event::open_events`] for gzip)
@@ -84,72 +119,55 @@ pub async fn ingest<R: BufRead + Send + 'static>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(1);
     let parser = tokio::task::spawn_blocking(move || {
         let mut events = Vec::with_capacity(batch_size);
-        let mut errors = Vec::new();
+        let mut bad = BadLines::default();
         for line in EventReader::new(input) {
             match line {
                 Ok(line) => match line.result {
                     Ok(event) => events.push(event),
-                    Err(reason) => errors.push(LineError {
-                        line: line.line,
-                        reason,
-                    }),
+                    Err(reason) => bad.note(line.line, reason),
                 },
                 Err(e) => {
                     // What was read before the break is kept, then the
                     // failure is reported.
-                    let batch = std::mem::take(&mut events);
-                    let _ = tx.blocking_send(Parsed::Batch(batch, std::mem::take(&mut errors)));
-                    let _ = tx.blocking_send(Parsed::Failed(e, Vec::new()));
+                    let _ = tx.blocking_send(bad.batch(std::mem::take(&mut events), Some(e)));
                     return;
                 }
             }
             if events.len() >= batch_size {
                 let batch = std::mem::replace(&mut events, Vec::with_capacity(batch_size));
-                if tx
-                    .blocking_send(Parsed::Batch(batch, std::mem::take(&mut errors)))
-                    .is_err()
-                {
+                if tx.blocking_send(bad.batch(batch, None)).is_err() {
                     return;
                 }
             }
         }
-        let _ = tx.blocking_send(Parsed::Batch(events, errors));
+        let _ = tx.blocking_send(bad.batch(events, None));
     });
 
     let mut report = IngestReport::default();
-    let note_errors = |report: &mut IngestReport, errors: Vec<LineError>| {
-        report.rejected += errors.len() as u64;
-        let room = MAX_LISTED_ERRORS.saturating_sub(report.errors.len());
-        report.errors.extend(errors.into_iter().take(room));
-    };
     while let Some(parsed) = rx.recv().await {
-        match parsed {
-            Parsed::Batch(events, errors) => {
-                note_errors(&mut report, errors);
-                if !events.is_empty() {
-                    match store.write_batch(account, events).await {
-                        Ok(outcome) => {
-                            report.accepted += outcome.accepted;
-                            report.duplicates += outcome.duplicates;
-                        }
-                        Err(e) => {
-                            return Err(IngestError {
-                                report,
-                                cause: IngestFailure::Store(e),
-                            });
-                        }
-                    }
+        report.rejected += parsed.errors.len() as u64 + parsed.unlisted;
+        report.errors.extend(parsed.errors);
+        if !parsed.events.is_empty() {
+            match store.write_batch(account, parsed.events).await {
+                Ok(outcome) => {
+                    report.accepted += outcome.accepted;
+                    report.duplicates += outcome.duplicates;
                 }
-                on_batch(&report);
-            }
-            Parsed::Failed(e, errors) => {
-                note_errors(&mut report, errors);
-                return Err(IngestError {
-                    report,
-                    cause: IngestFailure::Read(e),
-                });
+                Err(e) => {
+                    return Err(IngestError {
+                        report,
+                        cause: IngestFailure::Store(e),
+                    });
+                }
             }
         }
+        if let Some(e) = parsed.failed {
+            return Err(IngestError {
+                report,
+                cause: IngestFailure::Read(e),
+            });
+        }
+        on_batch(&report);
     }
     // The parser only ends early when this side stopped listening.
     let _ = parser.await;

@@ -278,6 +278,9 @@ impl ExportService {
     }
 
     async fn job(&self, account: &AccountId, job_id: &str) -> Result<ExportJob, ServiceError> {
+        if !storable_id(job_id) {
+            return Err(ServiceError::NotFound(format!("Export job {job_id} does not exist.")));
+        }
         self.jobs
             .get(account, job_id)
             .await
@@ -381,6 +384,12 @@ impl ExportService {
         input: CancelExportJobRequest,
     ) -> Result<CancelExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::CancelExportJob).await?;
+        if !storable_id(&input.job_id) {
+            return Err(ServiceError::NotFound(format!(
+                "Export job {} does not exist.",
+                input.job_id
+            )));
+        }
         let update = JobUpdate {
             completed: Some(Timestamp::now().as_millis()),
             ..JobUpdate::default()
@@ -419,6 +428,12 @@ impl ExportService {
         input: GetMessageInsightsRequest,
     ) -> Result<GetMessageInsightsResponse, ServiceError> {
         self.throttle(account, LimitedOperation::GetMessageInsights).await?;
+        if !storable_id(&input.message_id) {
+            return Err(ServiceError::NotFound(format!(
+                "Message {} does not exist.",
+                input.message_id
+            )));
+        }
         let detail = self
             .events
             .message_insights(account, &input.message_id)
@@ -511,6 +526,13 @@ impl std::fmt::Debug for Download {
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `id` could name something stored: no store keeps U+0000 (event
+/// intake refuses it, and PostgreSQL's text cannot hold it), so an id with
+/// one names nothing, on every backend alike.
+fn storable_id(id: &str) -> bool {
+    !id.contains('\0')
 }
 
 fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsResponse {

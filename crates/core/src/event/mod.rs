@@ -4,9 +4,10 @@
 mod parse;
 mod reader;
 
-pub use parse::parse_record;
+pub use parse::{EARLIEST_EVENT_MILLIS, MAX_EVENT_LEAD_MILLIS, parse_record};
 pub use reader::{
-    EventReader, Line, LineError, MAX_LINE_BYTES, ParsedLine, gzip_reader, line_too_long, open_events, read_line,
+    EventReader, Line, LineError, MAX_LINE_BYTES, MAX_REASON_BYTES, ParsedLine, bounded_reason, gzip_reader,
+    line_too_long, open_events, read_line,
 };
 
 use crate::clock::Millis;

@@ -2,15 +2,22 @@
 //! can act on when the record is not one.
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
 use super::{BounceDetail, ComplaintDetail, EventKind, Mail, NamedRecipient, SesEvent};
 use crate::clock::parse_iso8601;
 use ses_export_model::types::BounceType;
 
+/// A record as read: an SES record, or one envelope around one. `D` is
+/// what `detail` holds: the outer read takes an SES record there
+/// (`RawRecord<IgnoredAny>`), and that inner record's own `detail` is
+/// skipped unread, so no input, however deeply it nests envelopes, makes
+/// the reader recurse past one level of them (serde_json's own depth limit
+/// bounds what is skipped).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawRecord {
+struct RawRecord<D = IgnoredAny> {
     event_type: Option<String>,
     notification_type: Option<String>,
     mail: Option<RawMail>,
@@ -29,7 +36,7 @@ struct RawRecord {
     sns_message: Option<String>,
     /// An EventBridge event carries the record in `detail`, from the
     /// `source` `aws.ses`.
-    detail: Option<Box<RawRecord>>,
+    detail: Option<D>,
     source: Option<String>,
 }
 
@@ -121,18 +128,21 @@ fn check_bounds(mail: &Mail, named: usize) -> Result<(), String> {
 /// Parses one record: an SES event-publishing record, an SES notification
 /// (`notificationType`), or either in an SNS notification's `Message` or an
 /// EventBridge event's `detail`.
+///
+/// One envelope is unwrapped, never more: an SNS `Message` or an
+/// EventBridge `detail` that is itself an envelope is not an SES record.
 pub fn parse_record(text: &str) -> Result<SesEvent, String> {
-    let raw = raw_record(text)?;
+    let raw: RawRecord<RawRecord> = raw_record(text)?;
     if raw.event_type.is_some() || raw.notification_type.is_some() {
         return event(raw);
     }
     if let Some(inner) = &raw.sns_message {
-        let raw = raw_record(inner).map_err(|e| format!("SNS notification whose Message is {e}"))?;
+        let raw: RawRecord = raw_record(inner).map_err(|e| format!("SNS notification whose Message is {e}"))?;
         return event(raw);
     }
     if let Some(detail) = raw.detail {
         return match raw.source.as_deref() {
-            Some("aws.ses") => event(*detail).map_err(|e| format!("EventBridge event whose detail is {e}")),
+            Some("aws.ses") => event(detail).map_err(|e| format!("EventBridge event whose detail is {e}")),
             other => Err(format!(
                 "an EventBridge event from source {}, not aws.ses",
                 other.map_or_else(|| "(none)".to_owned(), |s| format!("{s:?}"))
@@ -142,7 +152,7 @@ pub fn parse_record(text: &str) -> Result<SesEvent, String> {
     event(raw)
 }
 
-fn raw_record(text: &str) -> Result<RawRecord, String> {
+fn raw_record<'de, T: Deserialize<'de>>(text: &'de str) -> Result<T, String> {
     if !text.trim_start().starts_with('{') {
         return Err("not a JSON object".to_owned());
     }
@@ -155,7 +165,7 @@ fn raw_record(text: &str) -> Result<RawRecord, String> {
     })
 }
 
-fn event(raw: RawRecord) -> Result<SesEvent, String> {
+fn event<D>(raw: RawRecord<D>) -> Result<SesEvent, String> {
     let type_name = raw
         .event_type
         .as_deref()
@@ -261,7 +271,7 @@ fn event(raw: RawRecord) -> Result<SesEvent, String> {
     };
 
     let id = event_id(kind, timestamp, &mail, &recipients, &detail);
-    Ok(SesEvent {
+    let event = SesEvent {
         id,
         kind,
         timestamp,
@@ -269,7 +279,73 @@ fn event(raw: RawRecord) -> Result<SesEvent, String> {
         recipients,
         bounce,
         complaint,
-    })
+    };
+    check_storable(&event)?;
+    Ok(event)
+}
+
+/// The earliest time an event may carry: 2011-01-01, before SES sent its
+/// first message. Earlier is not a real SES event.
+pub const EARLIEST_EVENT_MILLIS: i64 = 1_293_840_000_000;
+/// How far past this server's clock an event's time may be: a day, room
+/// for any clock. Later is not a real SES event, and retention would
+/// never expire it.
+pub const MAX_EVENT_LEAD_MILLIS: i64 = 24 * 3600 * 1000;
+
+/// Refuses what a store could not keep as it is, or would keep wrongly:
+/// a time before SES existed or more than [`MAX_EVENT_LEAD_MILLIS`] ahead
+/// of now, and text holding U+0000 (PostgreSQL's text cannot, and an id
+/// with it could never be asked for).
+fn check_storable(event: &SesEvent) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (what, at) in [
+        ("mail.timestamp", event.mail.timestamp),
+        ("the event's timestamp", event.timestamp),
+    ] {
+        if at < EARLIEST_EVENT_MILLIS {
+            return Err(format!("{what} is before 2011-01-01, earlier than any SES event"));
+        }
+        if at > now + MAX_EVENT_LEAD_MILLIS {
+            return Err(format!("{what} is more than a day ahead of this server's clock"));
+        }
+    }
+    let mail = &event.mail;
+    let texts = [
+        Some(&mail.message_id),
+        mail.source.as_ref(),
+        mail.source_arn.as_ref(),
+        mail.from.as_ref(),
+        mail.subject.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(&mail.destination)
+    .chain(
+        mail.tags
+            .iter()
+            .flat_map(|(name, values)| std::iter::once(name).chain(values)),
+    )
+    .chain(
+        event
+            .recipients
+            .iter()
+            .flat_map(|r| std::iter::once(&r.address).chain(&r.diagnostic_code)),
+    )
+    .chain(event.bounce.iter().flat_map(|b| &b.bounce_sub_type))
+    .chain(
+        event
+            .complaint
+            .iter()
+            .flat_map(|c| c.complaint_sub_type.iter().chain(&c.complaint_feedback_type)),
+    );
+    for text in texts {
+        if text.contains('\0') {
+            return Err("the record's text holds a NUL character (\\u0000), which cannot be stored".to_owned());
+        }
+    }
+    Ok(())
 }
 
 fn mail(raw: RawMail) -> Result<Mail, String> {

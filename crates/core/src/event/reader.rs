@@ -95,11 +95,30 @@ impl<R: BufRead> Iterator for EventReader<R> {
             }
             return Some(Ok(ParsedLine {
                 line,
-                result: parse_record(text),
+                result: parse_record(text).map_err(bounded_reason),
             }));
         }
         None
     }
+}
+
+/// The longest reason a rejected line is given, in bytes: a reason may
+/// quote the line (serde_json's errors quote the value they refuse), and a
+/// report lists up to a thousand of them, so each is cut here.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// `reason`, cut to at most [`MAX_REASON_BYTES`] (on a character
+/// boundary) with `…` to say so.
+pub fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 /// What [`read_line`] found.
