@@ -219,3 +219,60 @@ async fn a_line_built_to_multiply_is_skipped_without_being_held() {
         assert!(peak < 96, "{args:?}: the CLI held {peak} MiB for a 256 MiB line");
     }
 }
+
+/// An S3 endpoint that says "more" with a continuation token it gave
+/// before would make a listing run forever: it is an error instead, said
+/// before anything is ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_repeats_its_token_is_an_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = std::sync::Arc::clone(&pages);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let served = std::sync::Arc::clone(&served);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = "<?xml version=\"1.0\"?><ListBucketResult><IsTruncated>true</IsTruncated>\
+                    <NextContinuationToken>the-same-token</NextContinuationToken>\
+                    <Contents><Key>p/object</Key><Size>10</Size></Contents></ListBucketResult>";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking({
+            let url = server.url.clone();
+            move || {
+                cli_command(&url)
+                    .args(["ingest", "s3://bucket/p/", "--s3-endpoint-url", &endpoint])
+                    .output()
+                    .expect("run the CLI")
+            }
+        }),
+    )
+    .await
+    .expect("the listing ended")
+    .expect("join");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("continuation token"), "{stderr}");
+    assert!(pages.load(std::sync::atomic::Ordering::Relaxed) <= 3);
+    assert_eq!(server.event_counts().await, (0, 0, 0));
+}

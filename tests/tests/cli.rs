@@ -93,6 +93,12 @@ async fn seed_ingest_create_wait_download() {
 
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("export.csv");
+    // A link planted where the download stages its file is not written
+    // through: the file it points at is left as it was.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").expect("victim");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&victim, dir.path().join(".export.csv.partial")).expect("plant a link");
     let downloaded = ok(&run(
         &server,
         &["download", "--job-id", &job, "--out", path.to_str().expect("path")],
@@ -100,6 +106,8 @@ async fn seed_ingest_create_wait_download() {
         None,
     ));
     assert!(downloaded["Bytes"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+    assert!(!std::fs::symlink_metadata(&path).expect("the file").is_symlink());
     let csv = std::fs::read_to_string(&path).expect("the file");
     let expected = expectations::rows(&lines);
     assert_eq!(csv.lines().count(), expected.len() + 1);

@@ -320,10 +320,36 @@ impl Read for CountingReader {
 /// The keys a resume file records as finished.
 fn finished(path: &std::path::Path) -> Result<HashSet<String>, IngestError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()),
+        Ok(text) => Ok(text.lines().filter(|l| !l.is_empty()).map(unescape_key).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
         Err(e) => Err(IngestError::Input(format!("--resume {}: {e}", path.display()))),
     }
+}
+
+/// A key as a resume file's line: an S3 key may hold any character, line
+/// breaks included, so `%`, CR and LF are written `%25`, `%0D`, `%0A`.
+fn escape_key(key: &str) -> String {
+    key.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// A resume file's line as the key it records.
+fn unescape_key(line: &str) -> String {
+    let mut key = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('%') {
+        key.push_str(&rest[..at]);
+        let escaped = &rest[at..];
+        let (text, len) = match escaped.get(..3) {
+            Some("%25") => ("%", 3),
+            Some("%0D" | "%0d") => ("\r", 3),
+            Some("%0A" | "%0a") => ("\n", 3),
+            _ => ("%", 1),
+        };
+        key.push_str(text);
+        rest = &escaped[len..];
+    }
+    key.push_str(rest);
+    key
 }
 
 /// Ingests every object under `s3://bucket/prefix`, `options.parallel` at
@@ -392,7 +418,7 @@ async fn backfill(
                 objects += 1;
                 bytes += object.size;
                 if let (Some(file), Some(path)) = (&mut resume, &options.resume) {
-                    writeln!(file, "{}", object.key)
+                    writeln!(file, "{}", escape_key(&object.key))
                         .and_then(|()| file.sync_data())
                         .map_err(|e| IngestError::Input(format!("--resume {}: {e}", path.display())))?;
                 }
@@ -421,4 +447,28 @@ async fn backfill(
         "bytes": bytes,
         "failed": failed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_key, unescape_key};
+
+    /// Any key, line breaks and `%` included, is one line of a resume file
+    /// and reads back as itself.
+    #[test]
+    fn resume_lines_hold_any_key() {
+        for key in [
+            "plain/key.gz",
+            "two\nlines",
+            "cr\r\nlf",
+            "100%",
+            "%0A literal",
+            "%",
+            "é/%25",
+        ] {
+            let line = escape_key(key);
+            assert!(!line.contains('\n') && !line.contains('\r'), "{line:?}");
+            assert_eq!(unescape_key(&line), key);
+        }
+    }
 }

@@ -370,7 +370,19 @@ impl Client {
             path.file_name()
                 .map_or_else(|| "download".into(), |n| n.to_string_lossy())
         ));
-        let mut file = tokio::fs::File::create(&partial).await?;
+        // Made new, never opened through whatever is there: a file or a
+        // link left at that name (a crashed download, or planted) is
+        // removed, not written through, and the file is created exclusively
+        // (O_EXCL does not follow a link).
+        match tokio::fs::remove_file(&partial).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .await?;
         let mut written = 0u64;
         let result: Result<(), Error> = async {
             while let Some(chunk) = response.chunk().await.map_err(|e| Error::Transport {

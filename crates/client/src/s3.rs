@@ -11,6 +11,8 @@ use ses_export_model::operation::percent_encode;
 use crate::credentials::{self, Credentials, Resolve};
 use crate::error::{Error, TransportError};
 
+/// Pages of a listing read at most: 100 million objects at S3's 1,000 a page.
+pub const MAX_LIST_PAGES: usize = 100_000;
 /// An object under the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Object {
@@ -105,10 +107,15 @@ impl S3Reader {
     }
 
     /// Every object under `prefix`, in key order.
+    ///
+    /// An endpoint that hands back a continuation token it gave before, or
+    /// more than [`MAX_LIST_PAGES`] pages, is an error, not a list that
+    /// never ends.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<S3Object>, Error> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_LIST_PAGES {
             let mut query = format!("list-type=2&prefix={}", percent_encode(prefix));
             if let Some(token) = &token {
                 query.push_str(&format!("&continuation-token={}", percent_encode(token)));
@@ -125,11 +132,21 @@ impl S3Reader {
                 size: c.size,
             }));
             match (page.is_truncated, page.next_continuation_token) {
-                (true, Some(next)) => token = Some(next),
-                _ => break,
+                (true, Some(next)) => {
+                    if !seen.insert(next.clone()) {
+                        return Err(Error::Decode(format!(
+                            "S3 listed s3://{bucket}/{prefix} with a continuation token it had given before: \
+                             the listing would never end"
+                        )));
+                    }
+                    token = Some(next);
+                }
+                _ => return Ok(objects),
             }
         }
-        Ok(objects)
+        Err(Error::Decode(format!(
+            "S3 listed s3://{bucket}/{prefix} in more than {MAX_LIST_PAGES} pages; list a narrower prefix"
+        )))
     }
 
     /// The bytes of `s3://bucket/key`, whole (see [`S3Reader::open`] to
