@@ -159,19 +159,40 @@ async fn connections_and_ingest_bodies_are_bounded() {
     assert!(second.header("x-amzn-RequestId").is_some());
 
     // The 429 closed its connection (its body was not read). With the slow
-    // one and an idle one open, a third is not served until one closes.
-    let _idle = TcpStream::connect(server.address()).await.expect("connect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // one and an idle one open, a third takes the idle one's place: the
+    // idle one is closed, the third served.
+    let mut idle = TcpStream::connect(server.address()).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(800)).await;
     let mut third = TcpStream::connect(server.address()).await.expect("connect");
-    third
-        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", server.address()).as_bytes())
-        .await
-        .expect("request");
-    let waiting = read_head(&mut third, Duration::from_millis(700)).await;
-    assert!(waiting.is_empty(), "served beyond --max-connections: {waiting}");
-    drop(slow);
+    let healthz = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", server.address());
+    third.write_all(healthz.as_bytes()).await.expect("request");
     let served = read_head(&mut third, Duration::from_secs(5)).await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the idle connection was not closed"
+    );
+
+    // With both slots busy with requests (two bodies still arriving), a
+    // newcomer waits until one ends.
+    let body = b"{\"PageSize\": 10}";
+    let headers = server.signature_headers("POST", "/v2/email/list-export-jobs", body);
+    let mut busy = TcpStream::connect(server.address()).await.expect("connect");
+    let mut request = head("POST", "/v2/email/list-export-jobs", &headers, body.len()).into_bytes();
+    request.extend_from_slice(&body[..4]);
+    busy.write_all(&request).await.expect("part of a body");
+    drop(third);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut fourth = TcpStream::connect(server.address()).await.expect("connect");
+    fourth.write_all(healthz.as_bytes()).await.expect("request");
+    let waiting = read_head(&mut fourth, Duration::from_millis(1500)).await;
+    assert!(waiting.is_empty(), "served beyond --max-connections: {waiting}");
+    drop(slow);
+    let served = read_head(&mut fourth, Duration::from_secs(5)).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(busy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,3 +386,62 @@ async fn forged_misdirected_and_stale_messages_are_refused_with_nothing_kept() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(accepted(server).await, 1);
 }
+
+/// Messages that name a new certificate each, with no valid signature,
+/// cannot make the server fetch more than a handful: new certificates are
+/// fetched at a bounded rate, and a URL that failed is not fetched again.
+#[tokio::test]
+async fn unsigned_messages_cannot_make_the_server_fetch_at_will() {
+    let setup = setup().await;
+    let (server, sns) = (&setup.server, &setup.sns);
+    let record = generated_lines(6, 1).lines().next().expect("a line").to_owned();
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        let mut message = sns.message("Notification", &record, "2", now_millis());
+        // A certificate SNS does not have (the stand-in answers 404).
+        message["SigningCertURL"] = format!("{}/SimpleNotificationService-{n:032}.pem", sns.url).into();
+        statuses.push(deliver(server, &message).await.0);
+        // The same URL again: its failure is remembered, not fetched again.
+        statuses.push(deliver(server, &message).await.0);
+    }
+    assert!(statuses.iter().all(|s| *s == 502 || *s == 403), "{statuses:?}");
+    let fetched = sns.hits("/SimpleNotificationService-") - sns.hits(CERT_PATH);
+    assert!(
+        (1..=11).contains(&fetched),
+        "{fetched} certificate fetches for 40 new URLs asked twice each"
+    );
+    // The real certificate is cached already or waits its turn; a good
+    // message is taken once the bucket allows, and nothing else was kept.
+    assert_eq!(accepted(server).await, 0);
+}
+
+/// Slow SNS bodies (anyone can send them: the signature is inside) hold
+/// no ingest slot: the account's own ingest goes on beside them.
+#[tokio::test]
+async fn slow_sns_bodies_hold_no_ingest_slot() {
+    let setup = setup().await;
+    let server = &setup.server;
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(server.address()).await.expect("connect");
+        let head = format!(
+            "POST /_ses-export/v1/sns HTTP/1.1\r\nhost: {}\r\nx-amz-sns-message-type: Notification\r\n\
+             x-amz-sns-topic-arn: {TOPIC}\r\ncontent-length: 100000\r\n\r\n{{\"Type\"",
+            server.address()
+        );
+        stream.write_all(head.as_bytes()).await.expect("part of a body");
+        slow.push(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let lines = generated_lines(7, 3);
+    let response = server
+        .signed(
+            "POST",
+            "/_ses-export/v1/events",
+            lines.as_bytes(),
+            ("AKIAACCOUNTA", "secret-of-account-a"),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    drop(slow);
+}

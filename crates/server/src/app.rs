@@ -30,6 +30,7 @@ use crate::credentials::{CredentialSource, Identity};
 use crate::sigv4::{self, AuthError, SignedHead, Verifier};
 
 mod console;
+mod firehose;
 mod intake;
 
 /// Where the ingest endpoint is.
@@ -38,6 +39,9 @@ pub const INGEST_PATH: &str = "/_ses-export/v1/events";
 pub const FIREHOSE_PATH: &str = "/_ses-export/v1/firehose";
 /// Where an SNS HTTP(S) subscription delivers.
 pub const SNS_PATH: &str = "/_ses-export/v1/sns";
+/// SNS bodies read at once before their signatures are checked (each at
+/// most `--max-body-bytes`); more are answered 429 and SNS retries them.
+pub const SNS_READS: usize = 32;
 
 /// What every handler shares: [`crate::build_state`] makes one from the
 /// server's flags; an embedder changes what differs.
@@ -56,8 +60,16 @@ pub struct AppState {
     pub max_ingest_bytes: usize,
     /// How long a request body may go without a byte.
     pub body_timeout: Duration,
-    /// Ingest bodies in flight; a request that finds none free is 429.
-    pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a whole request body may take to arrive.
+    pub body_deadline: Duration,
+    /// Ingest bodies in flight, shared fairly between accounts; a request
+    /// that finds none it may take is 429.
+    pub ingest_slots: Arc<IngestSlots>,
+    /// SNS bodies being read before their signature is checked.
+    pub(crate) sns_reads: Arc<tokio::sync::Semaphore>,
+    /// Failed intake keys, by client address: a client that guesses is
+    /// slowed to a few guesses a second.
+    pub(crate) intake_failures: Arc<crate::throttle::Failures>,
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where download URLs point: `--public-url`, or this server as the
@@ -395,11 +407,13 @@ pub(crate) fn answered(mut response: Response, operation: &'static str, account:
 /// `silence` of the last, and returns it with its SHA-256 (hex). A body
 /// announced larger than `limit` is refused before a byte of it is read.
 async fn read_body(
+    state: &AppState,
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,
-    silence: Duration,
 ) -> Result<(ReadBody, String), WireError> {
+    let silence = state.body_timeout;
+    let deadline = tokio::time::Instant::now() + state.body_deadline;
     let too_large = || WireError::bad_request(format!("The request body is larger than the limit of {limit} bytes."));
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -413,7 +427,14 @@ async fn read_body(
     let mut received = 0usize;
     let mut hash = Sha256::new();
     loop {
-        let frame = match tokio::time::timeout(silence, body.frame()).await {
+        let wait = (tokio::time::Instant::now() + silence).min(deadline);
+        let frame = match tokio::time::timeout_at(wait, body.frame()).await {
+            Err(_) if wait == deadline => {
+                return Err(WireError::bad_request(format!(
+                    "The request body did not arrive whole within {} seconds.",
+                    state.body_deadline.as_secs()
+                )));
+            }
             Err(_) => {
                 return Err(WireError::bad_request(format!(
                     "The request body stopped arriving: nothing came for {} seconds.",
@@ -510,6 +531,66 @@ impl Read for ReadBody {
     }
 }
 
+/// The ingest slots: `--max-ingest-inflight` bodies read and stored at
+/// once, shared so that no account starves another. An account may take a
+/// slot while it holds fewer than remain free: alone it gets half of them,
+/// and whoever comes next still finds one.
+#[derive(Debug)]
+pub struct IngestSlots {
+    /// Every slot, whoever holds it.
+    slots: Arc<tokio::sync::Semaphore>,
+    held: std::sync::Mutex<std::collections::HashMap<AccountId, usize>>,
+}
+
+/// One ingest slot, held for `account` until dropped.
+#[derive(Debug)]
+pub struct IngestSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<IngestSlots>,
+    account: AccountId,
+}
+
+impl IngestSlots {
+    /// `total` slots.
+    pub fn new(total: usize) -> Arc<Self> {
+        Arc::new(IngestSlots {
+            slots: Arc::new(tokio::sync::Semaphore::new(total)),
+            held: std::sync::Mutex::default(),
+        })
+    }
+
+    /// A slot for `account`, if one is free and its share allows it.
+    pub fn try_take(self: &Arc<Self>, account: &AccountId) -> Option<IngestSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let holds = held.get(account).copied().unwrap_or(0);
+        let free = self.slots.available_permits();
+        // At most as many as remain free: alone, an account takes half the
+        // slots (one of one), and another account still finds one.
+        if holds > 0 && holds >= free {
+            return None;
+        }
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        *held.entry(account.clone()).or_default() += 1;
+        Some(IngestSlot {
+            _permit: permit,
+            slots: Arc::clone(self),
+            account: account.clone(),
+        })
+    }
+}
+
+impl Drop for IngestSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.account);
+            }
+        }
+    }
+}
+
 /// The parts of a request the verifier reads; the body is never among them.
 fn signable<'a>(method: &'a Method, uri: &'a Uri, headers: &HeaderMap) -> sigv4::Request<'a> {
     sigv4::Request {
@@ -573,7 +654,7 @@ impl<'a> Admitted<'a> {
         body: Body,
         limit: usize,
     ) -> Result<(Arc<Identity>, ReadBody), WireError> {
-        let (bytes, hash) = read_body(headers, body, limit, state.body_timeout).await?;
+        let (bytes, hash) = read_body(state, headers, body, limit).await?;
         match self.head.claimed_payload_hash() {
             Some(claimed) if !claimed.eq_ignore_ascii_case(&hash) => return Err(sigv4::payload_mismatch().into()),
             Some(_) => {}

@@ -100,11 +100,26 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
 
-    /// Connections served at once; more wait to be accepted.
+    /// Seconds a whole request body may take to arrive, however steadily it
+    /// trickles in; a body still arriving then is refused (400).
+    #[arg(long, env = "SES_EXPORT_BODY_DEADLINE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_deadline: u64,
+
+    /// Seconds an answer may wait for the client to take it (a client that
+    /// sends requests and never reads the answers); then the connection is
+    /// closed.
+    #[arg(long, env = "SES_EXPORT_WRITE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+
+    /// Connections served at once. When all are taken, a new one takes the
+    /// place of the connection stalled longest (no request in progress),
+    /// from the client address holding the most; otherwise it waits.
     #[arg(long, env = "SES_EXPORT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Ingest bodies read and stored at once; more are answered 429.
+    /// Ingest bodies read and stored at once; more are answered 429. One
+    /// account holds at most as many as remain free, so one sender cannot
+    /// take them all.
     #[arg(long, env = "SES_EXPORT_MAX_INGEST_INFLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_ingest_inflight: u32,
 

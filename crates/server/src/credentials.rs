@@ -172,7 +172,7 @@ impl Credentials {
 
     /// Reads a credentials file's text; says which entry is wrong when one is.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut map = HashMap::new();
         let mut intake = HashMap::new();
         let mut topics = HashMap::new();
@@ -181,14 +181,25 @@ impl Credentials {
                 .account_id
                 .parse()
                 .map_err(|e| format!("credentials entry {}: {e}", i + 1))?;
-            if entry.access_key_id.is_empty() || entry.secret_access_key.is_empty() {
-                return Err(format!("credentials entry {}: empty access key id or secret", i + 1));
+            if entry.access_key_id.is_empty() {
+                return Err(format!("credentials entry {}: an empty access key id", i + 1));
+            }
+            if entry.secret_access_key.chars().count() < MIN_SECRET_CHARS {
+                return Err(format!(
+                    "credentials entry {}: the secret_access_key is shorter than {MIN_SECRET_CHARS} characters \
+                     (AWS's are 40; for example the output of `openssl rand -base64 30`)",
+                    i + 1
+                ));
             }
             let buckets = BucketAccess::only(entry.s3_buckets)
                 .map_err(|e| format!("credentials entry {}: s3_buckets: {e}", i + 1))?;
             for key in entry.intake_keys {
-                if key.trim().is_empty() {
-                    return Err(format!("credentials entry {}: an empty intake key", i + 1));
+                if key.trim().chars().count() < MIN_INTAKE_KEY_CHARS {
+                    return Err(format!(
+                        "credentials entry {}: an intake key is shorter than {MIN_INTAKE_KEY_CHARS} characters \
+                         (it is all a sender shows: use the output of `openssl rand -hex 32`)",
+                        i + 1
+                    ));
                 }
                 if intake.insert(digest(&key), account.clone()).is_some() {
                     return Err(format!("credentials entry {}: an intake key appears twice", i + 1));
@@ -250,6 +261,48 @@ impl CredentialSource for Credentials {
     }
 }
 
+/// The shortest `secret_access_key` taken. The signature never shows the
+/// secret, so a guess must be checked by signing with it; still, a secret
+/// of a few characters is guessed in a day. (The development credential,
+/// `test`, is not read from a file.)
+pub const MIN_SECRET_CHARS: usize = 8;
+/// The shortest intake key taken: an intake key is a bearer secret, sent as
+/// it is, so it must be long enough that guessing it is hopeless.
+pub const MIN_INTAKE_KEY_CHARS: usize = 16;
+
+/// A TOML error said by line and column, with nothing of the file's text:
+/// toml's own message quotes the offending line, which may hold a secret,
+/// and its values, which may be one.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut quote = None;
+    for c in error.message().chars() {
+        match quote {
+            Some(end) if c == end => {
+                message.push_str("...");
+                message.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                message.push(c);
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", message.trim())
+        }
+        None => message.trim().to_owned(),
+    }
+}
+
 /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`.
 fn is_topic_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.split(':').collect();
@@ -295,14 +348,17 @@ mod tests {
         assert!(Credentials::parse("").is_err());
         let intake = ok.replace(
             "\"111111111111\"\n",
-            "\"111111111111\"\nintake_keys = [\"firehose-key-1\"]\nsns_topic_arns = [\"arn:aws:sns:us-east-1:111111111111:ses-events\"]\n",
+            "\"111111111111\"\nintake_keys = [\"firehose-key-0001\"]\nsns_topic_arns = [\"arn:aws:sns:us-east-1:111111111111:ses-events\"]\n",
         );
         let parsed = Credentials::parse(&intake).expect("intake keys");
         assert_eq!(
-            parsed.intake_account("firehose-key-1").as_ref().map(AccountId::as_str),
+            parsed
+                .intake_account("firehose-key-0001")
+                .as_ref()
+                .map(AccountId::as_str),
             Some("111111111111")
         );
-        assert!(parsed.intake_account("firehose-key-2").is_none());
+        assert!(parsed.intake_account("firehose-key-0002").is_none());
         assert!(
             parsed.intake_account("AKIAEXAMPLE1").is_none(),
             "an access key is no intake key"
@@ -325,5 +381,30 @@ mod tests {
                 .expect_err("twice")
                 .contains("twice")
         );
+    }
+
+    #[test]
+    fn secrets_are_long_enough_and_never_printed() {
+        let entry = |secret: &str, intake: &str| {
+            format!(
+                "[[credentials]]\naccess_key_id = \"AKIAEXAMPLE1\"\nsecret_access_key = {secret}\naccount_id = \"111111111111\"\nintake_keys = [{intake}]\n"
+            )
+        };
+        let long_intake = "\"intake-key-0123456789abcdef\"";
+        assert!(Credentials::parse(&entry("\"secret-one\"", long_intake)).is_ok());
+        let short = Credentials::parse(&entry("\"s\"", long_intake)).expect_err("one character");
+        assert!(short.contains("shorter than 8"), "{short}");
+        let short_intake = Credentials::parse(&entry("\"secret-one\"", "\"k\"")).expect_err("short key");
+        assert!(short_intake.contains("shorter than 16"), "{short_intake}");
+        // A file TOML cannot read: the error names the place, not the text.
+        for broken in [
+            entry("\"very-secret-value\" junk", long_intake),
+            entry("[\"very-secret-value\"]", long_intake),
+            entry("\"secret-one\"", "\"very-secret-value\"").replace("intake_keys = [", "intake_keys = "),
+        ] {
+            let error = Credentials::parse(&broken).expect_err("not TOML of credentials");
+            assert!(!error.contains("very-secret-value"), "{error}");
+            assert!(error.contains("line "), "{error}");
+        }
     }
 }

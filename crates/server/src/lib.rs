@@ -10,11 +10,13 @@
 
 pub mod app;
 pub mod config;
+mod connections;
 pub mod credentials;
 pub mod metrics;
 mod run;
 pub mod sigv4;
 pub mod sns;
+mod throttle;
 mod tls;
 
 pub use run::{build_state, run};

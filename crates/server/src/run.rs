@@ -26,6 +26,7 @@ use ses_export_core::signing::SigningKey;
 
 use crate::app::{AppState, app};
 use crate::config::{Config, RateLimits, S3Backend};
+use crate::connections::{Connections, Watched};
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::sigv4::Verifier;
@@ -111,7 +112,10 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         max_body_bytes: config.max_body_bytes,
         max_ingest_bytes: config.max_ingest_bytes,
         body_timeout: Duration::from_secs(config.body_timeout),
-        ingest_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_inflight as usize)),
+        body_deadline: Duration::from_secs(config.body_deadline),
+        ingest_slots: crate::app::IngestSlots::new(config.max_ingest_inflight as usize),
+        sns_reads: Arc::new(tokio::sync::Semaphore::new(crate::app::SNS_READS)),
+        intake_failures: Arc::default(),
         metrics: Arc::new(Metrics::default()),
         public_url: config.public_url.clone(),
         tls: config.tls_cert.is_some(),
@@ -354,7 +358,8 @@ pub async fn run(config: Config) -> Result<(), String> {
 }
 
 /// Accepts connections until `shutdown` resolves; returns the handle that
-/// drains the connections still open.
+/// drains the connections still open. See [`crate::connections`] for who
+/// gives way when every slot is taken.
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
@@ -364,6 +369,18 @@ async fn serve(
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
+    let connections = Connections::new();
+    let write_timeout = Duration::from_secs(config.write_timeout);
+    let sweeper = tokio::spawn({
+        let connections = Arc::clone(&connections);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                connections.sweep(write_timeout);
+            }
+        }
+    });
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper times the header block from the moment it waits for one, which
     // is also how long an idle keep-alive connection stays open.
@@ -373,15 +390,7 @@ async fn serve(
     let handshake_timeout = Duration::from_secs(config.header_timeout);
     tokio::pin!(shutdown);
     loop {
-        // A connection is accepted only when one of the slots is free.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -393,38 +402,78 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // A connection is served only with a slot: a free one, or one a
+        // stalled connection gives up.
+        let slot = loop {
+            if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                break Some(slot);
+            }
+            let wait = if connections.make_room() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => break slot.ok(),
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => break None,
+            }
+        };
+        let Some(slot) = slot else { break };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        match &tls {
-            None => {
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    drop(slot);
-                });
-            }
-            Some(acceptor) => {
-                // The handshake is bounded like a header block: a client
-                // that opens a connection and says nothing holds a slot for
-                // at most --header-timeout.
-                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-                let http = http.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            let _ = watcher
-                                .watch(http.serve_connection(TokioIo::new(stream), service))
-                                .await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+        let registered = connections.open(peer.ip());
+        let connection = Arc::clone(registered.connection());
+        let stream = Watched::new(stream, Arc::clone(&connection));
+        let service = {
+            let router = TowerToHyperService::new(router.clone());
+            let connection = Arc::clone(&connection);
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let handling = connection.handling();
+                let answer = hyper::service::Service::call(&router, request);
+                async move {
+                    let answer = answer.await;
+                    drop(handling);
+                    answer
+                }
+            })
+        };
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let served = async {
+                match tls {
+                    None => {
+                        let _ = watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service))
+                            .await;
                     }
-                    drop(slot);
-                });
+                    Some(acceptor) => {
+                        // The handshake is bounded like a header block: a
+                        // client that opens a connection and says nothing
+                        // holds a slot for at most --header-timeout.
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = watcher
+                                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                                    .await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = connection.closed() => {}
             }
-        }
+            drop(registered);
+            drop(slot);
+        });
     }
+    sweeper.abort();
     graceful
 }
 

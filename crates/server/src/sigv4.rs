@@ -139,24 +139,29 @@ impl SigningKeys {
     /// Entries kept at most.
     pub const MAX: usize = 4096;
 
-    /// The key for `secret` in `credential`'s scope, derived once.
-    fn get(&self, secret: &str, credential: &Credential) -> [u8; 32] {
+    /// Checks `signature` over `string_to_sign` with the key for `secret`
+    /// in `credential`'s scope. The key is derived once: it is kept only
+    /// after a signature made with it verified, so what a caller writes in
+    /// a scope it cannot sign for is never kept.
+    fn verify(&self, secret: &str, credential: &Credential, string_to_sign: &str, signature: &[u8]) -> bool {
         let scope = KeyScope {
             secret: secret.to_owned(),
             date: credential.date.clone(),
             region: credential.region.clone(),
             service: credential.service.clone(),
         };
-        if let Some(key) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&scope) {
-            return *key;
+        let cached = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&scope).copied();
+        let key = cached
+            .unwrap_or_else(|| signing_key_bytes(secret, &credential.date, &credential.region, &credential.service));
+        let good = hmac(&key, string_to_sign.as_bytes()).verify_slice(signature).is_ok();
+        if good && cached.is_none() {
+            let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if keys.len() >= Self::MAX {
+                keys.clear();
+            }
+            keys.insert(scope, key);
         }
-        let key = signing_key_bytes(secret, &credential.date, &credential.region, &credential.service);
-        let mut keys = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= Self::MAX {
-            keys.clear();
-        }
-        keys.insert(scope, key);
-        key
+        good
     }
 }
 
@@ -228,16 +233,17 @@ impl Verifier {
     ) -> Result<(), AuthError> {
         let parsed = &head.parsed;
         let credential = &parsed.credential;
-        let key = self.keys.get(&head.secret, credential);
         // A signature of the wrong length cannot verify.
         let Ok(provided) = hex::decode(&parsed.signature) else {
             return Err(mismatch());
         };
         let creq = canonical_request(request, &parsed.signed_headers, payload_hash, self.path_rules);
         let sts = string_to_sign(&parsed.amz_date, credential, &creq);
-        hmac(&key, sts.as_bytes())
-            .verify_slice(&provided)
-            .map_err(|_| mismatch())
+        if self.keys.verify(&head.secret, credential, &sts, &provided) {
+            Ok(())
+        } else {
+            Err(mismatch())
+        }
     }
 
     /// Verifies `request`, body included, signed with `secret`, as of
@@ -430,19 +436,54 @@ fn split_headers(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// The longest access key id taken (AWS's are 16 to 128 characters).
+pub const MAX_ACCESS_KEY_BYTES: usize = 128;
+/// The longest region name taken (AWS's longest today is 14 characters).
+pub const MAX_REGION_BYTES: usize = 32;
+
 fn parse_credential(text: &str) -> Result<Credential, AuthError> {
-    let parts: Vec<&str> = text.split('/').collect();
+    let parts: Vec<&str> = text.splitn(6, '/').collect();
+    let word = |part: &str, max: usize, allowed: fn(u8) -> bool| {
+        !part.is_empty() && part.len() <= max && part.bytes().all(allowed)
+    };
     match parts.as_slice() {
-        [access_key, date, region, service, "aws4_request"] if !access_key.is_empty() => Ok(Credential {
-            access_key: (*access_key).to_owned(),
-            date: (*date).to_owned(),
-            region: (*region).to_owned(),
-            service: (*service).to_owned(),
-        }),
+        [access_key, date, region, service, "aws4_request"]
+            if word(access_key, MAX_ACCESS_KEY_BYTES, |b| {
+                b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+            }) && date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && word(region, MAX_REGION_BYTES, |b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+                })
+                && word(service, 32, |b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+                }) =>
+        {
+            Ok(Credential {
+                access_key: (*access_key).to_owned(),
+                date: (*date).to_owned(),
+                region: (*region).to_owned(),
+                service: (*service).to_owned(),
+            })
+        }
         _ => Err(AuthError::Invalid(format!(
-            "Credential should be of the form ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request, not '{text}'."
+            "Credential should be of the form ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request, with a region of at \
+             most {MAX_REGION_BYTES} lowercase letters, digits and hyphens, not '{}'.",
+            quoted(text)
         ))),
     }
+}
+
+/// At most 128 bytes of `text`, for an error that quotes what a caller sent.
+fn quoted(text: &str) -> String {
+    if text.len() <= 128 {
+        return text.to_owned();
+    }
+    let mut end = 128;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The canonical request of SigV4 step 1.

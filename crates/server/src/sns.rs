@@ -32,6 +32,14 @@ const MAX_CACHED_CERTIFICATES: usize = 64;
 /// Confirmations remembered, so a redelivered one is not fetched again.
 const MAX_REMEMBERED_CONFIRMATIONS: usize = 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed certificate fetch is remembered (and not tried again).
+pub const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(60);
+/// New (uncached) certificates fetched in a burst at most.
+pub const NEW_CERTIFICATE_BURST: f64 = 10.0;
+/// Then one more new certificate fetch per this interval.
+pub const NEW_CERTIFICATE_INTERVAL: Duration = Duration::from_secs(6);
+/// Failed fetches remembered at most.
+const MAX_REMEMBERED_FAILURES: usize = 256;
 /// How old a message may be. SNS stops retrying an HTTP(S) delivery within
 /// an hour; a signed message older than this (with room for clocks) is a
 /// replay, not a delivery.
@@ -185,6 +193,14 @@ pub struct Sns {
     trusted: Option<rustls::RootCertStore>,
     http: Arc<std::sync::OnceLock<HttpsClient>>,
     certificates: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    /// Certificate URLs whose fetch failed lately, and why: asked again
+    /// within [`FAILED_FETCH_MEMORY`], they fail without a fetch.
+    failed: Arc<Mutex<HashMap<String, (std::time::Instant, SnsError)>>>,
+    /// New certificate fetches allowed: a bucket of
+    /// [`NEW_CERTIFICATE_BURST`], one more every
+    /// [`NEW_CERTIFICATE_INTERVAL`], so no caller makes the server fetch
+    /// faster than that, whatever URLs it names.
+    fetches: Arc<Mutex<(f64, std::time::Instant)>>,
     confirmed: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -222,6 +238,8 @@ impl Sns {
             trusted,
             http: Arc::default(),
             certificates: Arc::default(),
+            failed: Arc::default(),
+            fetches: Arc::new(Mutex::new((NEW_CERTIFICATE_BURST, std::time::Instant::now()))),
             confirmed: Arc::default(),
         })
     }
@@ -331,18 +349,62 @@ impl Sns {
         if let Some(der) = self.certificates.lock().unwrap_or_else(|p| p.into_inner()).get(url) {
             return Ok(Arc::clone(der));
         }
-        let pem = self.get(uri, "the signing certificate").await?;
-        let der = CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .and_then(Result::ok)
-            .ok_or_else(|| SnsError::Refused("SigningCertURL holds no PEM certificate".to_owned()))?;
-        let der = Arc::new(der.to_vec());
+        {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            match failed.get(url) {
+                Some((at, error)) if at.elapsed() < FAILED_FETCH_MEMORY => return Err(error.clone()),
+                Some(_) => {
+                    failed.remove(url);
+                }
+                None => {}
+            }
+        }
+        self.take_fetch()?;
+        let fetched = self.get(uri, "the signing certificate").await.and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .and_then(Result::ok)
+                .map(|der| der.to_vec())
+                .ok_or_else(|| SnsError::Refused("SigningCertURL holds no PEM certificate".to_owned()))
+        });
+        let der = match fetched {
+            Ok(der) => Arc::new(der),
+            Err(error) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                if failed.len() >= MAX_REMEMBERED_FAILURES {
+                    failed.retain(|_, (at, _)| at.elapsed() < FAILED_FETCH_MEMORY);
+                    if failed.len() >= MAX_REMEMBERED_FAILURES {
+                        failed.clear();
+                    }
+                }
+                failed.insert(url.to_owned(), (std::time::Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
         let mut cache = self.certificates.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED_CERTIFICATES {
             cache.clear();
         }
         cache.insert(url.to_owned(), Arc::clone(&der));
         Ok(der)
+    }
+
+    /// Takes one new certificate fetch from the bucket, or says to retry
+    /// later (502: SNS delivers again).
+    fn take_fetch(&self) -> Result<(), SnsError> {
+        let mut bucket = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = *bucket;
+        let now = std::time::Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() / NEW_CERTIFICATE_INTERVAL.as_secs_f64())
+            .min(NEW_CERTIFICATE_BURST);
+        if tokens < 1.0 {
+            *bucket = (tokens, now);
+            return Err(SnsError::Unreachable(
+                "too many new SNS signing certificates were asked for lately; retry later".to_owned(),
+            ));
+        }
+        *bucket = (tokens - 1.0, now);
+        Ok(())
     }
 
     /// Confirms the subscription `message` asks for by fetching its

@@ -9,20 +9,22 @@
 //! counts its events as duplicates, never twice.
 
 use std::io::{BufRead, Read};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use ses_export_core::AccountId;
 use ses_export_core::ingest::{IngestError, IngestFailure, IngestReport};
 use ses_export_core::service::ServiceError;
 use ses_export_model::{AuthErrorCode, ErrorCode};
 
-use super::{AppState, ReadBody, WireError, admit, answered, json_response, read_body};
+use super::firehose;
+use super::{AppState, IngestSlot, ReadBody, WireError, admit, answered, json_response, read_body};
 use crate::metrics::Source;
 
 /// The header an EventBridge API destination (API key authorization)
@@ -38,6 +40,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// (`Content-Encoding: gzip`, or just gzip bytes), into the caller's account.
 pub(super) async fn events(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -49,22 +52,20 @@ pub(super) async fn events(
             headers.contains_key(header::AUTHORIZATION) || uri.query().is_some_and(|q| q.contains("X-Amz-Signature="));
         let (account, body, slot) = match headers.get(API_KEY) {
             Some(key) if !signed => {
-                let account = intake_account(&state, key.to_str().unwrap_or_default()).ok_or_else(|| {
-                    WireError::forbidden(AuthErrorCode::UnrecognizedClient.name(), "The intake key is not valid.")
-                })?;
-                let slot = ingest_slot(&state)?;
-                let (body, _) = read_body(&headers, body, state.max_ingest_bytes, state.body_timeout).await?;
+                let account = intake_account(&state, peer, key.to_str().unwrap_or_default())?;
+                let slot = ingest_slot(&state, &account)?;
+                let (body, _) = read_body(&state, &headers, body, state.max_ingest_bytes).await?;
                 (account, body, slot)
             }
             _ => {
                 let admitted = admit(&state, &method, &uri, &headers)?;
-                let slot = ingest_slot(&state)?;
+                let slot = ingest_slot(&state, &admitted.identity.account)?;
                 let (identity, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
                 (identity.account.clone(), body, slot)
             }
         };
         known = Some(account.clone());
-        check_gzip_size(&body, state.max_ingest_bytes as u64 * 16).await?;
+        check_gzip_size(&body, state.max_ingest_bytes as u64).await?;
         let input = ses_export_core::event::open_events(body)
             .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
         match store(&state, &account, input, Source::Events, slot).await {
@@ -80,14 +81,48 @@ pub(super) async fn events(
     )
 }
 
-/// The account an intake key feeds.
-fn intake_account(state: &AppState, key: &str) -> Option<AccountId> {
-    state.credentials.intake_account(key)
+/// Why an intake key was not taken.
+enum KeyRefused {
+    /// No account has it.
+    Unknown,
+    /// The client has guessed too often; it may try again in a second.
+    Throttled,
 }
 
-/// One of the ingest slots, or 429 when all are taken.
-fn ingest_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, WireError> {
-    Arc::clone(&state.ingest_slots).try_acquire_owned().map_err(|_| {
+impl From<KeyRefused> for WireError {
+    fn from(refused: KeyRefused) -> Self {
+        match refused {
+            KeyRefused::Unknown => {
+                WireError::forbidden(AuthErrorCode::UnrecognizedClient.name(), "The intake key is not valid.")
+            }
+            KeyRefused::Throttled => WireError::of(
+                ErrorCode::TooManyRequestsException,
+                "Too many wrong intake keys from this address; retry later.",
+            ),
+        }
+    }
+}
+
+/// The account an intake key feeds. A client address that has sent many
+/// wrong keys is answered 429 without its key being looked at.
+fn intake_account(
+    state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    key: &str,
+) -> Result<AccountId, KeyRefused> {
+    let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    if !state.intake_failures.allows(peer) {
+        return Err(KeyRefused::Throttled);
+    }
+    state.credentials.intake_account(key).ok_or_else(|| {
+        state.intake_failures.failed(peer);
+        KeyRefused::Unknown
+    })
+}
+
+/// One of the ingest slots for `account`, or 429 when it may take none.
+fn ingest_slot(state: &AppState, account: &AccountId) -> Result<IngestSlot, WireError> {
+    state.ingest_slots.try_take(account).ok_or_else(|| {
         WireError::of(
             ErrorCode::TooManyRequestsException,
             "Too many ingest requests are in flight; retry later.",
@@ -95,8 +130,10 @@ fn ingest_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Wi
     })
 }
 
-/// Refuses a gzip body that expands past `bound`, before anything of it
-/// is kept, so an over-large body is refused whole.
+/// Refuses a gzip body that expands past `bound` (the limit of a plain
+/// body: what a request may cost follows what it holds, not how well it
+/// compresses), before anything of it is kept, so an over-large body is
+/// refused whole.
 async fn check_gzip_size(body: &ReadBody, bound: u64) -> Result<(), WireError> {
     if !body.starts_with(&GZIP_MAGIC) {
         return Ok(());
@@ -123,7 +160,7 @@ async fn store<R: BufRead + Send + 'static>(
     account: &AccountId,
     input: R,
     source: Source,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slot: IngestSlot,
 ) -> Result<IngestReport, IngestError> {
     let store = state.service.events().clone();
     let metrics = Arc::clone(&state.metrics);
@@ -191,22 +228,6 @@ fn expanded_size(gzip: impl Read, bound: u64) -> u64 {
     total
 }
 
-/// A Firehose delivery: `{"requestId", "timestamp", "records": [{"data"}]}`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FirehoseRequest {
-    request_id: String,
-    #[allow(dead_code)]
-    timestamp: Option<i64>,
-    records: Vec<FirehoseRecord>,
-}
-
-#[derive(Deserialize)]
-struct FirehoseRecord {
-    /// Base64 of what the producer (SES) put: one record, a JSON object.
-    data: String,
-}
-
 /// Firehose's answer: `{"requestId", "timestamp"}`, and `errorMessage`
 /// when the status is not 200 (Firehose then retries, and in the end
 /// backs the records up to S3).
@@ -242,7 +263,12 @@ fn firehose_answer(status: StatusCode, request_id: String, error: Option<String>
 /// destination. `X-Amz-Firehose-Access-Key` is an intake key; the body is
 /// JSON (gzip with `Content-Encoding: gzip`) whose records each hold one SES
 /// record in base64. Errors are answered in Firehose's shape.
-pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn firehose(
+    State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     // Until the body says otherwise, the request id is the header's.
     let mut request_id = headers
         .get(FIREHOSE_REQUEST_ID)
@@ -250,7 +276,7 @@ pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: Header
         .unwrap_or_default()
         .to_owned();
     let mut account = None;
-    let result = firehose_deliver(&state, &headers, body, &mut request_id, &mut account).await;
+    let result = firehose_deliver(&state, peer, &headers, body, &mut request_id, &mut account).await;
     let response = match result {
         Ok(report) if report.rejected == 0 => firehose_answer(StatusCode::OK, request_id, None),
         Ok(report) => {
@@ -283,6 +309,7 @@ pub(super) async fn firehose(State(state): State<Arc<AppState>>, headers: Header
 
 async fn firehose_deliver(
     state: &AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: &HeaderMap,
     body: Body,
     request_id: &mut String,
@@ -296,13 +323,19 @@ async fn firehose_deliver(
             StatusCode::UNAUTHORIZED,
             "No access key: set the HTTP endpoint's access key to one of the account's intake keys.".to_owned(),
         ))?;
-    let account = intake_account(state, key).ok_or((
-        StatusCode::FORBIDDEN,
-        "The access key is not an intake key of any account.".to_owned(),
-    ))?;
+    let account = intake_account(state, peer, key).map_err(|refused| match refused {
+        KeyRefused::Unknown => (
+            StatusCode::FORBIDDEN,
+            "The access key is not an intake key of any account.".to_owned(),
+        ),
+        KeyRefused::Throttled => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong access keys from this address; retry later.".to_owned(),
+        ),
+    })?;
     *known = Some(account.clone());
-    let slot = ingest_slot(state).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
-    let (body, _) = read_body(headers, body, state.max_ingest_bytes, state.body_timeout)
+    let slot = ingest_slot(state, &account).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
+    let (body, _) = read_body(state, headers, body, state.max_ingest_bytes)
         .await
         .map_err(|e| (firehose_status(&e), e.message))?;
     // The JSON of a delivery is its records in base64 (4/3 of their size)
@@ -313,61 +346,50 @@ async fn firehose_deliver(
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
         || body.starts_with(&GZIP_MAGIC);
-    let delivery = tokio::task::spawn_blocking(move || {
-        let reader: Box<dyn Read + Send> = if gzip {
+    let open = move |body: ReadBody| -> Box<dyn Read + Send> {
+        if gzip {
             Box::new(ses_export_core::event::gzip_reader(body))
         } else {
             Box::new(body)
-        };
-        let mut limited = reader.take(bound + 1);
-        let mut json = Vec::new();
-        limited
-            .read_to_end(&mut json)
-            .map_err(|e| format!("The gzip body could not be read: {e}"))?;
-        if json.len() as u64 > bound {
-            return Err(format!(
-                "The decompressed body is larger than the limit of {bound} bytes."
-            ));
         }
-        let delivery: FirehoseRequest = serde_json::from_slice(&json).map_err(|e| {
-            format!("The body is not a Firehose delivery ({{\"requestId\", \"timestamp\", \"records\"}}): {e}")
-        })?;
-        drop(json);
-        Ok(delivery)
-    })
-    .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|message| (StatusCode::BAD_REQUEST, message))?;
-    *request_id = delivery.request_id;
-    // The records' data, one after another, as the lines of one ingest; a
-    // record that is not base64 is a line that says so, rejected like any
-    // other line that is not an SES record.
-    let mut lines = Vec::new();
-    for record in delivery.records {
-        match base64::engine::general_purpose::STANDARD.decode(record.data.trim()) {
-            // SES puts one record per Firehose record; a producer that
-            // puts several puts them as JSON Lines, which read the same.
-            Ok(data) => {
-                lines.extend_from_slice(&data);
-                if !data.ends_with(b"\n") {
-                    lines.push(b'\n');
-                }
-            }
-            Err(e) => lines.extend_from_slice(format!("record data is not base64: {e}\n").as_bytes()),
-        }
-    }
-    store(state, &account, std::io::Cursor::new(lines), Source::Firehose, slot)
+    };
+    // First the whole delivery is read without keeping anything, so a body
+    // that is not one, breaks off or is too large is refused whole; then it
+    // is read again and stored as it goes, a few records in between, never
+    // the whole (a record's worth of memory, twice the parsing).
+    let checked = body.clone();
+    *request_id = tokio::task::spawn_blocking(move || firehose::stream(open(checked), bound, None))
         .await
-        .map_err(|e| match e.cause {
-            IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
-            store => {
-                tracing::error!(error = %store, "a Firehose delivery could not be stored");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The events could not be stored; retry.".to_owned(),
-                )
-            }
-        })
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| match e {
+            firehose::DeliveryError::TooLarge(bound) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The decompressed body is larger than the limit of {bound} bytes."),
+            ),
+            firehose::DeliveryError::Malformed(message) => (StatusCode::BAD_REQUEST, message),
+        })?;
+    let (lines, received) = std::sync::mpsc::sync_channel(16);
+    let reader = tokio::task::spawn_blocking(move || firehose::stream(open(body), bound, Some(&lines)));
+    let stored = store(
+        state,
+        &account,
+        std::io::BufReader::new(firehose::Lines::new(received)),
+        Source::Firehose,
+        slot,
+    )
+    .await;
+    // The same bytes read the same: only a stopped ingest ends it early.
+    let _ = reader.await;
+    stored.map_err(|e| match e.cause {
+        IngestFailure::Read(read) => (StatusCode::BAD_REQUEST, read.to_string()),
+        store => {
+            tracing::error!(error = %store, "a Firehose delivery could not be stored");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The events could not be stored; retry.".to_owned(),
+            )
+        }
+    })
 }
 
 fn firehose_status(error: &WireError) -> StatusCode {
@@ -424,8 +446,15 @@ async fn sns_deliver(
             "Topic {topic} is not one any account lists in sns_topic_arns."
         )));
     }
-    let slot = ingest_slot(state)?;
-    let (body, _) = read_body(headers, body, state.max_body_bytes, state.body_timeout).await?;
+    // Not yet verified, so no ingest slot: SNS bodies are read under their
+    // own bound, and a slot is taken only to store a verified notification.
+    let _reading = Arc::clone(&state.sns_reads).try_acquire_owned().map_err(|_| {
+        WireError::of(
+            ErrorCode::TooManyRequestsException,
+            "Too many SNS deliveries are being read; retry later.",
+        )
+    })?;
+    let (body, _) = read_body(state, headers, body, state.max_body_bytes).await?;
     let body = body.into_bytes();
     let message: crate::sns::Message = serde_json::from_slice(&body).map_err(|e| {
         WireError::bad_request(format!(
@@ -470,6 +499,7 @@ async fn sns_deliver(
             // string, so outside one it is whitespace.
             let mut line = message.message.replace(['\n', '\r'], " ");
             line.push('\n');
+            let slot = ingest_slot(state, &account)?;
             let report = store(
                 state,
                 &account,
