@@ -162,21 +162,37 @@ async fn rejected_lines_cost_bounded_memory_and_answer_small() {
 async fn clients_that_never_read_do_not_starve_others() {
     let server = Server::start(&["--max-connections", "16", "--write-timeout", "3"]).await;
     let request = format!("GET /metrics HTTP/1.1\r\nhost: {}\r\n\r\n", server.address()).repeat(4000);
-    let mut stalled = Vec::new();
-    for _ in 0..16 {
+    let address: std::net::SocketAddr = server.address().parse().expect("addr");
+    // Sends the pipelined requests and reads no answer.
+    let stall = |request: String| async move {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("small receive buffer");
-        let mut stream = socket
-            .connect(server.address().parse().expect("addr"))
-            .await
-            .expect("connect");
-        let request = request.clone();
-        // Writes until the server stops reading (its answers are not read).
-        let writer = tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(20), stream.write_all(request.as_bytes())).await;
-            stream
-        });
-        stalled.push(writer);
+        let mut stream = socket.connect(address).await.expect("connect");
+        let _ = tokio::time::timeout(Duration::from_secs(20), stream.write_all(request.as_bytes())).await;
+        stream
+    };
+
+    // Alone (no newcomer needs its place), a stalled reader is closed once
+    // its answers have waited the write timeout: read after that, it gives
+    // what the kernel held, then ends.
+    let mut stream = stall(request.clone()).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a connection whose answers are not read stays open");
+
+    // Every slot held by stalled readers: newcomers are served all the same.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        stalled.push(tokio::spawn(stall(request.clone())));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..5 {
@@ -190,19 +206,7 @@ async fn clients_that_never_read_do_not_starve_others() {
             "/healthz was not answered beside stalled readers"
         );
     }
-    // A stalled writer is closed: reading what it was sent ends in EOF.
-    let mut stream = stalled.pop().expect("one").await.expect("writer");
-    let mut sink = vec![0u8; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "a connection whose answers are not read stays open");
+    drop(stalled);
 }
 
 /// Row 4: one account's slow intake bodies take at most its share of the
@@ -414,8 +418,9 @@ async fn nul_bytes_are_refused_on_postgres() {
     let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
-/// Row 10: half-sent header blocks, re-opened as fast as they are cut,
-/// hold every slot; requests that send their head are served all the same.
+/// Row 10: header blocks that trickle in and never end, re-opened as fast
+/// as they are cut, hold every slot; requests that send their head are
+/// served all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_heads_do_not_keep_others_waiting() {
     let server = Server::start(&["--max-connections", "32"]).await;
@@ -431,9 +436,17 @@ async fn half_sent_heads_do_not_keep_others_waiting() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+                // Half a head, then a byte of a header value every 200 ms:
+                // never silent, never done.
+                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: ").await;
                 let mut buf = [0u8; 256];
-                let _ = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf)).await;
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+                        Ok(_) => break,
+                        Err(_) if stream.write_all(b"x").await.is_err() => break,
+                        Err(_) => {}
+                    }
+                }
             }
         }));
     }

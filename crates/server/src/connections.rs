@@ -5,16 +5,18 @@
 //! hold a connection without using it — a header block sent a byte at a
 //! time, answers pipelined and never read, an idle keep-alive — would
 //! otherwise keep every newcomer waiting. So each connection's socket is
-//! watched ([`Watched`]): when it last moved bytes, whether a request is
-//! being handled on it, and whether an answer has been waiting to be
-//! written. Then:
+//! watched: since when it has waited for a request (from its accept, or the
+//! end of its last request's handling), whether a request is being handled
+//! on it, and whether an answer has been waiting to be written
+//! ([`Watched`]). Then:
 //!
 //! - an answer the client does not take for `--write-timeout` closes the
 //!   connection;
 //! - when a new connection arrives and every slot is taken, the connection
-//!   that has been *stalled* longest (no request being handled, no byte
-//!   moved for [`MIN_STALL`]) is closed to make room, taken first from the
-//!   client address that holds the most connections. A connection whose
+//!   that has waited longest without a request being handled (at least
+//!   [`MIN_STALL`]: a header block sent a byte at a time counts as waiting,
+//!   however steadily it trickles) is closed to make room, taken first from
+//!   the client address that holds the most connections. A connection whose
 //!   request is being handled is never closed this way.
 //!
 //! This is the policy of nginx's reusable connections, with a fair share
@@ -32,9 +34,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-/// How long a connection must have moved no byte, outside a request's
-/// handling, before a newcomer may take its place: long enough for a
-/// client that just connected to send its request.
+/// How long a connection must have waited without a request being handled
+/// before a newcomer may take its place: long enough for a client that
+/// just connected to send its request.
 pub const MIN_STALL: Duration = Duration::from_millis(500);
 
 /// Every open connection, for the accept loop and the write-timeout sweep.
@@ -51,8 +53,9 @@ pub(crate) struct Connection {
     id: u64,
     peer: IpAddr,
     epoch: Instant,
-    /// Milliseconds from `epoch` to the last byte read or written.
-    moved: AtomicU64,
+    /// Milliseconds from `epoch` to when it began to wait for a request:
+    /// its accept, or the end of its last request's handling.
+    waiting: AtomicU64,
     /// Milliseconds from `epoch` to when a write began to wait; 0: none is.
     write_waiting: AtomicU64,
     /// Requests being handled (hyper's HTTP/1 handles one at a time).
@@ -81,7 +84,7 @@ impl Connections {
             id,
             peer,
             epoch: self.epoch,
-            moved: AtomicU64::new(self.millis()),
+            waiting: AtomicU64::new(self.millis()),
             write_waiting: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             close: Notify::new(),
@@ -109,11 +112,11 @@ impl Connections {
         let victim = open
             .values()
             .filter(|c| c.busy.load(Ordering::Relaxed) == 0 || c.write_waiting.load(Ordering::Relaxed) != 0)
-            .filter(|c| now.saturating_sub(c.moved.load(Ordering::Relaxed)) >= MIN_STALL.as_millis() as u64)
+            .filter(|c| now.saturating_sub(c.waiting.load(Ordering::Relaxed)) >= MIN_STALL.as_millis() as u64)
             .max_by_key(|c| {
                 (
                     per_peer.get(&c.peer).copied().unwrap_or(0),
-                    now.saturating_sub(c.moved.load(Ordering::Relaxed)),
+                    now.saturating_sub(c.waiting.load(Ordering::Relaxed)),
                 )
             });
         match victim {
@@ -183,11 +186,14 @@ pub(crate) struct Handling(Arc<Connection>);
 
 impl Drop for Handling {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        let c = &self.0;
+        c.waiting.store(c.now(), Ordering::Relaxed);
+        c.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A socket whose reads and writes are noted on its [`Connection`].
+/// A socket whose writes are noted on its [`Connection`]: a write that
+/// waits, and the next that moves bytes.
 #[derive(Debug)]
 pub(crate) struct Watched<T> {
     io: T,
@@ -202,9 +208,7 @@ impl<T> Watched<T> {
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
         match result {
             Poll::Ready(Ok(n)) if *n > 0 => {
-                let c = &self.connection;
-                c.moved.store(c.now(), Ordering::Relaxed);
-                c.write_waiting.store(0, Ordering::Relaxed);
+                self.connection.write_waiting.store(0, Ordering::Relaxed);
             }
             Poll::Pending => {
                 let c = &self.connection;
@@ -219,13 +223,7 @@ impl<T> Watched<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let c = &self.connection;
-            c.moved.store(c.now(), Ordering::Relaxed);
-        }
-        result
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
