@@ -174,7 +174,23 @@ async fn the_console_in_a_real_browser() {
     // New export: a message beside the field it names, then a job.
     client.goto(&format!("{console}#/new")).await.expect("new export");
     until(&client, 10, "return document.getElementById('new-export') !== null").await;
-    set(&client, "input[name=metrics]", "SEND:VOLUME, NOT_A_METRIC:RATE").await;
+    // The ten metrics, each with VOLUME and RATE, and the four dimensions.
+    let choices = client
+        .execute(
+            "return [document.querySelectorAll('input[name=metric]').length, \
+             document.querySelectorAll('input[name=dimension]').length]",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(choices, serde_json::json!([20, 4]));
+    client
+        .execute(
+            "document.querySelectorAll('input[name=metric]').forEach(c => { c.checked = false; })",
+            vec![],
+        )
+        .await
+        .expect("uncheck");
     click(&client, "#new-export button[type=submit]").await;
     let beside = until(
         &client,
@@ -182,9 +198,15 @@ async fn the_console_in_a_real_browser() {
         "return document.getElementById('error-Metrics').textContent || null",
     )
     .await;
-    assert!(beside.as_str().expect("text").contains("NOT_A_METRIC"), "{beside}");
+    assert!(beside.as_str().expect("text").contains("etrics"), "{beside}");
     screenshot(&client, "new-export").await;
-    set(&client, "input[name=metrics]", "SEND:VOLUME, DELIVERY:RATE").await;
+    client
+        .execute(
+            "for (const v of ['SEND:VOLUME', 'DELIVERY:RATE']) document.querySelector(`input[value=\"${v}\"]`).checked = true",
+            vec![],
+        )
+        .await
+        .expect("check");
     click(&client, "#new-export button[type=submit]").await;
     let job_id = until(
         &client,
@@ -266,6 +288,99 @@ async fn the_console_in_a_real_browser() {
         .collect();
     assert_eq!(shown, expected, "the chart's points are BatchGetMetricData's");
     assert!(expected.iter().any(|p| p[1].as_f64() > Some(0.0)), "sends in the week");
+
+    // The open rate is OPEN / DELIVERY_OPEN, day by day; a day without a
+    // delivery that could be opened has no point (a gap), not 0 %.
+    let metric = |name: &str| {
+        let query = serde_json::json!({"Queries": [{"Id": "q", "Namespace": "VDM", "Metric": name,
+            "StartDate": day(&start), "EndDate": day(&end)}]});
+        let server = &server;
+        async move {
+            let answer = server
+                .signed(
+                    "POST",
+                    "/v2/email/metrics/batch",
+                    query.to_string().as_bytes(),
+                    ("test", "test"),
+                )
+                .await
+                .json();
+            let result = &answer["Results"][0];
+            result["Timestamps"]
+                .as_array()
+                .expect("timestamps")
+                .iter()
+                .zip(result["Values"].as_array().expect("values"))
+                .map(|(t, v)| (t.as_f64().expect("t"), v.as_f64().expect("v")))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (opens, deliveries) = (metric("OPEN").await, metric("DELIVERY_OPEN").await);
+    let expected_rates: Vec<(f64, f64)> = opens
+        .iter()
+        .zip(&deliveries)
+        .filter(|(_, (_, d))| *d > 0.0)
+        .map(|((t, o), (_, d))| (*t, o / d))
+        .collect();
+    let rates = client
+        .execute(
+            "return [...document.querySelectorAll('figure[data-series=open] circle')].map(c => [Number(c.dataset.t), Number(c.dataset.v)])",
+            vec![],
+        )
+        .await
+        .expect("open points");
+    let rates: Vec<(f64, f64)> = rates
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p[0].as_f64().expect("t"), p[1].as_f64().expect("v")))
+        .collect();
+    assert_eq!(
+        rates.len(),
+        expected_rates.len(),
+        "{rates:?} against {expected_rates:?}"
+    );
+    for ((t, v), (want_t, want_v)) in rates.iter().zip(&expected_rates) {
+        assert_eq!(t, want_t);
+        assert!(
+            (v - want_v).abs() < 1e-9,
+            "open rate on {t}: {v}, BatchGetMetricData says {want_v}"
+        );
+    }
+    assert!(
+        rates.len() < opens.len() && !rates.is_empty(),
+        "empty days are gaps: {} points over {} days",
+        rates.len(),
+        opens.len()
+    );
+    // Each point says its day and value on keyboard focus.
+    let said = client
+        .execute(
+            "const c = document.querySelector('figure[data-series=open] circle'); c.focus(); \
+             return [c.getAttribute('tabindex'), c.getAttribute('aria-label'), \
+             document.querySelector('figure[data-series=open] text.tip').textContent]",
+            vec![],
+        )
+        .await
+        .expect("focus");
+    assert_eq!(said[0], "0");
+    assert_eq!(said[1], said[2], "the focused point's label is shown");
+    assert!(
+        said[1]
+            .as_str()
+            .is_some_and(|s| s.contains(" %") && s.starts_with("20")),
+        "{said}"
+    );
+    let formulas = client
+        .execute("return document.getElementById('formulas').textContent", vec![])
+        .await
+        .expect("formulas");
+    assert!(
+        formulas.as_str().is_some_and(|f| f.contains("OPEN / DELIVERY_OPEN")
+            && f.contains("CLICK / DELIVERY_CLICK")
+            && f.contains("COMPLAINT / DELIVERY_COMPLAINT")),
+        "{formulas}"
+    );
     until(
         &client,
         60,

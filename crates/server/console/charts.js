@@ -8,25 +8,52 @@ function svg(tag, attributes = {}, ...children) {
   return element;
 }
 
-const format = (v, rate) => (rate ? `${(v * 100).toFixed(1)} %` : String(Math.round(v)));
+const format = (v, rate) => (v === null ? "no value" : rate ? `${(v * 100).toFixed(1)} %` : String(Math.round(v)));
+const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
 
-/** A line chart of `points` ({t: epoch seconds, v}), labelled for screen readers. */
+/**
+ * A line chart of `points` ({t: epoch seconds, v}), labelled for screen
+ * readers. A point whose `v` is null (a rate whose denominator is 0) is a
+ * gap in the line, not 0. Each point says its day and value on hover and
+ * on keyboard focus.
+ */
 export function lineChart(points, { rate = false, label = "" } = {}) {
   const width = 320, height = 160, left = 44, bottom = 18, top = 8;
-  const max = Math.max(rate ? 0.01 : 1, ...points.map((p) => p.v));
+  const values = points.filter((p) => p.v !== null);
+  const max = Math.max(rate ? 0.01 : 1, ...values.map((p) => p.v));
   const x = (i) => left + (points.length > 1 ? (i * (width - left - 6)) / (points.length - 1) : 0);
   const y = (v) => top + (height - top - bottom) * (1 - v / max);
-  const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
+  // A new segment after each gap.
+  const path = points
+    .map((p, i) => (p.v === null ? "" : `${i && points[i - 1].v !== null ? "L" : "M"}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`))
+    .filter(Boolean)
+    .join(" ");
   const first = points[0], last = points[points.length - 1];
-  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${label}: ${points.map((p) => format(p.v, rate)).join(", ")}` },
+  const spoken = points.map((p) => `${day(p.t)} ${format(p.v, rate)}`).join(", ");
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": `${label}: ${spoken}` },
     svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }),
     svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
     svg("text", { x: 2, y: top + 8 }, format(max, rate)),
     svg("text", { x: 2, y: height - bottom }, format(0, rate)),
-    first ? svg("text", { x: left, y: height - 4 }, new Date(first.t * 1000).toISOString().slice(5, 10)) : "",
-    last ? svg("text", { x: width - 34, y: height - 4 }, new Date(last.t * 1000).toISOString().slice(5, 10)) : "",
+    first ? svg("text", { x: left, y: height - 4 }, day(first.t).slice(5)) : "",
+    last ? svg("text", { x: width - 34, y: height - 4 }, day(last.t).slice(5)) : "",
     svg("path", { class: "line", d: path }));
-  points.forEach((p, i) => chart.append(svg("circle", { class: "dot", cx: x(i), cy: y(p.v), r: 2, "data-t": p.t, "data-v": p.v })));
+  const tip = svg("text", { class: "tip", x: left + 4, y: top + 8, "aria-hidden": "true" });
+  points.forEach((p, i) => {
+    if (p.v === null) return;
+    const said = `${day(p.t)}: ${format(p.v, rate)}`;
+    const dot = svg("circle", { class: "dot", cx: x(i), cy: y(p.v), r: 3, tabindex: 0, role: "img", "aria-label": said, "data-t": p.t, "data-v": p.v },
+      svg("title", {}, said));
+    const show = () => {
+      tip.textContent = said;
+      tip.setAttribute("x", String(Math.min(x(i), width - 110)));
+    };
+    dot.addEventListener("mouseenter", show);
+    dot.addEventListener("focus", show);
+    dot.addEventListener("blur", () => { tip.textContent = ""; });
+    chart.append(dot);
+  });
+  chart.append(tip);
   return chart;
 }
 

@@ -158,6 +158,10 @@ async function jobsPage() {
 
 // ---------------------------------------------------------------- new export
 
+/** The metrics and dimensions an export may name (the model's enums). */
+const METRICS = ["SEND", "DELIVERY", "OPEN", "CLICK", "PERMANENT_BOUNCE", "TRANSIENT_BOUNCE", "COMPLAINT", "DELIVERY_OPEN", "DELIVERY_CLICK", "DELIVERY_COMPLAINT"];
+const DIMENSIONS = ["ISP", "EMAIL_IDENTITY", "CONFIGURATION_SET", "TENANT_NAME"];
+
 // Most specific first: "metricsDataSource.startDate" is about StartDate.
 const FIELDS = ["StartDate", "EndDate", "MaxResults", "Dimensions", "Include", "Exclude", "DataFormat", "S3Url", "Metrics"];
 
@@ -165,9 +169,20 @@ function newExportPage() {
   const field = (name, label, input) => h("label", { id: `field-${name}` }, label, input, h("span", { class: "field-error", id: `error-${name}`, role: "alert" }));
   const source = h("select", { name: "source", id: "source" },
     h("option", { value: "metrics" }, "Metrics (VDM)"), h("option", { value: "insights" }, "Message insights"));
+  const checked = (name, value, on) => h("input", { type: "checkbox", name, value, checked: on });
   const metricsPart = h("fieldset", { id: "metrics-part" }, h("legend", {}, "Metrics"),
-    field("Dimensions", "Dimension", h("select", { name: "dimension" }, ["ISP", "EMAIL_IDENTITY", "CONFIGURATION_SET", "TENANT_NAME"].map((d) => h("option", {}, d)))),
-    field("Metrics", "Metrics (NAME:VOLUME or NAME:RATE, comma-separated)", h("input", { name: "metrics", value: "SEND:VOLUME, DELIVERY:RATE, OPEN:RATE" })));
+    h("div", { id: "field-Dimensions" },
+      h("fieldset", { class: "choices", id: "dimension-choices" }, h("legend", {}, "Dimensions (one to three)"),
+        DIMENSIONS.map((d) => h("label", {}, checked("dimension", d, d === "ISP"), d))),
+      h("span", { class: "field-error", id: "error-Dimensions", role: "alert" })),
+    h("div", { id: "field-Metrics" },
+      h("fieldset", { class: "choices", id: "metric-choices" }, h("legend", {}, "Metrics and how each is aggregated"),
+        METRICS.flatMap((m) => [
+          h("span", {}, m),
+          h("label", {}, checked("metric", `${m}:VOLUME`, m === "SEND"), "Volume"),
+          h("label", {}, checked("metric", `${m}:RATE`, m === "DELIVERY" || m === "OPEN"), "Rate"),
+        ])),
+      h("span", { class: "field-error", id: "error-Metrics", role: "alert" })));
   const insightsPart = h("fieldset", { id: "insights-part", hidden: true }, h("legend", {}, "Message insights"),
     field("Include", "Only ISPs (comma-separated; empty for all)", h("input", { name: "isp", placeholder: "Gmail, Yahoo" })),
     field("Exclude", "Leave out subjects (comma-separated patterns)", h("input", { name: "excludeSubject" })),
@@ -196,11 +211,12 @@ function newExportPage() {
     const end = data.get("end") ? epoch(data.get("end")) : undefined;
     let dataSource;
     if (data.get("source") === "metrics") {
-      const metrics = String(data.get("metrics")).split(",").map((m) => m.trim()).filter(Boolean).map((m) => {
-        const [Name, Aggregation = "VOLUME"] = m.split(":").map((p) => p.trim().toUpperCase());
+      const metrics = data.getAll("metric").map((m) => {
+        const [Name, Aggregation] = String(m).split(":");
         return { Name, Aggregation };
       });
-      dataSource = { MetricsDataSource: { Namespace: "VDM", Dimensions: { [data.get("dimension")]: ["*"] }, Metrics: metrics, StartDate: start, EndDate: end } };
+      const dimensions = Object.fromEntries(data.getAll("dimension").map((d) => [String(d), ["*"]]));
+      dataSource = { MetricsDataSource: { Namespace: "VDM", Dimensions: dimensions, Metrics: metrics, StartDate: start, EndDate: end } };
     } else {
       const list = (name) => String(data.get(name) || "").split(",").map((v) => v.trim()).filter(Boolean);
       const insights = { StartDate: start, EndDate: end, MaxResults: Number(data.get("maxResults")) };
@@ -225,27 +241,40 @@ function newExportPage() {
 
 // ---------------------------------------------------------------- dashboard
 
+// Rates as VDM defines them: each over the deliveries that could have been
+// opened, clicked or complained about (the DELIVERY_* metrics exist to be
+// these denominators); delivery and bounce rates over sends.
 const SERIES = [
   { id: "send", label: "Send volume", metric: "SEND" },
-  { id: "delivery", label: "Delivery rate", metric: "DELIVERY", rate: true },
-  { id: "open", label: "Open rate", metric: "OPEN", rate: true },
-  { id: "click", label: "Click rate", metric: "CLICK", rate: true },
-  { id: "bounce", label: "Bounce rate", metric: "PERMANENT_BOUNCE", rate: true },
-  { id: "complaint", label: "Complaint rate", metric: "COMPLAINT", rate: true },
+  { id: "delivery", label: "Delivery rate", metric: "DELIVERY", over: "SEND" },
+  { id: "open", label: "Open rate", metric: "OPEN", over: "DELIVERY_OPEN" },
+  { id: "click", label: "Click rate", metric: "CLICK", over: "DELIVERY_CLICK" },
+  { id: "bounce", label: "Bounce rate", metric: "PERMANENT_BOUNCE", over: "SEND" },
+  { id: "complaint", label: "Complaint rate", metric: "COMPLAINT", over: "DELIVERY_COMPLAINT" },
 ];
+/** Every metric the series need, numerators and denominators, once each. */
+const NEEDED = [...new Set(SERIES.flatMap((s) => [s.metric, s.over].filter(Boolean)))];
+const formula = (s) => `${s.label} = ${s.metric} / ${s.over}`;
 
-/** Daily values of every series for `dimensions` (one value each), by BatchGetMetricData. */
+/**
+ * Daily counts of every metric the series need for `dimensions` (one value
+ * each), by BatchGetMetricData, and each series' daily points: a rate is
+ * null (a gap) on a day whose denominator is 0.
+ */
 async function daily(start, end, dimensions) {
-  const queries = SERIES.map((s) => ({ Id: s.id, Namespace: "VDM", Metric: s.metric, StartDate: start, EndDate: end, ...(dimensions ? { Dimensions: dimensions } : {}) }));
+  const queries = NEEDED.map((metric) => ({ Id: metric.toLowerCase(), Namespace: "VDM", Metric: metric, StartDate: start, EndDate: end, ...(dimensions ? { Dimensions: dimensions } : {}) }));
   const answer = await patiently(() => api.batchGetMetricData({ Queries: queries }));
-  const byId = Object.fromEntries((answer.Results || []).map((r) => [r.Id, r]));
-  const send = byId.send || { Timestamps: [], Values: [] };
-  const out = {};
+  const counts = {};
+  for (const metric of NEEDED) {
+    const r = (answer.Results || []).find((r) => r.Id === metric.toLowerCase()) || { Timestamps: [], Values: [] };
+    counts[metric] = r.Timestamps.map((t, i) => ({ t, v: r.Values[i] }));
+  }
+  const out = { counts };
   for (const s of SERIES) {
-    const r = byId[s.id] || { Timestamps: [], Values: [] };
-    out[s.id] = r.Timestamps.map((t, i) => {
-      const sent = send.Values[i] || 0;
-      return { t, v: s.rate ? (sent ? r.Values[i] / sent : 0) : r.Values[i] };
+    out[s.id] = counts[s.metric].map((p, i) => {
+      if (!s.over) return p;
+      const denominator = counts[s.over][i] ? counts[s.over][i].v : 0;
+      return { t: p.t, v: denominator ? p.v / denominator : null };
     });
   }
   return out;
@@ -255,7 +284,7 @@ async function dashboardPage() {
   const start = h("input", { type: "date", id: "dash-start", value: daysAgo(30), "aria-label": "From" });
   const end = h("input", { type: "date", id: "dash-end", value: daysAgo(-1), "aria-label": "To" });
   const dimension = h("select", { id: "dash-dimension", "aria-label": "Break down by" },
-    ["ISP", "EMAIL_IDENTITY", "CONFIGURATION_SET", "TENANT_NAME"].map((d) => h("option", {}, d)));
+    DIMENSIONS.map((d) => h("option", {}, d)));
   const charts = h("div", { class: "charts", id: "charts" });
   const breakdown = h("div", { id: "breakdown" });
   const note = h("p", { class: "muted", "aria-live": "polite" });
@@ -265,7 +294,9 @@ async function dashboardPage() {
     note.textContent = "Loading…";
     try {
       const all = await daily(from, to);
-      charts.replaceChildren(...SERIES.map((s) => h("figure", { "data-series": s.id }, h("figcaption", {}, s.label), lineChart(all[s.id], { rate: s.rate, label: s.label }))));
+      charts.replaceChildren(...SERIES.map((s) => h("figure", { "data-series": s.id },
+        h("figcaption", s.over ? { title: formula(s) } : {}, s.label),
+        lineChart(all[s.id], { rate: Boolean(s.over), label: s.label }))));
       note.textContent = `Daily, ${start.value} to ${end.value} (UTC).`;
       await loadBreakdown(from, to);
     } catch (e) {
@@ -297,10 +328,12 @@ async function dashboardPage() {
     for (const value of values.slice(0, 25)) {
       const series = await daily(from, to, { [dimension.value]: value });
       const total = series.send.reduce((a, p) => a + p.v, 0);
+      const sum = (metric) => series.counts[metric].reduce((a, p) => a + p.v, 0);
+      // Over the interval, as each day: the metric over its own denominator.
       const rate = (id) => {
-        const sent = series.send.reduce((a, p) => a + p.v, 0);
-        const count = series[id].reduce((a, p, i) => a + p.v * (series.send[i] ? series.send[i].v : 0), 0);
-        return sent ? (100 * count / sent).toFixed(1) + " %" : "";
+        const s = SERIES.find((s) => s.id === id);
+        const denominator = sum(s.over);
+        return denominator ? (100 * sum(s.metric) / denominator).toFixed(1) + " %" : "–";
       };
       rows.push(h("tr", { "data-value": value },
         h("th", { scope: "row" }, value),
@@ -308,14 +341,21 @@ async function dashboardPage() {
         h("td", {}, sparkline(series.send)),
         ...["delivery", "open", "click", "bounce", "complaint"].map((id) => h("td", { class: "num" }, rate(id)))));
     }
+    const headings = [[dimension.value], ["Sent"], ["Daily sends"], ...["delivery", "open", "click", "bounce", "complaint"].map((id) => {
+      const s = SERIES.find((s) => s.id === id);
+      return [s.label, formula(s)];
+    })];
     breakdown.replaceChildren(h("h3", {}, `By ${dimension.value}`), h("table", { id: "breakdown-table" },
-      h("thead", {}, h("tr", {}, [dimension.value, "Sent", "Daily sends", "Delivered", "Opened", "Clicked", "Bounced", "Complained"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, headings.map(([c, title]) => h("th", title ? { scope: "col", title } : { scope: "col" }, c)))),
       h("tbody", {}, rows)));
   }
 
   show(h("h2", {}, "Deliverability dashboard"),
     h("div", { class: "row" }, h("label", {}, "From ", start), h("label", {}, "To ", end), h("label", {}, "Break down by ", dimension), h("button", { type: "button", class: "primary", id: "dash-load", onclick: load }, "Show")),
-    note, charts, breakdown);
+    note, charts,
+    h("ul", { class: "formulas", id: "formulas" }, SERIES.filter((s) => s.over).map((s) => h("li", {}, formula(s)))),
+    h("p", { class: "muted" }, "A day whose denominator is 0 has no rate: a gap in its line, not 0 %."),
+    breakdown);
   await load();
 }
 
