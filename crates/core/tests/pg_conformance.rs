@@ -103,7 +103,7 @@ async fn databases_before_the_revised_definitions_are_rederived() {
         .expect("client")
         .batch_execute(
             "UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
-             DROP TABLE ses_learned; DELETE FROM ses_export_migrations WHERE version = 3;",
+             DROP TABLE ses_learned; DELETE FROM ses_export_migrations WHERE version >= 3;",
         )
         .await
         .expect("the previous version");
@@ -123,4 +123,44 @@ async fn databases_before_the_revised_definitions_are_rederived() {
     }
     assert_eq!(states[0], states[1]);
     drop_schemas(&base, "rederive").await;
+}
+
+/// A database from before complaints of multi-recipient messages taught a
+/// feedback loop opens with its lessons derived again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_before_multi_recipient_complaints_taught_are_rederived() {
+    use ses_export_core::clock::Interval;
+    use ses_export_core::event_store::conformance::{account, events, sample_records};
+    let Some(base) = database_url() else { return };
+    // Its third message has two recipients, one of whom complains.
+    let stream = events(&sample_records());
+    let (old, fresh) = (schema(&base, "lessons").await, schema(&base, "lessons").await);
+    for url in [&old, &fresh] {
+        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect"));
+        store.write_batch(&account(), stream.clone()).await.expect("ingest");
+    }
+    let pool = postgres::connect(&old, 2).await.expect("connect");
+    let forgotten = pool
+        .get()
+        .await
+        .expect("client")
+        .execute("DELETE FROM ses_learned WHERE lesson = 2", &[])
+        .await
+        .expect("forget");
+    assert_eq!(forgotten, 1, "the complaint teaches its ISP's feedback loop");
+    pool.get()
+        .await
+        .expect("client")
+        .batch_execute("DELETE FROM ses_export_migrations WHERE version >= 4;")
+        .await
+        .expect("the previous version");
+    drop(pool);
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let mut counts = Vec::new();
+    for url in [&old, &fresh] {
+        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect and migrate"));
+        counts.push(store.daily_counts(&account(), everything).await.expect("counts"));
+    }
+    assert_eq!(counts[0], counts[1]);
+    drop_schemas(&base, "lessons").await;
 }

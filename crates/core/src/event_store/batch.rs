@@ -9,7 +9,7 @@ use ses_export_model::types::BounceType;
 use super::{BatchOutcome, StoreError};
 use crate::clock::{Millis, day_of};
 use crate::event::{EventId, EventKind, SesEvent};
-use crate::insight::{EventFlags, InsightRecord};
+use crate::insight::{EventFlags, InsightRecord, is_simulator};
 use crate::vdm::{DimensionValues, Lesson, MetricCounts};
 
 /// One event for one recipient, ready to be kept.
@@ -174,12 +174,15 @@ pub struct Folded {
 
 /// What one event, as `record` sees it, teaches about the account: an Open
 /// (Click) names an open- (click-) tracked configuration set; a complaint
-/// that counts names an ISP with a feedback loop.
+/// names an ISP with a feedback loop, from any message, single- or
+/// multi-recipient (which ISP complains is a fact about the ISP, as for
+/// Open and Click), except one from the suppression list or from a mailbox
+/// simulator recipient (SPEC §5).
 pub fn lesson(kind: EventKind, bit: EventFlags, record: &InsightRecord) -> Option<(Lesson, String)> {
     match kind {
         EventKind::Open => Some((Lesson::OpenTracked, record.configuration_set.clone()?)),
         EventKind::Click => Some((Lesson::ClickTracked, record.configuration_set.clone()?)),
-        EventKind::Complaint if bit == EventFlags::COMPLAINT && record.counts_toward_metrics() => {
+        EventKind::Complaint if bit == EventFlags::COMPLAINT && !is_simulator(&record.destination) => {
             Some((Lesson::FeedbackLoop, record.isp.clone()))
         }
         _ => None,

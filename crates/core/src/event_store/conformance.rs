@@ -38,6 +38,7 @@ where
     check_daily_counts_match_a_recount(&*new_store().await).await;
     check_expire_keeps_the_young(&*new_store().await).await;
     check_aws_definitions(&*new_store().await).await;
+    check_any_complaint_teaches_its_isp(&*new_store().await).await;
 }
 
 /// The account most checks use.
@@ -534,6 +535,63 @@ pub async fn check_aws_definitions(store: &dyn EventStore) {
     assert_eq!(day0(&partial), [3, 0, 0, 0, 0, 0, 2, 2, 0, 1]);
 }
 
+/// A complaint teaches its ISP's feedback loop from a message of any number
+/// of recipients, but not from the mailbox simulator or the suppression
+/// list (SPEC §5): a single-recipient Yahoo delivery becomes one that could
+/// be complained about once a two-recipient Yahoo message draws a complaint.
+pub async fn check_any_complaint_teaches_its_isp(store: &dyn EventStore) {
+    let at = |t: Millis| format_iso8601(t);
+    let complaint = |id: &str, to: &[&str], from: &str, sub_type: Value| {
+        record(
+            "Complaint",
+            id,
+            T0,
+            to,
+            json!({"timestamp": at(T0 + 99), "complaintFeedbackType": "abuse", "complaintSubType": sub_type,
+                   "complainedRecipients": [{"emailAddress": from}]}),
+        )
+    };
+    let delivered = record(
+        "Delivery",
+        "one",
+        T0,
+        &["g@yahoo.com"],
+        json!({"timestamp": at(T0 + 9), "recipients": ["g@yahoo.com"]}),
+    );
+    let first = vec![
+        record("Send", "one", T0, &["g@yahoo.com"], json!({})),
+        delivered,
+        // Neither of these teaches anything.
+        complaint(
+            "sim",
+            &["complaint@simulator.amazonses.com"],
+            "complaint@simulator.amazonses.com",
+            Value::Null,
+        ),
+        complaint(
+            "supp",
+            &["j@yahoo.com"],
+            "j@yahoo.com",
+            json!("OnAccountSuppressionList"),
+        ),
+    ];
+    ingest(store, &account(), events(&first)).await;
+    let complaints = |counts: &[DailyCounts]| counts.iter().map(|c| c.counts.0[9]).sum::<i64>();
+    let whole = Interval::new(T0, T0 + DAY_MILLIS - 1);
+    let counts = store.daily_counts(&account(), whole).await.expect("counts");
+    assert_eq!(complaints(&counts), 0, "no feedback loop learned yet: {counts:?}");
+    // A complaint from one recipient of a two-recipient message.
+    let pair = vec![complaint(
+        "pair",
+        &["h@yahoo.com", "i@yahoo.com"],
+        "h@yahoo.com",
+        Value::Null,
+    )];
+    ingest(store, &account(), events(&pair)).await;
+    let counts = store.daily_counts(&account(), whole).await.expect("counts");
+    assert_eq!(complaints(&counts), 1, "Yahoo has a feedback loop: {counts:?}");
+}
+
 /// Retention: `expire` deletes, across accounts, exactly the messages sent
 /// before the cutoff (events, records, rollups of those days), in steps of
 /// the size asked, and leaves everything younger as it was.
@@ -622,9 +680,9 @@ pub fn generated(seed: u64, messages: u64) -> Vec<SesEvent> {
 
 /// What `events` teach, computed the plain way from the events themselves
 /// (docs/metrics.md): configuration sets named by an Open (Click) are open-
-/// (click-) tracked; the ISP of a recipient of a counted complaint (not
-/// from the suppression list, on a single-recipient message to a real
-/// mailbox) has a feedback loop.
+/// (click-) tracked; the ISP of a recipient of a complaint (not from the
+/// suppression list, to a real mailbox, on a message of any number of
+/// recipients) has a feedback loop.
 pub fn reference_learned(events: &[SesEvent]) -> Learned {
     let mut learned = Learned::default();
     for event in events {
@@ -637,7 +695,7 @@ pub fn reference_learned(events: &[SesEvent]) -> Learned {
                     == Some("OnAccountSuppressionList");
                 for (recipient, _) in event.belongs_to() {
                     let simulator = recipient.to_ascii_lowercase().ends_with("@simulator.amazonses.com");
-                    if !suppressed && event.mail.destination.len() <= 1 && !simulator {
+                    if !suppressed && !simulator {
                         learned.learn(Lesson::FeedbackLoop, crate::insight::isp_for(&event.mail, recipient));
                     }
                 }

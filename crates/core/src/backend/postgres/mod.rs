@@ -132,11 +132,16 @@ CREATE TABLE ses_learned (
     PRIMARY KEY (account, lesson, value)
 );
 "#,
+    // A complaint teaches its ISP's feedback loop from a message of any
+    // number of recipients (SPEC §5 as of 2026-12-06): what was learned is
+    // derived again (`REDERIVE_AT`); no table changes.
+    "SELECT 1;",
 ];
 
-/// The schema version whose migration re-derives flags, lessons and
-/// rollups from the kept events.
-const REDERIVE_AT: usize = 3;
+/// The schema versions whose migrations re-derive flags, lessons and
+/// rollups from the kept events; an upgrade across several re-derives
+/// once, after the last.
+const REDERIVE_AT: &[usize] = &[3, 4];
 
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
@@ -197,18 +202,20 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
         tx.batch_execute(sql)
             .await
             .map_err(|e| format!("migration {}: {e}", i + 1))?;
-        if i + 1 == REDERIVE_AT && version > 0 {
-            tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
-            events::rederive(&tx)
-                .await
-                .map_err(|e| format!("migration {}: {e}", i + 1))?;
-        }
         tx.execute(
             "INSERT INTO ses_export_migrations (version) VALUES ($1)",
             &[&(i as i32 + 1)],
         )
         .await
         .map_err(|e| e.to_string())?;
+    }
+    // A database that held data (`version > 0`) from before a re-deriving
+    // step is derived again, once, in the same transaction.
+    if version > 0 && REDERIVE_AT.iter().any(|at| *at > version) {
+        tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
+        events::rederive(&tx)
+            .await
+            .map_err(|e| format!("migration {}: {e}", MIGRATIONS.len()))?;
     }
     tx.commit().await.map_err(|e| e.to_string())
 }

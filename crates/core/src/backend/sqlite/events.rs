@@ -139,6 +139,13 @@ CREATE TABLE learned (
 "#,
         then: Some(|tx| Ok(rederive(tx)?)),
     },
+    // A complaint teaches its ISP's feedback loop from a message of any
+    // number of recipients, not only from single-recipient ones (SPEC §5
+    // as of 2026-12-06): what was learned is derived again.
+    Migration {
+        sql: "",
+        then: Some(|tx| Ok(rederive(tx)?)),
+    },
 ];
 
 /// The SQLite [`EventStore`].
@@ -983,6 +990,38 @@ mod tests {
             !columns.iter().any(|c| c == "subject" || c == "from_address"),
             "{columns:?}"
         );
+    }
+
+    /// A store from before complaints of multi-recipient messages taught a
+    /// feedback loop opens with its lessons derived again: the same as a
+    /// store that ingested its events afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_before_multi_recipient_complaints_taught_are_rederived() {
+        use crate::event_store::conformance::{account, events, sample_records};
+        let dir = tempfile::tempdir().expect("temp");
+        let (old, fresh) = (dir.path().join("old.sqlite"), dir.path().join("fresh.sqlite"));
+        // Its third message has two recipients, one of whom complains.
+        let stream = events(&sample_records());
+        for path in [&old, &fresh] {
+            let store = SqliteEventStore::open(path).expect("open");
+            store.write_batch(&account(), stream.clone()).await.expect("ingest");
+        }
+        {
+            // What the previous version learned: nothing from that complaint.
+            let conn = Connection::open(&old).expect("open");
+            let forgotten = conn
+                .execute("DELETE FROM learned WHERE lesson = 2", [])
+                .expect("forget");
+            assert_eq!(forgotten, 1, "the complaint teaches its ISP's feedback loop");
+            conn.pragma_update(None, "user_version", 3).expect("version");
+        }
+        let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+        let counts = |path: PathBuf| async move {
+            let store = SqliteEventStore::open(&path).expect("open");
+            store.daily_counts(&account(), everything).await.expect("counts")
+        };
+        let (old_counts, fresh_counts) = (counts(old).await, counts(fresh).await);
+        assert_eq!(old_counts, fresh_counts);
     }
 
     /// A store of the version before the revised definitions (flags that
