@@ -184,10 +184,15 @@ impl Server {
     }
 
     pub fn client_as(&self, access_key: &str, secret: &str) -> aws_sdk_sesv2::Client {
+        self.client_in("us-east-1", access_key, secret)
+    }
+
+    /// An SDK client of `region` (whose data it sees) for a credential.
+    pub fn client_in(&self, region: &str, access_key: &str, secret: &str) -> aws_sdk_sesv2::Client {
         let config = aws_sdk_sesv2::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&self.url)
-            .region(Region::new("us-east-1"))
+            .region(Region::new(region.to_owned()))
             .credentials_provider(Credentials::new(access_key, secret, None, None, "e2e"))
             .http_client(aws_smithy_http_client::Builder::new().build_http())
             .retry_config(aws_sdk_sesv2::config::retry::RetryConfig::disabled())
@@ -209,9 +214,44 @@ impl Server {
         creds: (&str, &str),
         at: SystemTime,
     ) -> Response {
+        self.signed_for("us-east-1", method, path, body, creds, at).await
+    }
+
+    /// [`Server::signed`], scoped to `region`.
+    pub async fn signed_in(
+        &self,
+        region: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        creds: (&str, &str),
+    ) -> Response {
+        self.signed_for(region, method, path, body, creds, SystemTime::now())
+            .await
+    }
+
+    async fn signed_for(
+        &self,
+        region: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        creds: (&str, &str),
+        at: SystemTime,
+    ) -> Response {
         let url = format!("{}{path}", self.url);
         let host = self.url.trim_start_matches("http://").to_owned();
-        let headers = sign(method, &url, &host, body, creds, at);
+        let headers = sign_for(
+            "ses",
+            region,
+            aws_sigv4::http_request::SigningSettings::default(),
+            method,
+            &url,
+            &host,
+            aws_sigv4::http_request::SignableBody::Bytes(body),
+            creds,
+            at,
+        );
         let mut request = http_client()
             .request(method.parse().expect("method"), &url)
             .header("content-type", "application/json")
@@ -460,6 +500,7 @@ pub fn sign(
 ) -> Vec<(String, String)> {
     sign_for(
         "ses",
+        "us-east-1",
         aws_sigv4::http_request::SigningSettings::default(),
         method,
         url,
@@ -478,6 +519,7 @@ pub fn sign_unsigned_payload(method: &str, url: &str, host: &str, creds: (&str, 
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     sign_for(
         "ses",
+        "us-east-1",
         settings,
         method,
         url,
@@ -500,7 +542,17 @@ pub async fn s3_get(endpoint: &str, bucket: &str, key: &str, creds: (&str, &str)
     let url = format!("{endpoint}/{bucket}/{key}");
     let host = endpoint.trim_start_matches("http://");
     let body = aws_sigv4::http_request::SignableBody::Bytes(b"");
-    let headers = sign_for("s3", settings, "GET", &url, host, body, creds, SystemTime::now());
+    let headers = sign_for(
+        "s3",
+        "us-east-1",
+        settings,
+        "GET",
+        &url,
+        host,
+        body,
+        creds,
+        SystemTime::now(),
+    );
     let mut request = http_client().get(&url);
     for (name, value) in headers {
         request = request.header(name, value);
@@ -511,6 +563,7 @@ pub async fn s3_get(endpoint: &str, bucket: &str, key: &str, creds: (&str, &str)
 #[allow(clippy::too_many_arguments)]
 fn sign_for(
     service: &str,
+    region: &str,
     settings: aws_sigv4::http_request::SigningSettings,
     method: &str,
     url: &str,
@@ -523,7 +576,7 @@ fn sign_for(
     let identity = Credentials::new(creds.0, creds.1, None, None, "e2e").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(region)
         .name(service)
         .time(at)
         .settings(settings)

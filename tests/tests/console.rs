@@ -170,6 +170,12 @@ async fn the_console_in_a_real_browser() {
     set(&client, "input[name=secret]", "test").await;
     click(&client, "button[type=submit]").await;
     until(&client, 10, "return document.getElementById('jobs') !== null").await;
+    // Signed in for the server's default region, which the picker shows.
+    let region = client
+        .execute("return document.getElementById('region').value", vec![])
+        .await
+        .expect("region");
+    assert_eq!(region, "us-east-1");
 
     // New export: a message beside the field it names, then a job.
     client.goto(&format!("{console}#/new")).await.expect("new export");

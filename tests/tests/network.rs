@@ -625,7 +625,8 @@ async fn a_job_ends_once_under_its_lease() {
     let (status, body) = ses_export_tests::download(url).await;
     assert_eq!(status, 200);
     assert!(!body.is_empty());
-    let exports = dir.path().join("exports/000000000000");
+    // Export keys are ACCOUNT/REGION/JOB.
+    let exports = dir.path().join("exports/000000000000/us-east-1");
     let names: Vec<String> = std::fs::read_dir(&exports)
         .expect("exports")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -119,9 +119,9 @@ async fn metrics_count_a_scripted_sequence_exactly() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let page = loop {
         let page = server.unsigned("GET", "/metrics", b"").await.text();
-        if page.contains("ses_export_export_jobs{status=\"COMPLETED\"} 1")
+        if page.contains("ses_export_export_jobs{region=\"us-east-1\",status=\"COMPLETED\"} 1")
             && page.contains(
-                "ses_export_export_job_duration_seconds_count{source_type=\"METRICS_DATA\",status=\"COMPLETED\"} 1",
+                "ses_export_export_job_duration_seconds_count{region=\"us-east-1\",source_type=\"METRICS_DATA\",status=\"COMPLETED\"} 1",
             )
         {
             break page;
@@ -166,20 +166,26 @@ async fn metrics_count_a_scripted_sequence_exactly() {
         "2",
     );
     expect(
-        "ses_export_events_total{outcome=\"accepted\",source=\"events\"}",
+        "ses_export_events_total{outcome=\"accepted\",region=\"us-east-1\",source=\"events\"}",
         &events.to_string(),
     );
     expect(
-        "ses_export_events_total{outcome=\"accepted\",source=\"firehose\"}",
+        "ses_export_events_total{outcome=\"accepted\",region=\"us-east-1\",source=\"firehose\"}",
         &more.lines().count().to_string(),
     );
-    expect("ses_export_events_total{outcome=\"rejected\",source=\"events\"}", "0");
-    expect("ses_export_export_jobs{status=\"COMPLETED\"}", "1");
-    // A status without jobs is there at 0, not missing.
-    expect("ses_export_export_jobs{status=\"PROCESSING\"}", "0");
-    expect("ses_export_export_jobs{status=\"CANCELLED\"}", "0");
     expect(
-        "ses_export_export_job_duration_seconds_count{source_type=\"METRICS_DATA\",status=\"COMPLETED\"}",
+        "ses_export_events_total{outcome=\"rejected\",region=\"us-east-1\",source=\"events\"}",
+        "0",
+    );
+    expect("ses_export_export_jobs{region=\"us-east-1\",status=\"COMPLETED\"}", "1");
+    // A status without jobs is there at 0, not missing.
+    expect(
+        "ses_export_export_jobs{region=\"us-east-1\",status=\"PROCESSING\"}",
+        "0",
+    );
+    expect("ses_export_export_jobs{region=\"us-east-1\",status=\"CANCELLED\"}", "0");
+    expect(
+        "ses_export_export_job_duration_seconds_count{region=\"us-east-1\",source_type=\"METRICS_DATA\",status=\"COMPLETED\"}",
         "1",
     );
     expect("ses_export_build_info{version=\"0.1.0\"}", "1");

@@ -14,7 +14,7 @@ use ses_export_core::filter::{InsightFilter, TextPattern};
 use ses_export_core::generate::{Arrival, GeneratorConfig, write_events};
 use ses_export_core::ingest::ingest;
 use ses_export_core::query::{DimensionSelect, InsightQuery, MetricsQuery, select_insights, select_metrics};
-use ses_export_core::{AccountId, vdm::METRICS};
+use ses_export_core::{Scope, vdm::METRICS};
 use ses_export_model::types::{MetricAggregation, MetricDimensionName};
 
 // The allocator the server binary uses, so the numbers are the server's.
@@ -25,8 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const START: i64 = 1_704_067_200_000;
 const DAYS: u32 = 30;
 
-fn account() -> AccountId {
-    "000000000000".parse().expect("12 digits")
+fn account() -> Scope {
+    "000000000000/us-east-1".parse().expect("a scope")
 }
 
 /// The peak resident set of this process, from /proc.
@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ingest" => {
             let store = open_store(&runtime, arg(1)?)?;
             let input = open_events(File::open(arg(2)?)?)?;
-            let report = runtime.block_on(ingest(&*store, &account(), input, 5000, &|_| {}))?;
+            let report = runtime.block_on(ingest(&*store, &account(), input, 5000, &|_, _| {}))?;
             serde_json::json!({"accepted": report.accepted, "rejected": report.rejected})
         }
         "insights" => {

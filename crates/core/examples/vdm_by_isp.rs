@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ses_export_core::AccountId;
+use ses_export_core::Scope;
 use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::backend::sqlite::SqliteEventStore;
 use ses_export_core::clock::{DAY_MILLIS, Interval};
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, _) => Box::new(MemoryEventStore::new()),
         _ => return Err("usage: vdm_by_isp FOLDER [--sqlite FILE]".into()),
     };
-    let account = AccountId::development();
+    let account = Scope::development();
 
     // Every file of the folder, in name order, as Firehose names them.
     let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)?
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     for path in &files {
         let input = open_events(std::fs::File::open(path)?)?;
-        let report = ingest(&*store, &account, input, DEFAULT_BATCH, &|_| {}).await?;
+        let report = ingest(&*store, &account, input, DEFAULT_BATCH, &|_, _| {}).await?;
         eprintln!(
             "{}: {} events kept, {} already kept, {} lines rejected",
             path.display(),

@@ -4,9 +4,9 @@
 
 use std::io::BufRead;
 
-use crate::AccountId;
 use crate::event::{EventReader, LineError, SesEvent};
-use crate::event_store::{EventStore, StoreError};
+use crate::event_store::{BatchOutcome, EventStore, StoreError};
+use crate::{Region, Scope};
 
 /// Events per stored batch (each batch is one transaction).
 pub const DEFAULT_BATCH: usize = 5000;
@@ -104,14 +104,17 @@ impl BadLines {
 }
 
 /// Reads records from `input` (see [`crate::event::open_events`] for gzip)
-/// and keeps them for `account`, `batch_size` events per transaction.
-/// `on_batch` sees the report after each stored batch.
+/// and keeps them for `carrier`'s account, `batch_size` events per
+/// transaction. Each event is kept in the region SES sent it from: the one
+/// its `mail.sourceArn` names, else `carrier`'s region (where the request,
+/// topic or intake key that brought it belongs; see [`event_region`]).
+/// `on_stored` sees each stored part of a batch: its region and outcome.
 pub async fn ingest<R: BufRead + Send + 'static>(
     store: &dyn EventStore,
-    account: &AccountId,
+    carrier: &Scope,
     input: R,
     batch_size: usize,
-    on_batch: &(dyn Fn(&IngestReport) + Sync),
+    on_stored: &(dyn Fn(&Region, &BatchOutcome) + Sync),
 ) -> Result<IngestReport, IngestError> {
     let batch_size = batch_size.max(1);
     // One batch parsed ahead of the one being written: enough to keep both
@@ -147,11 +150,12 @@ pub async fn ingest<R: BufRead + Send + 'static>(
     while let Some(parsed) = rx.recv().await {
         report.rejected += parsed.errors.len() as u64 + parsed.unlisted;
         report.errors.extend(parsed.errors);
-        if !parsed.events.is_empty() {
-            match store.write_batch(account, parsed.events).await {
+        for (scope, events) in by_scope(carrier, parsed.events) {
+            match store.write_batch(&scope, events).await {
                 Ok(outcome) => {
                     report.accepted += outcome.accepted;
                     report.duplicates += outcome.duplicates;
+                    on_stored(scope.region(), &outcome);
                 }
                 Err(e) => {
                     return Err(IngestError {
@@ -167,9 +171,34 @@ pub async fn ingest<R: BufRead + Send + 'static>(
                 cause: IngestFailure::Read(e),
             });
         }
-        on_batch(&report);
     }
     // The parser only ends early when this side stopped listening.
     let _ = parser.await;
     Ok(report)
+}
+
+/// The region an event belongs to: the one in its `mail.sourceArn`
+/// (`arn:aws:ses:REGION:ACCOUNT:identity/...`, where SES sent it), else
+/// `carrier`'s.
+pub fn event_region(event: &SesEvent, carrier: &Region) -> Region {
+    event
+        .mail
+        .source_arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(3))
+        .and_then(|region| region.parse().ok())
+        .unwrap_or_else(|| carrier.clone())
+}
+
+/// A batch's events split by the scope each belongs to, in their order.
+fn by_scope(carrier: &Scope, events: Vec<SesEvent>) -> Vec<(Scope, Vec<SesEvent>)> {
+    let mut parts: Vec<(Scope, Vec<SesEvent>)> = Vec::new();
+    for event in events {
+        let region = event_region(&event, carrier.region());
+        match parts.iter_mut().find(|(scope, _)| *scope.region() == region) {
+            Some((_, part)) => part.push(event),
+            None => parts.push((Scope::new(carrier.account().clone(), region), vec![event])),
+        }
+    }
+    parts
 }

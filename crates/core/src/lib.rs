@@ -42,7 +42,7 @@ pub mod vdm;
 #[cfg(feature = "service")]
 pub mod worker;
 
-pub use account::AccountId;
+pub use account::{AccountId, Region, Scope};
 
 /// `error` and what caused it, each after a colon (a cause already in the
 /// text is not repeated): a TLS refusal, say, names the certificate

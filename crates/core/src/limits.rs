@@ -7,7 +7,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::AccountId;
+use crate::Scope;
 
 /// The operations that are rate limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ impl fmt::Display for LimitedOperation {
 #[async_trait]
 pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// Takes a token for `operation` of `account`; `false` when there is none.
-    async fn try_acquire(&self, account: &AccountId, operation: LimitedOperation) -> bool;
+    async fn try_acquire(&self, account: &Scope, operation: LimitedOperation) -> bool;
 }
 
 /// No limits (`--rate-limits off`).
@@ -55,7 +55,7 @@ pub struct Unlimited;
 
 #[async_trait]
 impl RateLimiter for Unlimited {
-    async fn try_acquire(&self, _: &AccountId, _: LimitedOperation) -> bool {
+    async fn try_acquire(&self, _: &Scope, _: LimitedOperation) -> bool {
         true
     }
 }

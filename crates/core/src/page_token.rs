@@ -1,11 +1,11 @@
 //! Opaque `NextToken`s of `ListExportJobs`: where the next page starts,
 //! signed, and valid only for the account and filters that asked.
 
-use crate::AccountId;
+use crate::Scope;
 use crate::job::{JobCursor, JobFilter};
 use crate::signing::SigningKey;
 
-fn parts(account: &AccountId, filter: &JobFilter, created: &str, job_id: &str) -> Vec<Vec<u8>> {
+fn parts(account: &Scope, filter: &JobFilter, created: &str, job_id: &str) -> Vec<Vec<u8>> {
     vec![
         b"list-export-jobs".to_vec(),
         account.as_str().as_bytes().to_vec(),
@@ -22,7 +22,7 @@ fn parts(account: &AccountId, filter: &JobFilter, created: &str, job_id: &str) -
 }
 
 /// The token for the page after `cursor`.
-pub fn make(key: &SigningKey, account: &AccountId, filter: &JobFilter, cursor: &JobCursor) -> String {
+pub fn make(key: &SigningKey, account: &Scope, filter: &JobFilter, cursor: &JobCursor) -> String {
     let created = cursor.created.to_string();
     let parts = parts(account, filter, &created, &cursor.job_id);
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -32,7 +32,7 @@ pub fn make(key: &SigningKey, account: &AccountId, filter: &JobFilter, cursor: &
 
 /// The cursor in `token`; `None` when it is malformed, forged, or made for
 /// another account or other filters.
-pub fn read(key: &SigningKey, account: &AccountId, filter: &JobFilter, token: &str) -> Option<JobCursor> {
+pub fn read(key: &SigningKey, account: &Scope, filter: &JobFilter, token: &str) -> Option<JobCursor> {
     let mut pieces = token.split('.');
     let (Some(created), Some(id_hex), Some(signature), None) =
         (pieces.next(), pieces.next(), pieces.next(), pieces.next())

@@ -12,7 +12,7 @@ use ses_export_model::types::{
     MetricsDataSource,
 };
 
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{Interval, day_of, day_start};
 use crate::event_store::{EventStore, RecordFilter, ScanControl, StoreError};
 use crate::filter::InsightFilter;
@@ -133,7 +133,7 @@ fn sample_key(seed: u64, message_id: &str, destination: &str) -> u64 {
 /// sample is never built.
 pub async fn select_insights(
     store: &dyn EventStore,
-    account: &AccountId,
+    account: &Scope,
     query: &InsightQuery,
     stop: &Arc<AtomicBool>,
 ) -> Result<InsightSelection, StoreError> {
@@ -273,7 +273,7 @@ pub struct MetricsSelection {
 /// values (empty first, by byte value).
 pub async fn select_metrics(
     store: &dyn EventStore,
-    account: &AccountId,
+    account: &Scope,
     query: &MetricsQuery,
 ) -> Result<MetricsSelection, StoreError> {
     let days = store.daily_counts(account, query.interval).await?;
@@ -322,7 +322,7 @@ pub async fn select_metrics(
 /// equal `filter`'s (every message when `filter` is empty).
 pub async fn daily_volumes(
     store: &dyn EventStore,
-    account: &AccountId,
+    account: &Scope,
     metric: &Metric,
     filter: &BTreeMap<MetricDimensionName, String>,
     interval: Interval,

@@ -10,7 +10,7 @@ use ses_export_model::InputError;
 use ses_export_model::types::*;
 use ses_export_model::{Timestamp, Violation};
 
-use crate::AccountId;
+use crate::Scope;
 use crate::destination::{BucketAccess, Storage, s3_target, valid_bucket_name};
 use crate::event_store::{EventStore, MessageDetail};
 use crate::ids::uuid_v4;
@@ -203,7 +203,7 @@ impl ExportService {
         &self.events
     }
 
-    async fn throttle(&self, account: &AccountId, operation: LimitedOperation) -> Result<(), ServiceError> {
+    async fn throttle(&self, account: &Scope, operation: LimitedOperation) -> Result<(), ServiceError> {
         if self.limiter.try_acquire(account, operation).await {
             Ok(())
         } else {
@@ -215,7 +215,7 @@ impl ExportService {
     /// `S3Url`.
     pub async fn create_export_job(
         &self,
-        account: &AccountId,
+        account: &Scope,
         buckets: &BucketAccess,
         input: CreateExportJobRequest,
     ) -> Result<CreateExportJobResponse, ServiceError> {
@@ -277,7 +277,7 @@ impl ExportService {
         })
     }
 
-    async fn job(&self, account: &AccountId, job_id: &str) -> Result<ExportJob, ServiceError> {
+    async fn job(&self, account: &Scope, job_id: &str) -> Result<ExportJob, ServiceError> {
         if !storable_id(job_id) {
             return Err(ServiceError::NotFound(format!("Export job {job_id} does not exist.")));
         }
@@ -292,7 +292,7 @@ impl ExportService {
     /// URLs of managed exports point.
     pub async fn get_export_job(
         &self,
-        account: &AccountId,
+        account: &Scope,
         input: GetExportJobRequest,
         base_url: &str,
     ) -> Result<GetExportJobResponse, ServiceError> {
@@ -331,7 +331,7 @@ impl ExportService {
     /// `ListExportJobs`: the account's jobs, newest first, a page at a time.
     pub async fn list_export_jobs(
         &self,
-        account: &AccountId,
+        account: &Scope,
         input: ListExportJobsRequest,
     ) -> Result<ListExportJobsResponse, ServiceError> {
         self.throttle(account, LimitedOperation::ListExportJobs).await?;
@@ -380,7 +380,7 @@ impl ExportService {
     /// `CANCELLED`, and a worker running it stops and deletes its file.
     pub async fn cancel_export_job(
         &self,
-        account: &AccountId,
+        account: &Scope,
         input: CancelExportJobRequest,
     ) -> Result<CancelExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::CancelExportJob).await?;
@@ -424,7 +424,7 @@ impl ExportService {
     /// `GetMessageInsights`: a message's recipients and their events.
     pub async fn get_message_insights(
         &self,
-        account: &AccountId,
+        account: &Scope,
         input: GetMessageInsightsRequest,
     ) -> Result<GetMessageInsightsResponse, ServiceError> {
         self.throttle(account, LimitedOperation::GetMessageInsights).await?;
@@ -446,7 +446,7 @@ impl ExportService {
     /// `BatchGetMetricData`: daily VDM metric volumes, per query.
     pub async fn batch_get_metric_data(
         &self,
-        account: &AccountId,
+        account: &Scope,
         input: BatchGetMetricDataRequest,
     ) -> Result<BatchGetMetricDataResponse, ServiceError> {
         self.throttle(account, LimitedOperation::BatchGetMetricData).await?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::now;
 use crate::destination::{ExportWriter, StagedExport, Storage, s3_target};
 use crate::event_store::EventStore;
@@ -30,7 +30,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct JobSignals {
     wake: tokio::sync::Notify,
-    running: Mutex<HashMap<(AccountId, String), Arc<AtomicBool>>>,
+    running: Mutex<HashMap<(Scope, String), Arc<AtomicBool>>>,
     stopping: AtomicBool,
     ended: tokio::sync::broadcast::Sender<JobEnded>,
 }
@@ -51,6 +51,8 @@ impl Default for JobSignals {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobEnded {
+    /// The job's account and region.
+    pub scope: Scope,
     /// The job's source type.
     pub source_type: ExportSourceType,
     /// `COMPLETED`, `FAILED` or `CANCELLED`.
@@ -73,7 +75,7 @@ impl JobSignals {
 
     /// A job was cancelled: a run of it in this process stops at its next
     /// safe point (runs elsewhere hear of it when they renew their lease).
-    pub fn job_cancelled(&self, account: &AccountId, job_id: &str) {
+    pub fn job_cancelled(&self, account: &Scope, job_id: &str) {
         if let Some(flag) = self.lock().get(&(account.clone(), job_id.to_owned())) {
             flag.store(true, Ordering::SeqCst);
         }
@@ -94,7 +96,7 @@ impl JobSignals {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, String), Arc<AtomicBool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Scope, String), Arc<AtomicBool>>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -460,6 +462,7 @@ async fn finish(workers: &Workers, job: ExportJob, run: &str, outcome: Outcome) 
             let duration = (now() - job.created).max(0) as u64;
             // Nobody listening is fine.
             let _ = workers.signals.ended.send(JobEnded {
+                scope: job.account.clone(),
                 source_type: job.source_type.clone(),
                 status,
                 duration: Duration::from_millis(duration),

@@ -11,17 +11,17 @@ use ses_export_core::clock::Interval;
 use ses_export_core::event::open_events;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::ingest::{IngestFailure, IngestReport, ingest};
-use ses_export_core::{AccountId, insight::InsightRecord};
+use ses_export_core::{Scope, insight::InsightRecord};
 
 const MIXED: &[u8] = include_bytes!("data/mixed.jsonl");
 
-fn account() -> AccountId {
-    "111111111111".parse().expect("12 digits")
+fn account() -> Scope {
+    "111111111111/us-east-1".parse().expect("a scope")
 }
 
 async fn ingest_bytes(store: &dyn EventStore, bytes: Vec<u8>) -> IngestReport {
     let input = open_events(Cursor::new(bytes)).expect("open");
-    ingest(store, &account(), input, 4, &|_| {}).await.expect("ingest")
+    ingest(store, &account(), input, 4, &|_, _| {}).await.expect("ingest")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -90,7 +90,7 @@ async fn a_broken_gzip_stream_stops_with_what_was_kept() {
     let zipped = gzip(&big);
     let truncated = zipped[..zipped.len() / 2].to_vec();
     let input = open_events(Cursor::new(truncated)).expect("open");
-    let error = ingest(&store, &account(), input, 4, &|_| {})
+    let error = ingest(&store, &account(), input, 4, &|_, _| {})
         .await
         .expect_err("a truncated stream");
     assert!(matches!(error.cause, IngestFailure::Read(_)), "{error}");

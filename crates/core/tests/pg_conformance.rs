@@ -164,3 +164,52 @@ async fn databases_before_multi_recipient_complaints_taught_are_rederived() {
     assert_eq!(counts[0], counts[1]);
     drop_schemas(&base, "lessons").await;
 }
+
+/// A database from before regions existed (every row keyed by the bare
+/// account) opens with its data in the default region it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_before_regions_are_the_default_regions() {
+    use ses_export_core::clock::Interval;
+    use ses_export_core::event_store::conformance::{account, events, sample_records};
+    use ses_export_core::{Region, Scope};
+    let Some(base) = database_url() else { return };
+    let url = schema(&base, "regions").await;
+    let store = PgEventStore::new(postgres::connect(&url, 4).await.expect("connect"));
+    store
+        .write_batch(&account(), events(&sample_records()))
+        .await
+        .expect("ingest");
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let before = store.daily_counts(&account(), everything).await.expect("counts");
+    drop(store);
+    let pool = postgres::connect(&url, 2).await.expect("connect");
+    pool.get()
+        .await
+        .expect("client")
+        .batch_execute(
+            "UPDATE ses_messages SET account = split_part(account, '/', 1); \
+             UPDATE ses_events SET account = split_part(account, '/', 1); \
+             UPDATE ses_insights SET account = split_part(account, '/', 1); \
+             UPDATE ses_metric_days SET account = split_part(account, '/', 1); \
+             UPDATE ses_learned SET account = split_part(account, '/', 1); \
+             DELETE FROM ses_export_migrations WHERE version >= 5;",
+        )
+        .await
+        .expect("the previous version");
+    drop(pool);
+    let eu: Region = "eu-west-1".parse().expect("region");
+    let pool = postgres::connect_with_default_region(&url, 4, &eu)
+        .await
+        .expect("connect and migrate");
+    let store = PgEventStore::new(pool);
+    let in_eu = Scope::new(account().account().clone(), eu);
+    assert_eq!(store.daily_counts(&in_eu, everything).await.expect("counts"), before);
+    assert!(
+        store
+            .daily_counts(&account(), everything)
+            .await
+            .expect("counts")
+            .is_empty()
+    );
+    drop_schemas(&base, "regions").await;
+}

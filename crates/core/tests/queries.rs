@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use ses_export_core::AccountId;
+use ses_export_core::Scope;
 use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::clock::{DAY_MILLIS, Interval, Millis, format_iso8601};
 use ses_export_core::event::parse_record;
@@ -18,8 +18,8 @@ use ses_export_model::types::{MessageInsightsFilters, Metric, MetricAggregation,
 const T0: Millis = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 const D: Millis = DAY_MILLIS;
 
-fn account() -> AccountId {
-    "111111111111".parse().expect("12 digits")
+fn account() -> Scope {
+    "111111111111/us-east-1".parse().expect("a scope")
 }
 
 /// One SES record with the given mail fields.

@@ -22,7 +22,7 @@ use ses_export_core::model::types::{
 use ses_export_core::retention::{Retention, Swept, sweep};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
-use ses_export_core::{AccountId, event::SesEvent};
+use ses_export_core::{Scope, event::SesEvent};
 
 /// 2024-01-01T00:00:00Z.
 const T0: i64 = 1_704_067_200_000;
@@ -67,7 +67,7 @@ fn fixture() -> Fixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_exports_go_after_their_days_and_jobs_stay() {
     let f = fixture();
-    let account = AccountId::development();
+    let account = Scope::development();
     f.events
         .write_batch(&account, generated(3, 50, T0, 2))
         .await
@@ -161,7 +161,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
     let f = fixture();
-    let account = AccountId::development();
+    let account = Scope::development();
     // Ten days of old mail, then three days of young mail arriving while
     // the sweep runs.
     let old = generated(5, 4_000, T0, 10);

@@ -21,6 +21,22 @@ export function signIn(accessKey, secret, region) {
   sessionStorage.setItem(KEY, JSON.stringify({ accessKey, secret, region }));
 }
 
+/** Signs this tab's calls for `region` from now on: the region's data. */
+export function setRegion(region) {
+  const who = credential();
+  if (who) sessionStorage.setItem(KEY, JSON.stringify({ ...who, region }));
+}
+
+/** The server's `--default-region`, for a tab that has chosen none. */
+export async function defaultRegion() {
+  try {
+    const answer = await fetch("defaults.json", { credentials: "omit", cache: "no-store" });
+    return (await answer.json()).region || "us-east-1";
+  } catch {
+    return "us-east-1";
+  }
+}
+
 export function signOut() {
   sessionStorage.removeItem(KEY);
 }

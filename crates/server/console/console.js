@@ -1,6 +1,6 @@
 // The console: plain ES modules, no framework; every action is a signed
 // call to the SES v2 API with the signed-in credential's rights.
-import { api, ApiError, credential, patiently, signIn, signOut } from "./api.js";
+import { api, ApiError, credential, defaultRegion, patiently, setRegion, signIn, signOut } from "./api.js";
 import { lineChart, sparkline } from "./charts.js";
 
 const main = document.getElementById("main");
@@ -46,10 +46,13 @@ function signInPage(message) {
     h("p", { class: "muted" }, "With an access key of this server. The secret stays in this browser tab: it signs each request and is forgotten when the tab closes or you sign out."),
     h("label", {}, "Access key ID", h("input", { name: "accessKey", required: true, autocomplete: "username", autofocus: true })),
     h("label", {}, "Secret access key", h("input", { name: "secret", type: "password", required: true, autocomplete: "current-password" })),
-    h("label", {}, "Region", h("input", { name: "region", value: "us-east-1", required: true })),
+    h("label", {}, "Region", h("input", { name: "region", id: "sign-in-region", list: "regions", required: true })),
+    regionList(),
     message ? h("p", { class: "error", role: "alert", id: "sign-in-error" }, message) : null,
     h("div", {}, h("button", { class: "primary", type: "submit" }, "Sign in")),
   );
+  const region = form.querySelector("#sign-in-region");
+  defaultRegion().then((r) => { if (!region.value) region.value = r; });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -384,6 +387,17 @@ function lookupPage() {
   show(h("h2", {}, "Message lookup"), form, out);
 }
 
+// ---------------------------------------------------------------- regions
+
+/** SES's regions, offered by the pickers (any other name can be typed). */
+const REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1", "eu-west-1", "eu-west-2", "eu-west-3",
+  "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "il-central-1", "me-south-1", "me-central-1", "af-south-1", "ap-south-1",
+  "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "us-gov-west-1", "us-gov-east-1"];
+
+function regionList() {
+  return h("datalist", { id: "regions" }, REGIONS.map((r) => h("option", { value: r })));
+}
+
 // ---------------------------------------------------------------- routing
 
 const PAGES = { "#/jobs": jobsPage, "#/new": newExportPage, "#/dashboard": dashboardPage, "#/lookup": lookupPage };
@@ -395,6 +409,12 @@ function route() {
   const nav = document.getElementById("nav");
   nav.hidden = false;
   document.getElementById("who").textContent = who.accessKey;
+  // Everything an account has is kept per region, as AWS keeps SES: the
+  // picker chooses the region this tab's calls are signed for, and so the
+  // data they see.
+  const picker = document.getElementById("region");
+  const choices = REGIONS.includes(who.region) ? REGIONS : [who.region, ...REGIONS];
+  picker.replaceChildren(...choices.map((r) => h("option", { value: r, selected: r === who.region }, r)));
   const page = PAGES[location.hash] ? location.hash : "#/jobs";
   for (const link of nav.querySelectorAll("a")) {
     if (link.getAttribute("href") === page) link.setAttribute("aria-current", "page");
@@ -402,6 +422,11 @@ function route() {
   }
   PAGES[page]();
 }
+
+document.getElementById("region").addEventListener("change", (event) => {
+  setRegion(event.target.value);
+  route();
+});
 
 document.getElementById("sign-out").addEventListener("click", () => {
   signOut();

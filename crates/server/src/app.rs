@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
 use http_body_util::BodyExt;
 use serde::Serialize;
-use ses_export_core::AccountId;
 use ses_export_core::destination::BucketAccess;
 use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
+use ses_export_core::{AccountId, Region, Scope};
 use ses_export_model::AuthErrorCode;
 use ses_export_model::error::ErrorBody;
 use ses_export_model::operation::{self, Operation};
@@ -50,6 +50,8 @@ pub const SNS_READS: usize = 32;
 pub struct AppState {
     /// The export-jobs service and its stores.
     pub service: Arc<ExportService>,
+    /// Where events go when nothing names their region (`--default-region`).
+    pub default_region: Region,
     /// Who may call: the credentials file, or a source of the embedder's.
     pub credentials: Arc<dyn CredentialSource>,
     /// Checks the requests' signatures.
@@ -107,6 +109,10 @@ pub fn app(state: AppState) -> Router {
             get(console::index).fallback(method_not_allowed),
         )
         .route(
+            &format!("{}/defaults.json", console::CONSOLE_PATH),
+            get(console::defaults).fallback(method_not_allowed),
+        )
+        .route(
             &format!("{}/{{file}}", console::CONSOLE_PATH),
             get(console::file).fallback(method_not_allowed),
         )
@@ -140,8 +146,8 @@ fn route<O: Serve>(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
 /// What a handler knows of its caller.
 #[derive(Debug)]
 pub struct Caller {
-    /// The caller's account.
-    pub account: AccountId,
+    /// The caller's account, in the region its signature is scoped to.
+    pub scope: Scope,
     /// The buckets the caller may name in `S3Url`.
     pub buckets: Arc<BucketAccess>,
     /// `http(s)://host:port` as the caller reached us (or `--public-url`),
@@ -164,7 +170,7 @@ impl Serve for operation::CreateExportJob {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.create_export_job(&c.account, &c.buckets, input)
+        s.create_export_job(&c.scope, &c.buckets, input)
     }
 }
 
@@ -174,7 +180,7 @@ impl Serve for operation::GetExportJob {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.get_export_job(&c.account, input, &c.base_url)
+        s.get_export_job(&c.scope, input, &c.base_url)
     }
 }
 
@@ -184,7 +190,7 @@ impl Serve for operation::ListExportJobs {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.list_export_jobs(&c.account, input)
+        s.list_export_jobs(&c.scope, input)
     }
 }
 
@@ -194,7 +200,7 @@ impl Serve for operation::CancelExportJob {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.cancel_export_job(&c.account, input)
+        s.cancel_export_job(&c.scope, input)
     }
 }
 
@@ -204,7 +210,7 @@ impl Serve for operation::GetMessageInsights {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.get_message_insights(&c.account, input)
+        s.get_message_insights(&c.scope, input)
     }
 }
 
@@ -214,7 +220,7 @@ impl Serve for operation::BatchGetMetricData {
         c: &Caller,
         input: Self::Input,
     ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.batch_get_metric_data(&c.account, input)
+        s.batch_get_metric_data(&c.scope, input)
     }
 }
 
@@ -644,6 +650,17 @@ fn admit<'a>(
 }
 
 impl<'a> Admitted<'a> {
+    /// The caller's account in the region its signature is scoped to: a
+    /// call's region is its SigV4 scope's, as AWS's.
+    fn scope(&self) -> Result<Scope, WireError> {
+        let region = self
+            .head
+            .region()
+            .parse()
+            .map_err(|e: String| WireError::from(AuthError::Invalid(e)))?;
+        Ok(Scope::new(self.identity.account.clone(), region))
+    }
+
     /// Reads the body under `limit` and finishes the signature check: the
     /// body must hash to what the head claimed, or, when it claimed nothing,
     /// the signature must hold over the body's hash.
@@ -689,13 +706,14 @@ async fn handle<O: Serve>(
     let result = async {
         let admitted = admit(&state, &method, &uri, &headers)?;
         account = Some(admitted.identity.account.clone());
+        let scope = admitted.scope()?;
         let (identity, body) = admitted.body(&state, &headers, body, state.max_body_bytes).await?;
         let body = body.into_bytes();
         let params = params.map_err(|e| WireError::bad_request(e.body_text()))?;
         let labels: Vec<(&str, &str)> = params.iter().collect();
         let input: O::Input = parse_input(&body, &labels).map_err(|e| WireError::bad_request(e.to_string()))?;
         let caller = Caller {
-            account: identity.account.clone(),
+            scope,
             buckets: Arc::clone(&identity.buckets),
             base_url: base_url(&state, &headers),
         };
@@ -749,23 +767,30 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Jobs by status as the store has them, counted at most once a second;
     // a store that does not answer in time leaves the gauge out rather
     // than hold the scrape.
-    let jobs: Option<Vec<(String, u64)>> = if state.metrics.job_counts_due() {
+    let jobs: Option<Vec<(String, String, u64)>> = if state.metrics.job_counts_due() {
         match tokio::time::timeout(Duration::from_secs(2), state.service.jobs().count_by_status()).await {
-            // Every status, those without jobs at 0, so a series never
-            // vanishes when its last job moves on.
-            Ok(Ok(counts)) => Some(
-                JobStatus::VALUES
-                    .iter()
-                    .map(|status| {
-                        let n = counts
-                            .iter()
-                            .filter(|(s, _)| s.as_str() == *status)
-                            .map(|(_, n)| n)
-                            .sum();
-                        ((*status).to_owned(), n)
-                    })
-                    .collect(),
-            ),
+            // Every status of every region that holds jobs, those without
+            // jobs at 0, so a series never vanishes when its last job moves
+            // on.
+            Ok(Ok(counts)) => {
+                let regions: std::collections::BTreeSet<&Region> = counts.iter().map(|(r, _, _)| r).collect();
+                Some(
+                    regions
+                        .into_iter()
+                        .flat_map(|region| {
+                            let counts = &counts;
+                            JobStatus::VALUES.iter().map(move |status| {
+                                let n = counts
+                                    .iter()
+                                    .filter(|(r, s, _)| r == region && s.as_str() == *status)
+                                    .map(|(_, _, n)| n)
+                                    .sum();
+                                (region.as_str().to_owned(), (*status).to_owned(), n)
+                            })
+                        })
+                        .collect(),
+                )
+            }
             _ => Some(Vec::new()),
         }
     } else {

@@ -100,6 +100,12 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
 
+    /// The region of events nothing else places (no `sourceArn`, an intake
+    /// key without a `region`), and of everything kept before regions
+    /// existed. An API call's region is always its signature's.
+    #[arg(long, env = "SES_EXPORT_DEFAULT_REGION", default_value = "us-east-1", value_parser = parse_region)]
+    pub default_region: ses_export_core::Region,
+
     /// Seconds a whole request body may take to arrive, however steadily it
     /// trickles in; a body still arriving then is refused (400).
     #[arg(long, env = "SES_EXPORT_BODY_DEADLINE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
@@ -223,4 +229,8 @@ fn parse_public_url(text: &str) -> Result<String, String> {
         return Err("must not hold a query, a fragment or a space".to_owned());
     }
     Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn parse_region(text: &str) -> Result<ses_export_core::Region, String> {
+    text.parse()
 }

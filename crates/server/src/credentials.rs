@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use ses_export_core::AccountId;
 use ses_export_core::destination::BucketAccess;
+use ses_export_core::{AccountId, Region};
 
 /// The development credential: access key `test`, secret `test`.
 pub const DEVELOPMENT_KEY: &str = "test";
@@ -36,6 +36,9 @@ struct Entry {
     /// SNS topics whose notifications are the account's events.
     #[serde(default)]
     sns_topic_arns: Vec<String>,
+    /// The region of events the intake keys bring that name none in their
+    /// `sourceArn` (`--default-region` when absent).
+    region: Option<String>,
 }
 
 /// Where the server finds who may call. [`Credentials`] reads the TOML
@@ -49,6 +52,13 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
     /// The account an intake key feeds (Firehose, EventBridge); none by
     /// default.
     fn intake_account(&self, _key: &str) -> Option<AccountId> {
+        None
+    }
+
+    /// The region of events an intake key brings that name none in their
+    /// `sourceArn`; the server's `--default-region` when `None` (the
+    /// default).
+    fn intake_region(&self, _key: &str) -> Option<Region> {
         None
     }
 
@@ -129,7 +139,7 @@ pub struct Credentials {
     keys: HashMap<String, Arc<Identity>>,
     /// SHA-256 of each intake key: a lookup's timing tells nothing about
     /// the keys, and the keys themselves are not kept.
-    intake: HashMap<[u8; 32], AccountId>,
+    intake: HashMap<[u8; 32], (AccountId, Option<Region>)>,
     topics: HashMap<String, AccountId>,
 }
 
@@ -191,6 +201,12 @@ impl Credentials {
                     i + 1
                 ));
             }
+            let region: Option<Region> = entry
+                .region
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("credentials entry {}: region: {e}", i + 1))?;
             let buckets = BucketAccess::only(entry.s3_buckets)
                 .map_err(|e| format!("credentials entry {}: s3_buckets: {e}", i + 1))?;
             for key in entry.intake_keys {
@@ -201,7 +217,7 @@ impl Credentials {
                         i + 1
                     ));
                 }
-                if intake.insert(digest(&key), account.clone()).is_some() {
+                if intake.insert(digest(&key), (account.clone(), region.clone())).is_some() {
                     return Err(format!("credentials entry {}: an intake key appears twice", i + 1));
                 }
             }
@@ -253,7 +269,11 @@ impl CredentialSource for Credentials {
     }
 
     fn intake_account(&self, key: &str) -> Option<AccountId> {
-        self.intake.get(&digest(key)).cloned()
+        self.intake.get(&digest(key)).map(|(account, _)| account.clone())
+    }
+
+    fn intake_region(&self, key: &str) -> Option<Region> {
+        self.intake.get(&digest(key)).and_then(|(_, region)| region.clone())
     }
 
     fn topic_account(&self, topic_arn: &str) -> Option<AccountId> {

@@ -12,7 +12,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use ses_export_core::ingest::IngestReport;
+use ses_export_core::Region;
+use ses_export_core::event_store::BatchOutcome;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -29,15 +30,18 @@ struct OperationLabels {
 struct EventLabels {
     source: &'static str,
     outcome: &'static str,
+    region: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
+    region: String,
     status: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
+    region: String,
     source_type: String,
     status: String,
 }
@@ -90,6 +94,10 @@ pub struct Metrics {
     /// When the job gauge was last counted from the store.
     jobs_counted: std::sync::Mutex<Option<std::time::Instant>>,
     job_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
+    /// The region labels given so far: only regions that hold data get
+    /// one, and at most [`Metrics::MAX_REGIONS`] (a caller can name any
+    /// region in an event's `sourceArn`); the rest are `other`.
+    regions: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -150,6 +158,7 @@ impl Metrics {
             jobs,
             jobs_counted: std::sync::Mutex::new(None),
             job_duration,
+            regions: std::sync::Mutex::default(),
         }
     }
 
@@ -164,26 +173,55 @@ impl Metrics {
         }
     }
 
-    /// What an ingest from `source` kept.
-    pub fn events(&self, source: Source, report: &IngestReport) {
-        for (outcome, n) in [
-            ("accepted", report.accepted),
-            ("duplicate", report.duplicates),
-            ("rejected", report.rejected),
-        ] {
+    /// Region labels at most; more regions share the label `other`.
+    pub const MAX_REGIONS: usize = 32;
+
+    /// `region` as a label value.
+    fn region_label(&self, region: &str) -> String {
+        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        if regions.contains(region) {
+            return region.to_owned();
+        }
+        if regions.len() < Self::MAX_REGIONS {
+            regions.insert(region.to_owned());
+            return region.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    /// Events from `source` kept in `region`: new ones and duplicates.
+    pub fn events_stored(&self, source: Source, region: &Region, outcome: &BatchOutcome) {
+        let region = self.region_label(region.as_str());
+        for (kind, n) in [("accepted", outcome.accepted), ("duplicate", outcome.duplicates)] {
             self.events
                 .get_or_create(&EventLabels {
                     source: source.label(),
-                    outcome,
+                    outcome: kind,
+                    region: region.clone(),
                 })
                 .inc_by(n);
         }
     }
 
+    /// Lines from `source` that were not events, by the region of what
+    /// carried them.
+    pub fn events_rejected(&self, source: Source, region: &Region, rejected: u64) {
+        let region = self.region_label(region.as_str());
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.label(),
+                outcome: "rejected",
+                region,
+            })
+            .inc_by(rejected);
+    }
+
     /// A job a worker ended.
-    pub fn job_ended(&self, source_type: &str, status: &str, duration: Duration) {
+    pub fn job_ended(&self, region: &str, source_type: &str, status: &str, duration: Duration) {
+        let region = self.region_label(region);
         self.job_duration
             .get_or_create(&JobLabels {
+                region,
                 source_type: source_type.to_owned(),
                 status: status.to_owned(),
             })
@@ -203,13 +241,17 @@ impl Metrics {
 
     /// The page; `jobs`, when given, the job counts as the store has them
     /// now (else the gauge keeps its last counts).
-    pub fn render(&self, jobs: Option<&[(String, u64)]>) -> String {
+    pub fn render(&self, jobs: Option<&[(String, String, u64)]>) -> String {
         if let Some(jobs) = jobs {
             self.jobs.clear();
-            for (status, n) in jobs {
+            for (region, status, n) in jobs {
+                let region = self.region_label(region);
                 self.jobs
-                    .get_or_create(&StatusLabels { status: status.clone() })
-                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                    .get_or_create(&StatusLabels {
+                        region,
+                        status: status.clone(),
+                    })
+                    .inc_by(i64::try_from(*n).unwrap_or(i64::MAX));
             }
         }
         let mut out = String::new();

@@ -107,6 +107,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
     let service = ExportService::new(events, jobs, limiter, storage, key, service_config);
     Ok(AppState {
         service: Arc::new(service),
+        default_region: config.default_region.clone(),
         credentials: Arc::new(credentials),
         verifier: Verifier::ses(),
         max_body_bytes: config.max_body_bytes,
@@ -149,7 +150,7 @@ async fn postgres_backends(
                 .to_owned(),
         );
     };
-    let pool = ses_export_core::backend::postgres::connect(url, 16)
+    let pool = ses_export_core::backend::postgres::connect_with_default_region(url, 16, &config.default_region)
         .await
         .map_err(|e| format!("--database-url: {e}"))?;
     let storage =
@@ -191,8 +192,10 @@ fn sqlite_backends(config: &Config, backend: BucketBackend, signing_secret: Opti
     };
     std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
     let (events_path, jobs_path) = (base.join("events.sqlite"), base.join("jobs.sqlite"));
-    let events = SqliteEventStore::open(&events_path).map_err(|e| format!("opening {}: {e}", events_path.display()))?;
-    let jobs = SqliteJobStore::open(&jobs_path).map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
+    let events = SqliteEventStore::open_with_default_region(&events_path, &config.default_region)
+        .map_err(|e| format!("opening {}: {e}", events_path.display()))?;
+    let jobs = SqliteJobStore::open_with_default_region(&jobs_path, &config.default_region)
+        .map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
     let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
         RateLimits::Aws => Arc::new(TokenBuckets::aws()),
         RateLimits::Off => Arc::new(Unlimited),
@@ -328,7 +331,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match ended.recv().await {
-                Ok(job) => metrics.job_ended(job.source_type.as_str(), job.status.as_str(), job.duration),
+                Ok(job) => metrics.job_ended(
+                    job.scope.region().as_str(),
+                    job.source_type.as_str(),
+                    job.status.as_str(),
+                    job.duration,
+                ),
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }

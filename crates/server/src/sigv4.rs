@@ -326,6 +326,11 @@ impl SignedHead {
     pub fn claimed_payload_hash(&self) -> Option<&str> {
         self.claimed_payload_hash.as_deref()
     }
+
+    /// The region of the signature's scope: the region the call is for.
+    pub fn region(&self) -> &str {
+        &self.parsed.credential.region
+    }
 }
 
 /// The answer to a body whose SHA-256 is not the one the head claims.

@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 
 use super::{BatchOutcome, EventStore, MessageDetail, recount};
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{DAY_MILLIS, Interval, Millis, format_iso8601};
 use crate::event::EventKind;
 use crate::event::{SesEvent, parse_record};
@@ -42,12 +42,12 @@ where
 }
 
 /// The account most checks use.
-pub fn account() -> AccountId {
-    "111111111111".parse().expect("12 digits")
+pub fn account() -> Scope {
+    "111111111111/us-east-1".parse().expect("a scope")
 }
 
-fn other_account() -> AccountId {
-    "222222222222".parse().expect("12 digits")
+fn other_account() -> Scope {
+    "222222222222/us-east-1".parse().expect("a scope")
 }
 
 /// 2024-01-01T00:00:00Z.
@@ -148,7 +148,7 @@ pub fn sample_records() -> Vec<Value> {
     ]
 }
 
-async fn scan_all(store: &dyn EventStore, account: &AccountId) -> Vec<InsightRecord> {
+async fn scan_all(store: &dyn EventStore, account: &Scope) -> Vec<InsightRecord> {
     store
         .scan_insights(account, Interval::new(i64::MIN / 2, i64::MAX / 2))
         .try_collect()
@@ -156,12 +156,12 @@ async fn scan_all(store: &dyn EventStore, account: &AccountId) -> Vec<InsightRec
         .expect("scan")
 }
 
-async fn ingest(store: &dyn EventStore, account: &AccountId, events: Vec<SesEvent>) -> BatchOutcome {
+async fn ingest(store: &dyn EventStore, account: &Scope, events: Vec<SesEvent>) -> BatchOutcome {
     store.write_batch(account, events).await.expect("ingest")
 }
 
 /// Everything a store tells about an account, for comparing two stores.
-async fn state(store: &dyn EventStore, account: &AccountId) -> (Vec<InsightRecord>, Vec<DailyCounts>) {
+async fn state(store: &dyn EventStore, account: &Scope) -> (Vec<InsightRecord>, Vec<DailyCounts>) {
     let counts = store
         .daily_counts(account, Interval::new(T0 - 30 * DAY_MILLIS, T0 + 60 * DAY_MILLIS))
         .await

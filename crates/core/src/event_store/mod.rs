@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use ses_export_model::types::BounceType;
 
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
 use crate::insight::InsightRecord;
@@ -116,10 +116,10 @@ impl fmt::Debug for RecordFilter {
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
     /// Keeps a batch of events for `account`.
-    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError>;
+    async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError>;
 
     /// The insight records whose send time is in `interval`.
-    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream;
+    fn scan_insights(&self, account: &Scope, interval: Interval) -> InsightStream;
 
     /// Like [`scan_insights`](Self::scan_insights), keeping only the
     /// records `keep` accepts, counting in `control.scanned` every record
@@ -129,7 +129,7 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// the record, which is what makes this cheaper.
     fn scan_insights_where(
         &self,
-        account: &AccountId,
+        account: &Scope,
         interval: Interval,
         keep: RecordFilter,
         control: std::sync::Arc<ScanControl>,
@@ -154,15 +154,11 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// One message with its recipients and their events, for
     /// `GetMessageInsights`; `None` when the account has no such message.
-    async fn message_insights(
-        &self,
-        account: &AccountId,
-        message_id: &str,
-    ) -> Result<Option<MessageDetail>, StoreError>;
+    async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError>;
 
     /// Metric counts of single-recipient messages sent in `interval`, per UTC
     /// day and dimension values, merged (see [`crate::vdm::merge_daily`]).
-    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
+    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError>;
 
     /// Retention: deletes, oldest first, up to `max_messages` messages of
     /// any account sent before `before` (a UTC day's start), with their

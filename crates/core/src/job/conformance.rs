@@ -11,7 +11,7 @@ use ses_export_model::types::{
 };
 
 use super::{ExportJob, JobFilter, JobStatistics, JobStore, JobStoreError, JobUpdate};
-use crate::AccountId;
+use crate::Scope;
 
 /// Runs every check, each on a fresh store from `new_store`.
 pub async fn run<F, Fut>(new_store: F)
@@ -29,8 +29,8 @@ where
     check_export_retention(&*new_store().await).await;
 }
 
-fn account(n: u8) -> AccountId {
-    format!("{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}")
+fn account(n: u8) -> Scope {
+    format!("{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}/us-east-1")
         .parse()
         .expect("12 digits")
 }

@@ -11,14 +11,14 @@ use std::fmt;
 use async_trait::async_trait;
 use ses_export_model::types::{CreateExportJobRequest, ExportSourceType, JobStatus};
 
-use crate::AccountId;
 use crate::clock::Millis;
+use crate::{Region, Scope};
 
 /// One export job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportJob {
     /// The account that created the job; only it sees the job.
-    pub account: AccountId,
+    pub account: Scope,
     /// The job's id (a UUID), unique in the account.
     pub job_id: String,
     /// `METRICS_DATA` or `MESSAGE_INSIGHTS`.
@@ -114,12 +114,12 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     async fn create(&self, job: &ExportJob, max_active: usize) -> Result<(), JobStoreError>;
 
     /// The account's job with this id.
-    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError>;
+    async fn get(&self, account: &Scope, job_id: &str) -> Result<Option<ExportJob>, JobStoreError>;
 
     /// Up to `limit` jobs, newest first, after `cursor`.
     async fn list(
         &self,
-        account: &AccountId,
+        account: &Scope,
         filter: &JobFilter,
         cursor: Option<&JobCursor>,
         limit: usize,
@@ -130,7 +130,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// `None` when there is no such job.
     async fn transition(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         from: &[JobStatus],
         to: JobStatus,
@@ -145,14 +145,13 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Extends `owner`'s lease on a `PROCESSING` job to `until`; `false`
     /// when the job is no longer `PROCESSING` under that owner (it was
     /// cancelled, or the lease was lost).
-    async fn renew(&self, account: &AccountId, job_id: &str, owner: &str, until: Millis)
-    -> Result<bool, JobStoreError>;
+    async fn renew(&self, account: &Scope, job_id: &str, owner: &str, until: Millis) -> Result<bool, JobStoreError>;
 
     /// Ends a `PROCESSING` job held by `owner`: compare-and-set on status
     /// and owner. `false` when it was cancelled or taken over meanwhile.
     async fn finish(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         owner: &str,
         to: JobStatus,
@@ -169,7 +168,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// Forgets a job's managed export file (it was deleted): the job keeps
     /// its record, and `GetExportJob` no longer gives a download URL.
-    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError>;
+    async fn clear_output(&self, account: &Scope, job_id: &str) -> Result<(), JobStoreError>;
 
     /// Makes what is stored self-contained and durable for a clean exit;
     /// the store may still be used afterwards.
@@ -184,7 +183,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// How many jobs of every account have each status (statuses with none
     /// may be left out), for the server's metrics.
-    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError>;
+    async fn count_by_status(&self) -> Result<Vec<(Region, JobStatus, u64)>, JobStoreError>;
 }
 
 /// Why a job store call failed.
@@ -287,4 +286,17 @@ impl ExportJob {
             self.output_key = update.output_key;
         }
     }
+}
+
+/// Job counts by scope key and status, summed by region.
+pub(crate) fn by_region(counts: impl IntoIterator<Item = (String, JobStatus, u64)>) -> Vec<(Region, JobStatus, u64)> {
+    let mut out: Vec<(Region, JobStatus, u64)> = Vec::new();
+    for (key, status, n) in counts {
+        let Ok(scope) = key.parse::<Scope>() else { continue };
+        match out.iter_mut().find(|(r, s, _)| r == scope.region() && *s == status) {
+            Some((_, _, total)) => *total += n,
+            None => out.push((scope.region().clone(), status, n)),
+        }
+    }
+    out
 }

@@ -5,12 +5,14 @@
 //! (docs/console.md), so the server's API answers it as it answers any
 //! client, and another site cannot act for a signed-in user.
 
-use axum::extract::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use ses_export_model::ErrorCode;
 
-use super::{WireError, answered};
+use super::{AppState, WireError, answered};
 
 /// Where the console is.
 pub const CONSOLE_PATH: &str = "/_ses-export/console";
@@ -66,6 +68,18 @@ pub(super) async fn root() -> Response {
 /// `GET /_ses-export/console/`: the page.
 pub(super) async fn index() -> Response {
     file_response("index.html")
+}
+
+/// `GET /_ses-export/console/defaults.json`: what the page starts from
+/// (the server's `--default-region`).
+pub(super) async fn defaults(State(state): State<Arc<AppState>>) -> Response {
+    let body = serde_json::json!({"region": state.default_region.as_str()}).to_string();
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    answered(response, "Console", None)
 }
 
 /// `GET /_ses-export/console/{file}`.

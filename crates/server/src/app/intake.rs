@@ -18,9 +18,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use ses_export_core::AccountId;
 use ses_export_core::ingest::{IngestError, IngestFailure, IngestReport};
 use ses_export_core::service::ServiceError;
+use ses_export_core::{AccountId, Scope};
 use ses_export_model::{AuthErrorCode, ErrorCode};
 
 use super::firehose;
@@ -50,25 +50,26 @@ pub(super) async fn events(
     let result = async {
         let signed =
             headers.contains_key(header::AUTHORIZATION) || uri.query().is_some_and(|q| q.contains("X-Amz-Signature="));
-        let (account, body, slot) = match headers.get(API_KEY) {
+        let (carrier, body, slot) = match headers.get(API_KEY) {
             Some(key) if !signed => {
-                let account = intake_account(&state, peer, key.to_str().unwrap_or_default())?;
-                let slot = ingest_slot(&state, &account)?;
+                let carrier = intake_scope(&state, peer, key.to_str().unwrap_or_default())?;
+                let slot = ingest_slot(&state, carrier.account())?;
                 let (body, _) = read_body(&state, &headers, body, state.max_ingest_bytes).await?;
-                (account, body, slot)
+                (carrier, body, slot)
             }
             _ => {
                 let admitted = admit(&state, &method, &uri, &headers)?;
-                let slot = ingest_slot(&state, &admitted.identity.account)?;
-                let (identity, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
-                (identity.account.clone(), body, slot)
+                let carrier = admitted.scope()?;
+                let slot = ingest_slot(&state, carrier.account())?;
+                let (_, body) = admitted.body(&state, &headers, body, state.max_ingest_bytes).await?;
+                (carrier, body, slot)
             }
         };
-        known = Some(account.clone());
+        known = Some(carrier.account().clone());
         check_gzip_size(&body, state.max_ingest_bytes as u64).await?;
         let input = ses_export_core::event::open_events(body)
             .map_err(|e| WireError::bad_request(format!("The body could not be read: {e}")))?;
-        match store(&state, &account, input, Source::Events, slot).await {
+        match store(&state, &carrier, input, Source::Events, slot).await {
             Ok(report) => Ok(json_response(StatusCode::OK, &report)),
             Err(e) => Err(ingest_error(e)),
         }
@@ -103,21 +104,28 @@ impl From<KeyRefused> for WireError {
     }
 }
 
-/// The account an intake key feeds. A client address that has sent many
+/// The account an intake key feeds, in the key's region (the credentials
+/// file's `region`, else `--default-region`): where its events go unless
+/// their `sourceArn` names another. A client address that has sent many
 /// wrong keys is answered 429 without its key being looked at.
-fn intake_account(
+fn intake_scope(
     state: &AppState,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     key: &str,
-) -> Result<AccountId, KeyRefused> {
+) -> Result<Scope, KeyRefused> {
     let peer = peer.map(|Extension(ConnectInfo(address))| address.ip());
     if !state.intake_failures.allows(peer) {
         return Err(KeyRefused::Throttled);
     }
-    state.credentials.intake_account(key).ok_or_else(|| {
+    let account = state.credentials.intake_account(key).ok_or_else(|| {
         state.intake_failures.failed(peer);
         KeyRefused::Unknown
-    })
+    })?;
+    let region = state
+        .credentials
+        .intake_region(key)
+        .unwrap_or_else(|| state.default_region.clone());
+    Ok(Scope::new(account, region))
 }
 
 /// One of the ingest slots for `account`, or 429 when it may take none.
@@ -157,28 +165,30 @@ async fn check_gzip_size(body: &ReadBody, bound: u64) -> Result<(), WireError> {
 /// was stored stays stored either way; events are idempotent).
 async fn store<R: BufRead + Send + 'static>(
     state: &AppState,
-    account: &AccountId,
+    carrier: &Scope,
     input: R,
     source: Source,
     slot: IngestSlot,
 ) -> Result<IngestReport, IngestError> {
     let store = state.service.events().clone();
     let metrics = Arc::clone(&state.metrics);
-    let account = account.clone();
+    let carrier = carrier.clone();
     let task = tokio::spawn(async move {
+        // Events are counted in the region they were kept in; lines that
+        // are not events, in the region of what carried them.
         let result = ses_export_core::ingest::ingest(
             &*store,
-            &account,
+            &carrier,
             input,
             ses_export_core::ingest::DEFAULT_BATCH,
-            &|_| {},
+            &|region, outcome| metrics.events_stored(source, region, outcome),
         )
         .await;
         let report = match &result {
             Ok(report) => report,
             Err(e) => &e.report,
         };
-        metrics.events(source, report);
+        metrics.events_rejected(source, carrier.region(), report.rejected);
         // The ingest slot is free only once the store is done.
         drop(slot);
         result
@@ -323,7 +333,7 @@ async fn firehose_deliver(
             StatusCode::UNAUTHORIZED,
             "No access key: set the HTTP endpoint's access key to one of the account's intake keys.".to_owned(),
         ))?;
-    let account = intake_account(state, peer, key).map_err(|refused| match refused {
+    let carrier = intake_scope(state, peer, key).map_err(|refused| match refused {
         KeyRefused::Unknown => (
             StatusCode::FORBIDDEN,
             "The access key is not an intake key of any account.".to_owned(),
@@ -333,8 +343,8 @@ async fn firehose_deliver(
             "Too many wrong access keys from this address; retry later.".to_owned(),
         ),
     })?;
-    *known = Some(account.clone());
-    let slot = ingest_slot(state, &account).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
+    *known = Some(carrier.account().clone());
+    let slot = ingest_slot(state, carrier.account()).map_err(|e| (StatusCode::TOO_MANY_REQUESTS, e.message))?;
     let (body, _) = read_body(state, headers, body, state.max_ingest_bytes)
         .await
         .map_err(|e| (firehose_status(&e), e.message))?;
@@ -372,7 +382,7 @@ async fn firehose_deliver(
     let reader = tokio::task::spawn_blocking(move || firehose::stream(open(body), bound, Some(&lines)));
     let stored = store(
         state,
-        &account,
+        &carrier,
         std::io::BufReader::new(firehose::Lines::new(received)),
         Source::Firehose,
         slot,
@@ -500,9 +510,17 @@ async fn sns_deliver(
             let mut line = message.message.replace(['\n', '\r'], " ");
             line.push('\n');
             let slot = ingest_slot(state, &account)?;
+            // Events the topic carries are its region's, unless their
+            // sourceArn names another.
+            let region = message
+                .topic_arn
+                .split(':')
+                .nth(3)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_else(|| state.default_region.clone());
             let report = store(
                 state,
-                &account,
+                &Scope::new(account.clone(), region),
                 std::io::Cursor::new(line.into_bytes()),
                 Source::Sns,
                 slot,

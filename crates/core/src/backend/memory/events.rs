@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures_util::stream;
 
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventId, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now};
@@ -39,7 +39,7 @@ struct AccountData {
 /// The in-memory [`EventStore`].
 #[derive(Debug, Clone, Default)]
 pub struct MemoryEventStore {
-    accounts: Arc<Mutex<HashMap<AccountId, AccountData>>>,
+    accounts: Arc<Mutex<HashMap<Scope, AccountData>>>,
     /// The most events (per recipient) the store holds; `None` for no limit.
     max_events: Option<usize>,
 }
@@ -59,7 +59,7 @@ impl MemoryEventStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<AccountId, AccountData>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Scope, AccountData>> {
         // A panic while holding the lock cannot leave a half-applied batch
         // (batches roll back through their undo log), so the data is sound.
         self.accounts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -200,7 +200,7 @@ impl BatchTxn for MemoryTxn<'_> {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
-    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
+    async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let mut accounts = self.lock();
         let total_events = accounts.values().map(|a| a.event_keys.len()).sum();
         let data = accounts.entry(account.clone()).or_default();
@@ -219,7 +219,7 @@ impl EventStore for MemoryEventStore {
         }
     }
 
-    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
+    fn scan_insights(&self, account: &Scope, interval: Interval) -> InsightStream {
         let store = self.clone();
         let account = account.clone();
         let start: Bound<RecordKey> = Bound::Included((interval.start, String::new(), String::new()));
@@ -245,11 +245,7 @@ impl EventStore for MemoryEventStore {
         Box::pin(futures_util::StreamExt::flatten(chunks))
     }
 
-    async fn message_insights(
-        &self,
-        account: &AccountId,
-        message_id: &str,
-    ) -> Result<Option<MessageDetail>, StoreError> {
+    async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
         let accounts = self.lock();
         let Some(data) = accounts.get(account) else {
             return Ok(None);
@@ -283,7 +279,7 @@ impl EventStore for MemoryEventStore {
 
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
         let mut accounts = self.lock();
-        let mut old: Vec<(Millis, AccountId, String)> = accounts
+        let mut old: Vec<(Millis, Scope, String)> = accounts
             .iter()
             .flat_map(|(account, data)| {
                 data.messages
@@ -313,7 +309,7 @@ impl EventStore for MemoryEventStore {
         Ok(old.len() as u64)
     }
 
-    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let accounts = self.lock();
         let Some(data) = accounts.get(account) else {
             return Ok(Vec::new());

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use ses_export_model::types::JobStatus;
 
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::Millis;
 use crate::job::{
     ExportJob, JobCursor, JobFilter, JobLease, JobStore, JobStoreError, JobUpdate, claimable, held_by, is_active,
@@ -16,7 +16,7 @@ use crate::job::{
 #[derive(Debug, Default)]
 pub struct MemoryJobStore {
     /// By (account, job id).
-    jobs: Mutex<BTreeMap<(AccountId, String), ExportJob>>,
+    jobs: Mutex<BTreeMap<(Scope, String), ExportJob>>,
 }
 
 impl MemoryJobStore {
@@ -25,7 +25,7 @@ impl MemoryJobStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<(AccountId, String), ExportJob>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(Scope, String), ExportJob>> {
         // Every change is one insert or one field update: never half done.
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -50,13 +50,13 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn get(&self, account: &Scope, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
         Ok(self.lock().get(&(account.clone(), job_id.to_owned())).cloned())
     }
 
     async fn list(
         &self,
-        account: &AccountId,
+        account: &Scope,
         filter: &JobFilter,
         cursor: Option<&JobCursor>,
         limit: usize,
@@ -74,7 +74,7 @@ impl JobStore for MemoryJobStore {
 
     async fn transition(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         from: &[JobStatus],
         to: JobStatus,
@@ -107,13 +107,7 @@ impl JobStore for MemoryJobStore {
         }))
     }
 
-    async fn renew(
-        &self,
-        account: &AccountId,
-        job_id: &str,
-        owner: &str,
-        until: Millis,
-    ) -> Result<bool, JobStoreError> {
+    async fn renew(&self, account: &Scope, job_id: &str, owner: &str, until: Millis) -> Result<bool, JobStoreError> {
         let mut jobs = self.lock();
         match jobs.get_mut(&(account.clone(), job_id.to_owned())) {
             Some(job) if held_by(job, owner) => {
@@ -129,7 +123,7 @@ impl JobStore for MemoryJobStore {
 
     async fn finish(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         owner: &str,
         to: JobStatus,
@@ -169,21 +163,19 @@ impl JobStore for MemoryJobStore {
         Ok(ended)
     }
 
-    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+    async fn clear_output(&self, account: &Scope, job_id: &str) -> Result<(), JobStoreError> {
         if let Some(job) = self.lock().get_mut(&(account.clone(), job_id.to_owned())) {
             job.output_key = None;
         }
         Ok(())
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
-        let mut counts: Vec<(JobStatus, u64)> = Vec::new();
-        for job in self.lock().values() {
-            match counts.iter_mut().find(|(status, _)| *status == job.status) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((job.status.clone(), 1)),
-            }
-        }
-        Ok(counts)
+    async fn count_by_status(&self) -> Result<Vec<(crate::Region, JobStatus, u64)>, JobStoreError> {
+        let counts: Vec<(String, JobStatus, u64)> = self
+            .lock()
+            .values()
+            .map(|job| (job.account.as_str().to_owned(), job.status.clone(), 1))
+            .collect();
+        Ok(crate::job::by_region(counts))
     }
 }

@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use crate::AccountId;
+use crate::Scope;
 use crate::limits::{LimitedOperation, RateLimiter};
 
 /// Token buckets in this process, one per account and operation.
 #[derive(Debug)]
 pub struct TokenBuckets {
     rate: fn(LimitedOperation) -> f64,
-    buckets: Mutex<HashMap<(AccountId, LimitedOperation), (f64, Instant)>>,
+    buckets: Mutex<HashMap<(Scope, LimitedOperation), (f64, Instant)>>,
 }
 
 impl TokenBuckets {
@@ -34,7 +34,7 @@ impl TokenBuckets {
 
 #[async_trait]
 impl RateLimiter for TokenBuckets {
-    async fn try_acquire(&self, account: &AccountId, operation: LimitedOperation) -> bool {
+    async fn try_acquire(&self, account: &Scope, operation: LimitedOperation) -> bool {
         let rate = (self.rate)(operation);
         let now = Instant::now();
         // A bucket is two numbers; a panic cannot leave one half-written.
@@ -58,8 +58,8 @@ mod tests {
     #[tokio::test]
     async fn a_bucket_of_one_allows_one_call_a_second() {
         let limits = TokenBuckets::aws();
-        let a: AccountId = "111111111111".parse().expect("id");
-        let b: AccountId = "222222222222".parse().expect("id");
+        let a: Scope = "111111111111/us-east-1".parse().expect("a scope");
+        let b: Scope = "222222222222/us-east-1".parse().expect("a scope");
         assert!(limits.try_acquire(&a, LimitedOperation::CreateExportJob).await);
         assert!(!limits.try_acquire(&a, LimitedOperation::CreateExportJob).await);
         assert!(

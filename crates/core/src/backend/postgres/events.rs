@@ -13,7 +13,7 @@ use ses_export_model::types::BounceType;
 use tokio_postgres::Row;
 
 use super::{BACKEND, boxed};
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{Interval, Millis};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
@@ -279,7 +279,7 @@ impl PgEventStore {
     /// only those it keeps, each row judged before it is built.
     fn scan(
         &self,
-        account: &AccountId,
+        account: &Scope,
         interval: Interval,
         keep: Option<(RecordFilter, std::sync::Arc<ScanControl>)>,
     ) -> InsightStream {
@@ -335,7 +335,7 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
+    async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(generic)?;
         let mut txn = PgTxn {
@@ -365,7 +365,7 @@ impl EventStore for PgEventStore {
         Ok(outcome)
     }
 
-    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
+    fn scan_insights(&self, account: &Scope, interval: Interval) -> InsightStream {
         self.scan(account, interval, None)
     }
 
@@ -373,7 +373,7 @@ impl EventStore for PgEventStore {
     /// sample's bar) refuses are never built into records.
     fn scan_insights_where(
         &self,
-        account: &AccountId,
+        account: &Scope,
         interval: Interval,
         keep: RecordFilter,
         control: std::sync::Arc<ScanControl>,
@@ -381,11 +381,7 @@ impl EventStore for PgEventStore {
         self.scan(account, interval, Some((keep, control)))
     }
 
-    async fn message_insights(
-        &self,
-        account: &AccountId,
-        message_id: &str,
-    ) -> Result<Option<MessageDetail>, StoreError> {
+    async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
         let client = self.client().await?;
         let account = account.as_str();
         let Some(message) = client
@@ -487,7 +483,7 @@ impl EventStore for PgEventStore {
         Ok(deleted as u64)
     }
 
-    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let client = self.client().await?;
         let account = account.as_str();
         let split = interval.split_days();

@@ -8,7 +8,7 @@ use ses_export_model::types::{ExportSourceType, JobStatus};
 use tokio_postgres::Row;
 
 use super::{BACKEND, boxed};
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::Millis;
 use crate::job::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 
@@ -74,7 +74,7 @@ impl PgJobStore {
 /// releases. Returns the job as changed, or `None` when nothing matched.
 async fn update_job(
     client: &deadpool_postgres::Client,
-    account: &AccountId,
+    account: &Scope,
     job_id: &str,
     from: &[JobStatus],
     owner: Option<&str>,
@@ -165,7 +165,7 @@ impl JobStore for PgJobStore {
         tx.commit().await.map_err(generic)
     }
 
-    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn get(&self, account: &Scope, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -179,7 +179,7 @@ impl JobStore for PgJobStore {
 
     async fn list(
         &self,
-        account: &AccountId,
+        account: &Scope,
         filter: &JobFilter,
         cursor: Option<&JobCursor>,
         limit: usize,
@@ -209,7 +209,7 @@ impl JobStore for PgJobStore {
 
     async fn transition(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         from: &[JobStatus],
         to: JobStatus,
@@ -240,13 +240,7 @@ impl JobStore for PgJobStore {
         row.as_ref().map(job).transpose()
     }
 
-    async fn renew(
-        &self,
-        account: &AccountId,
-        job_id: &str,
-        owner: &str,
-        until: Millis,
-    ) -> Result<bool, JobStoreError> {
+    async fn renew(&self, account: &Scope, job_id: &str, owner: &str, until: Millis) -> Result<bool, JobStoreError> {
         let client = self.client().await?;
         let n = client
             .execute(
@@ -261,7 +255,7 @@ impl JobStore for PgJobStore {
 
     async fn finish(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         owner: &str,
         to: JobStatus,
@@ -308,7 +302,7 @@ impl JobStore for PgJobStore {
         rows.iter().map(job).collect()
     }
 
-    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+    async fn clear_output(&self, account: &Scope, job_id: &str) -> Result<(), JobStoreError> {
         let client = self.client().await?;
         client
             .execute(
@@ -325,15 +319,21 @@ impl JobStore for PgJobStore {
         Ok(())
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
+    async fn count_by_status(&self) -> Result<Vec<(crate::Region, JobStatus, u64)>, JobStoreError> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT status, count(*) FROM export_jobs GROUP BY status", &[])
+            .query(
+                "SELECT account, status, count(*) FROM export_jobs GROUP BY account, status",
+                &[],
+            )
             .await
             .map_err(generic)?;
-        Ok(rows
-            .iter()
-            .map(|row| (JobStatus::from(row.get::<_, String>(0)), row.get::<_, i64>(1) as u64))
-            .collect())
+        Ok(crate::job::by_region(rows.iter().map(|row| {
+            (
+                row.get::<_, String>(0),
+                JobStatus::from(row.get::<_, String>(1)),
+                row.get::<_, i64>(2) as u64,
+            )
+        })))
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
-use crate::AccountId;
+use crate::Scope;
 use crate::limits::{LimitedOperation, RateLimiter};
 
 /// Token buckets in PostgreSQL.
@@ -25,7 +25,7 @@ impl PgRateLimiter {
 
 #[async_trait]
 impl RateLimiter for PgRateLimiter {
-    async fn try_acquire(&self, account: &AccountId, operation: LimitedOperation) -> bool {
+    async fn try_acquire(&self, account: &Scope, operation: LimitedOperation) -> bool {
         let rate = operation.aws_rate();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

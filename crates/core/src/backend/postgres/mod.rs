@@ -136,6 +136,18 @@ CREATE TABLE ses_learned (
     // number of recipients (SPEC §5 as of 2026-12-06): what was learned is
     // derived again (`REDERIVE_AT`); no table changes.
     "SELECT 1;",
+    // Everything is kept per account and region (`Scope`): what was kept
+    // before regions existed becomes the default region's (the migrating
+    // transaction sets `ses_export.default_region`).
+    r#"
+UPDATE ses_messages SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE ses_events SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE ses_insights SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE ses_metric_days SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE ses_learned SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE export_jobs SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+UPDATE rate_buckets SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
+"#,
 ];
 
 /// The schema versions whose migrations re-derive flags, lessons and
@@ -151,6 +163,16 @@ const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
 /// `sslmode` and `sslrootcert` as libpq reads them, see the `tls` module) and
 /// brings the schema up to date.
 pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, String> {
+    connect_with_default_region(url, max_connections, &crate::Region::us_east_1()).await
+}
+
+/// Like [`connect`]; what was kept before regions existed becomes
+/// `default_region`'s when the database is migrated.
+pub async fn connect_with_default_region(
+    url: &str,
+    max_connections: usize,
+    default_region: &crate::Region,
+) -> Result<Pool, String> {
     let (url, tls) = tls::split(url)?;
     let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| format!("database URL: {e}"))?;
     config.ssl_mode(tls.ssl_mode());
@@ -165,7 +187,7 @@ pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, String> 
         .max_size(max_connections)
         .build()
         .map_err(|e| format!("database pool: {e}"))?;
-    migrate(&pool).await?;
+    migrate(&pool, default_region).await?;
     Ok(pool)
 }
 
@@ -174,7 +196,7 @@ pub async fn connect_owned(url: String) -> Result<Pool, String> {
     connect(&url, 2).await
 }
 
-async fn migrate(pool: &Pool) -> Result<(), String> {
+async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), String> {
     let mut client = pool
         .get()
         .await
@@ -183,6 +205,12 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| e.to_string())?;
+    tx.execute(
+        "SELECT set_config('ses_export.default_region', $1, true)",
+        &[&default_region.as_str()],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS ses_export_migrations (version INTEGER PRIMARY KEY)")
         .await
         .map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use ses_export_model::types::BounceType;
 
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::{Interval, Millis, day_of};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
@@ -146,6 +146,17 @@ CREATE TABLE learned (
         sql: "",
         then: Some(|tx| Ok(rederive(tx)?)),
     },
+    // Everything is kept per account and region (`Scope`): what was kept
+    // before regions existed becomes the default region's.
+    Migration::sql(
+        r#"
+UPDATE messages SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
+UPDATE events SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
+UPDATE insights SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
+UPDATE metric_days SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
+UPDATE learned SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
+"#,
+    ),
 ];
 
 /// The SQLite [`EventStore`].
@@ -187,18 +198,28 @@ impl From<rusqlite::Error> for StoreError {
 
 impl SqliteEventStore {
     /// Opens (creating and migrating as needed) the database at `path`.
+    /// What was kept before regions existed is `us-east-1`'s.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_inner(path.as_ref(), None)
+        Self::open_inner(path.as_ref(), None, &crate::Region::us_east_1())
+    }
+
+    /// Like [`open`](Self::open); what was kept before regions existed
+    /// becomes `default_region`'s.
+    pub fn open_with_default_region(
+        path: impl AsRef<Path>,
+        default_region: &crate::Region,
+    ) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), None, default_region)
     }
 
     /// Like [`open`](Self::open), with the database file capped at about
     /// `max_bytes`: a batch that would grow it further fails whole with
     /// [`StoreError::Full`].
     pub fn open_with_max_size(path: impl AsRef<Path>, max_bytes: u64) -> Result<Self, StoreError> {
-        Self::open_inner(path.as_ref(), Some(max_bytes))
+        Self::open_inner(path.as_ref(), Some(max_bytes), &crate::Region::us_east_1())
     }
 
-    fn open_inner(path: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+    fn open_inner(path: &Path, max_bytes: Option<u64>, default_region: &crate::Region) -> Result<Self, StoreError> {
         let mut writer = Connection::open(path)?;
         // Larger pages make shallower trees for these wide keys; it only
         // takes effect when the file is created.
@@ -212,7 +233,7 @@ impl SqliteEventStore {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", -32768)?;
         writer.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut writer, "event", MIGRATIONS).map_err(|source| StoreError::Generic {
+        migrate(&mut writer, "event", MIGRATIONS, default_region).map_err(|source| StoreError::Generic {
             backend: BACKEND,
             source,
         })?;
@@ -716,7 +737,7 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn write_batch(&self, account: &AccountId, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
+    async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, StoreError> {
         let inner = Arc::clone(&self.inner);
         let account = account.clone();
         tokio::task::spawn_blocking(move || {
@@ -737,7 +758,7 @@ impl EventStore for SqliteEventStore {
         .map_err(generic)?
     }
 
-    fn scan_insights(&self, account: &AccountId, interval: Interval) -> InsightStream {
+    fn scan_insights(&self, account: &Scope, interval: Interval) -> InsightStream {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
              ORDER BY i.send_ts, i.message_id, i.destination"
@@ -752,7 +773,7 @@ impl EventStore for SqliteEventStore {
 
     fn scan_insights_where(
         &self,
-        account: &AccountId,
+        account: &Scope,
         interval: Interval,
         keep: RecordFilter,
         control: Arc<ScanControl>,
@@ -776,11 +797,7 @@ impl EventStore for SqliteEventStore {
         )
     }
 
-    async fn message_insights(
-        &self,
-        account: &AccountId,
-        message_id: &str,
-    ) -> Result<Option<MessageDetail>, StoreError> {
+    async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
         let account = account.to_string();
         let message_id = message_id.to_owned();
         self.read(move |conn| {
@@ -848,7 +865,7 @@ impl EventStore for SqliteEventStore {
         .await
     }
 
-    async fn daily_counts(&self, account: &AccountId, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let account = account.to_string();
         self.read(move |conn| {
             let split = interval.split_days();
@@ -970,7 +987,7 @@ mod tests {
         }
         let store = SqliteEventStore::open(&path).expect("migrated");
         let records: Vec<InsightRecord> = store
-            .scan_insights(&AccountId::development(), Interval::new(0, 10))
+            .scan_insights(&Scope::development(), Interval::new(0, 10))
             .map(|r| r.expect("record"))
             .collect()
             .await;

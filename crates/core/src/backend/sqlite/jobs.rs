@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
-use crate::AccountId;
+use crate::Scope;
 use crate::clock::Millis;
 use crate::job::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 
@@ -39,6 +39,14 @@ CREATE INDEX IF NOT EXISTS export_jobs_by_status ON export_jobs (status, created
         r#"
 ALTER TABLE export_jobs ADD COLUMN lease_owner TEXT;
 ALTER TABLE export_jobs ADD COLUMN lease_expires INTEGER;
+"#,
+    ),
+    // Jobs are kept per account and region (`Scope`): those made before
+    // regions existed become the default region's.
+    Migration::sql(
+        r#"
+UPDATE export_jobs SET account = account || '/' || (SELECT region FROM temp.defaults)
+    WHERE instr(account, '/') = 0;
 "#,
     ),
 ];
@@ -112,14 +120,24 @@ impl From<rusqlite::Error> for JobStoreError {
 }
 
 impl SqliteJobStore {
-    /// Opens (creating as needed) the job database at `path`.
+    /// Opens (creating as needed) the job database at `path`; jobs made
+    /// before regions existed are `us-east-1`'s.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, JobStoreError> {
+        Self::open_with_default_region(path, &crate::Region::us_east_1())
+    }
+
+    /// Opens the job database at `path`; jobs made before regions existed
+    /// become `default_region`'s.
+    pub fn open_with_default_region(
+        path: impl AsRef<Path>,
+        default_region: &crate::Region,
+    ) -> Result<Self, JobStoreError> {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // A state change is visible only once it would survive power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut conn, "job", MIGRATIONS).map_err(|source| JobStoreError::Generic {
+        migrate(&mut conn, "job", MIGRATIONS, default_region).map_err(|source| JobStoreError::Generic {
             backend: BACKEND,
             source,
         })?;
@@ -268,7 +286,7 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn get(&self, account: &AccountId, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn get(&self, account: &Scope, job_id: &str) -> Result<Option<ExportJob>, JobStoreError> {
         if let Some(job) = self.cache.get(account.as_str(), job_id) {
             return Ok(Some(job));
         }
@@ -285,7 +303,7 @@ impl JobStore for SqliteJobStore {
 
     async fn list(
         &self,
-        account: &AccountId,
+        account: &Scope,
         filter: &JobFilter,
         cursor: Option<&JobCursor>,
         limit: usize,
@@ -322,7 +340,7 @@ impl JobStore for SqliteJobStore {
 
     async fn transition(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         from: &[JobStatus],
         to: JobStatus,
@@ -368,13 +386,7 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn renew(
-        &self,
-        account: &AccountId,
-        job_id: &str,
-        owner: &str,
-        until: Millis,
-    ) -> Result<bool, JobStoreError> {
+    async fn renew(&self, account: &Scope, job_id: &str, owner: &str, until: Millis) -> Result<bool, JobStoreError> {
         let (account, job_id, owner) = (account.to_string(), job_id.to_owned(), owner.to_owned());
         self.with_cache(move |conn, cache| {
             let n = conn.execute(
@@ -390,7 +402,7 @@ impl JobStore for SqliteJobStore {
 
     async fn finish(
         &self,
-        account: &AccountId,
+        account: &Scope,
         job_id: &str,
         owner: &str,
         to: JobStatus,
@@ -432,7 +444,7 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn clear_output(&self, account: &AccountId, job_id: &str) -> Result<(), JobStoreError> {
+    async fn clear_output(&self, account: &Scope, job_id: &str) -> Result<(), JobStoreError> {
         let (account, job_id) = (account.to_string(), job_id.to_owned());
         self.with_cache(move |conn, cache| {
             conn.execute(
@@ -453,13 +465,18 @@ impl JobStore for SqliteJobStore {
         self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
-    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, JobStoreError> {
+    async fn count_by_status(&self) -> Result<Vec<(crate::Region, JobStatus, u64)>, JobStoreError> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached("SELECT status, count(*) FROM export_jobs GROUP BY status")?;
+            let mut statement =
+                conn.prepare_cached("SELECT account, status, count(*) FROM export_jobs GROUP BY account, status")?;
             let rows = statement.query_map([], |r| {
-                Ok((JobStatus::from(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    JobStatus::from(r.get::<_, String>(1)?),
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(crate::job::by_region(rows.collect::<Result<Vec<_>, _>>()?))
         })
         .await
     }

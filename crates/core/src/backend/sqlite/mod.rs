@@ -37,7 +37,20 @@ impl Migration {
 /// Brings `conn` up to the last of `steps`, each step in its own
 /// transaction; `PRAGMA user_version` says how many ran. A database newer
 /// than this build is refused, not guessed at.
-pub(crate) fn migrate(conn: &mut Connection, database: &str, steps: &[Migration]) -> Result<(), BoxError> {
+///
+/// `default_region` is where data kept before regions existed goes: a step
+/// reads it as `(SELECT region FROM temp.defaults)`.
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    database: &str,
+    steps: &[Migration],
+    default_region: &crate::Region,
+) -> Result<(), BoxError> {
+    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS defaults (region TEXT NOT NULL); DELETE FROM temp.defaults;")?;
+    conn.execute(
+        "INSERT INTO temp.defaults (region) VALUES (?1)",
+        [default_region.as_str()],
+    )?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > steps.len() {
