@@ -359,6 +359,24 @@ async fn the_console_in_a_real_browser() {
         rates.len(),
         opens.len()
     );
+    // Reputation: the two rates as the server's endpoint gives them, each
+    // with AWS's review and pause lines drawn.
+    let shown = until(
+        &client,
+        10,
+        "const b = document.querySelector('figure[data-reputation=bounce] svg'); \
+         const c = document.querySelector('figure[data-reputation=complaint] svg'); \
+         return b && c ? [b.dataset.rate, c.dataset.rate, document.querySelectorAll('#reputation line.pause').length] : null",
+    )
+    .await;
+    let reputation = server
+        .signed("GET", "/_ses-export/v1/reputation", b"", ("test", "test"))
+        .await
+        .json();
+    let as_number = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    assert_eq!(as_number(&shown[0]), reputation["BounceRate"].as_f64(), "{shown}");
+    assert_eq!(as_number(&shown[1]), reputation["ComplaintRate"].as_f64(), "{shown}");
+    assert_eq!(shown[2], 2, "a pause line on each bar");
     // Each point says its day and value on keyboard focus.
     let said = client
         .execute(

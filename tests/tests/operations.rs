@@ -313,3 +313,121 @@ async fn every_request_gets_one_access_log_line_with_its_id() {
     assert!(get.contains("GetExportJob") && get.contains("status=403"), "{get}");
     assert!(get.contains("account=\"-\"") || get.contains("account=-"), "{get}");
 }
+
+/// Reputation you can alert on (SPEC §13): with `--reputation-metrics`,
+/// each account's bounce and complaint rates over its latest eligible
+/// sends, per region, read by Prometheus' own parser; the console's
+/// endpoint agrees; without the flag, no account's series is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reputation_gauges_have_known_values() {
+    use ses_export_core::event_store::conformance::{T0, record};
+    let at = |t: i64| ses_export_core::clock::format_iso8601(t);
+    // Five eligible sends (one bounced permanently, one complained, one
+    // bounced from the suppression list), and two that are not eligible.
+    let mut lines = String::new();
+    for (i, to) in [
+        "a@yahoo.com",
+        "b@yahoo.com",
+        "c@yahoo.com",
+        "d@yahoo.com",
+        "e@yahoo.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines += &(record(
+            "Send",
+            &format!("r-{i}"),
+            T0 + i as i64 * 60_000,
+            &[to],
+            serde_json::json!({}),
+        )
+        .to_string()
+            + "\n");
+    }
+    for extra in [
+        record(
+            "Bounce",
+            "r-0",
+            T0,
+            &["a@yahoo.com"],
+            serde_json::json!({"timestamp": at(T0 + 5),
+            "bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{"emailAddress": "a@yahoo.com"}]}),
+        ),
+        record(
+            "Complaint",
+            "r-1",
+            T0 + 60_000,
+            &["b@yahoo.com"],
+            serde_json::json!({"timestamp": at(T0 + 60_005),
+            "complaintFeedbackType": "abuse", "complainedRecipients": [{"emailAddress": "b@yahoo.com"}]}),
+        ),
+        record(
+            "Bounce",
+            "r-2",
+            T0 + 120_000,
+            &["c@yahoo.com"],
+            serde_json::json!({"timestamp": at(T0 + 120_005),
+            "bounceType": "Permanent", "bounceSubType": "OnAccountSuppressionList",
+            "bouncedRecipients": [{"emailAddress": "c@yahoo.com"}]}),
+        ),
+        record(
+            "Send",
+            "r-pair",
+            T0,
+            &["f@yahoo.com", "g@yahoo.com"],
+            serde_json::json!({}),
+        ),
+        record(
+            "Send",
+            "r-sim",
+            T0,
+            &["bounce@simulator.amazonses.com"],
+            serde_json::json!({}),
+        ),
+    ] {
+        lines += &(extra.to_string() + "\n");
+    }
+
+    let server = Server::start(&["--reputation-metrics"]).await;
+    let report = server.ingest(lines.as_bytes()).await;
+    assert_eq!(report["rejected"], 0, "{report}");
+    let page = server.unsigned("GET", "/metrics", b"").await.text();
+    let Some(samples) = parse_with_prometheus(&page) else {
+        return;
+    };
+    let labels = "{account=\"000000000000\",region=\"us-east-1\"}";
+    assert_eq!(
+        sample(&samples, &format!("ses_export_reputation_sends{labels}")),
+        Some("5"),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&samples, &format!("ses_export_reputation_bounce_rate{labels}")),
+        Some("0.2")
+    );
+    assert_eq!(
+        sample(&samples, &format!("ses_export_reputation_complaint_rate{labels}")),
+        Some("0.2")
+    );
+
+    // The console's endpoint, signed for the caller's region.
+    let answer = server
+        .signed("GET", "/_ses-export/v1/reputation", b"", ses_export_tests::DEV)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = answer.json();
+    assert_eq!(
+        (answer["Sends"].as_u64(), answer["BounceRate"].as_f64()),
+        (Some(5), Some(0.2))
+    );
+    assert_eq!(answer["Thresholds"]["ComplaintPause"], 0.005);
+    let unsigned = server.unsigned("GET", "/_ses-export/v1/reputation", b"").await;
+    assert_eq!(unsigned.status, 403);
+
+    // Off by default: no account is named on the unsigned page.
+    let quiet = Server::start(&[]).await;
+    quiet.ingest(lines.as_bytes()).await;
+    let page = quiet.unsigned("GET", "/metrics", b"").await.text();
+    assert!(!page.contains("ses_export_reputation_bounce_rate{"), "{page}");
+}

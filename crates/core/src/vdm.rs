@@ -302,3 +302,57 @@ mod tests {
         assert_eq!(could, [[5, 5, 5], [0, 0, 0], [0, 0, 2]]);
     }
 }
+
+/// An account's reputation in a region as AWS shows it on its reputation
+/// page: the bounce and complaint rates over its most recent eligible sends
+/// (a representative volume, not a calendar window), with AWS's
+/// thresholds: above [`Reputation::BOUNCE_REVIEW`] or
+/// [`Reputation::COMPLAINT_REVIEW`] AWS reviews the account, above
+/// [`Reputation::BOUNCE_PAUSE`] or [`Reputation::COMPLAINT_PAUSE`] it may
+/// pause its sending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reputation {
+    /// Eligible messages sent among those looked at.
+    pub sends: u64,
+    /// Of them, permanently bounced (not from the suppression list).
+    pub bounces: u64,
+    /// Of them, complained about (not from the suppression list).
+    pub complaints: u64,
+}
+
+impl Reputation {
+    /// The bounce rate at which AWS reviews an account.
+    pub const BOUNCE_REVIEW: f64 = 0.05;
+    /// The bounce rate at which AWS may pause an account's sending.
+    pub const BOUNCE_PAUSE: f64 = 0.10;
+    /// The complaint rate at which AWS reviews an account.
+    pub const COMPLAINT_REVIEW: f64 = 0.001;
+    /// The complaint rate at which AWS may pause an account's sending.
+    pub const COMPLAINT_PAUSE: f64 = 0.005;
+    /// How many of the latest eligible sends the rates are over, unless
+    /// told otherwise.
+    pub const DEFAULT_SENDS: usize = 10_000;
+
+    /// Counts the sent records among `flags` (eligible records, newest
+    /// first, already cut to the volume wanted).
+    pub fn of(flags: impl IntoIterator<Item = EventFlags>) -> Reputation {
+        let mut reputation = Reputation::default();
+        for flags in flags.into_iter().filter(|f| f.sent()) {
+            let counts = MetricCounts::of(flags);
+            reputation.sends += 1;
+            reputation.bounces += u64::from(counts.get(&Metric::PermanentBounce) > 0);
+            reputation.complaints += u64::from(counts.get(&Metric::Complaint) > 0);
+        }
+        reputation
+    }
+
+    /// Permanent bounces over sends; none without sends.
+    pub fn bounce_rate(&self) -> Option<f64> {
+        (self.sends > 0).then(|| self.bounces as f64 / self.sends as f64)
+    }
+
+    /// Complaints over sends; none without sends.
+    pub fn complaint_rate(&self) -> Option<f64> {
+        (self.sends > 0).then(|| self.complaints as f64 / self.sends as f64)
+    }
+}

@@ -73,6 +73,8 @@ export const api = {
   createExportJob: (input) => call("POST", "/v2/email/export-jobs", input),
   getMessageInsights: (id) => call("GET", `/v2/email/insights/${encodeSegment(id)}/`),
   batchGetMetricData: (input) => call("POST", "/v2/email/metrics/batch", input),
+  // Not an SES operation: the server's own, for the dashboard (signed alike).
+  reputation: () => call("GET", "/_ses-export/v1/reputation"),
 };
 
 /** `call` again after a pause while the service says TooManyRequests. */

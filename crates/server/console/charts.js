@@ -66,3 +66,27 @@ export function sparkline(points) {
   const path = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
   return svg("svg", { class: "spark", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": points.map((p) => p.v).join(", ") }, svg("path", { class: "line", d: path }));
 }
+
+/**
+ * A rate on a bar with AWS's two thresholds drawn on it (review, pause),
+ * labelled for screen readers; `rate` null when there were no sends.
+ */
+export function thresholdBar(rate, { review, pause, label = "" }) {
+  const width = 320, height = 44, left = 4, right = 8;
+  const max = Math.max(pause * 1.5, rate || 0);
+  const x = (v) => left + ((width - left - right) * v) / max;
+  const pct = (v) => `${(v * 100).toFixed(v < 0.01 ? 2 : 1)} %`;
+  const said = rate === null ? `${label}: no sends yet` : `${label}: ${pct(rate)} (review at ${pct(review)}, pause at ${pct(pause)})`;
+  const state = rate === null ? "none" : rate >= pause ? "pause" : rate >= review ? "review" : "ok";
+  return svg("svg", { class: `bar ${state}`, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": said, "data-rate": rate === null ? "" : rate },
+    svg("title", {}, said),
+    svg("rect", { class: "track", x: left, y: 8, width: width - left - right, height: 12, rx: 3 }),
+    rate === null ? "" : svg("rect", { class: "value", x: left, y: 8, width: Math.max(1, x(rate) - left), height: 12, rx: 3 }),
+    svg("line", { class: "review", x1: x(review), y1: 4, x2: x(review), y2: 24 }),
+    svg("line", { class: "pause", x1: x(pause), y1: 4, x2: x(pause), y2: 24 }),
+    // Near the left edge the review label reads rightwards, else leftwards.
+    x(review) < 90
+      ? svg("text", { x: x(review) + 2, y: 38 }, `review ${pct(review)}`)
+      : svg("text", { x: x(review) - 2, y: 38, "text-anchor": "end" }, `review ${pct(review)}`),
+    svg("text", { x: x(pause) + 2, y: 38 }, `pause ${pct(pause)}`));
+}

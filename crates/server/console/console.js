@@ -1,7 +1,7 @@
 // The console: plain ES modules, no framework; every action is a signed
 // call to the SES v2 API with the signed-in credential's rights.
 import { api, ApiError, credential, defaultRegion, patiently, setRegion, signIn, signOut } from "./api.js";
-import { lineChart, sparkline } from "./charts.js";
+import { lineChart, sparkline, thresholdBar } from "./charts.js";
 
 const main = document.getElementById("main");
 const DAY = 86400;
@@ -289,6 +289,7 @@ async function dashboardPage() {
   const dimension = h("select", { id: "dash-dimension", "aria-label": "Break down by" },
     DIMENSIONS.map((d) => h("option", {}, d)));
   const charts = h("div", { class: "charts", id: "charts" });
+  const reputation = h("div", { class: "reputation", id: "reputation" });
   const breakdown = h("div", { id: "breakdown" });
   const note = h("p", { class: "muted", "aria-live": "polite" });
 
@@ -296,6 +297,7 @@ async function dashboardPage() {
     const from = epoch(start.value), to = epoch(end.value);
     note.textContent = "Loading…";
     try {
+      await loadReputation();
       const all = await daily(from, to);
       charts.replaceChildren(...SERIES.map((s) => h("figure", { "data-series": s.id },
         h("figcaption", s.over ? { title: formula(s) } : {}, s.label),
@@ -305,6 +307,19 @@ async function dashboardPage() {
     } catch (e) {
       note.replaceChildren(problem(e));
     }
+  }
+
+  // AWS's reputation page: bounce and complaint rates over the latest
+  // eligible sends (not the dates above), with its review and pause lines.
+  async function loadReputation() {
+    const r = await patiently(() => api.reputation());
+    const t = r.Thresholds;
+    const figure = (id, label, rate, review, pause) => h("figure", { "data-reputation": id },
+      h("figcaption", {}, label), thresholdBar(rate, { review, pause, label }));
+    reputation.replaceChildren(
+      figure("bounce", "Bounce rate (reputation)", r.BounceRate, t.BounceReview, t.BouncePause),
+      figure("complaint", "Complaint rate (reputation)", r.ComplaintRate, t.ComplaintReview, t.ComplaintPause),
+      h("p", { class: "muted" }, `Over the latest ${r.Sends} of up to ${r.Volume} eligible sends in ${r.Region}, as AWS's reputation page measures them; AWS reviews an account past the first line and may pause it past the second.`));
   }
 
   async function loadBreakdown(from, to) {
@@ -355,7 +370,7 @@ async function dashboardPage() {
 
   show(h("h2", {}, "Deliverability dashboard"),
     h("div", { class: "row" }, h("label", {}, "From ", start), h("label", {}, "To ", end), h("label", {}, "Break down by ", dimension), h("button", { type: "button", class: "primary", id: "dash-load", onclick: load }, "Show")),
-    note, charts,
+    reputation, note, charts,
     h("ul", { class: "formulas", id: "formulas" }, SERIES.filter((s) => s.over).map((s) => h("li", {}, formula(s)))),
     h("p", { class: "muted" }, "A day whose denominator is 0 has no rate: a gap in its line, not 0 %."),
     breakdown);

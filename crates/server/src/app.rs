@@ -39,6 +39,8 @@ pub const INGEST_PATH: &str = "/_ses-export/v1/events";
 pub const FIREHOSE_PATH: &str = "/_ses-export/v1/firehose";
 /// Where an SNS HTTP(S) subscription delivers.
 pub const SNS_PATH: &str = "/_ses-export/v1/sns";
+/// Where an account's reputation is (SigV4-signed, for the console).
+pub const REPUTATION_PATH: &str = "/_ses-export/v1/reputation";
 /// SNS bodies read at once before their signatures are checked (each at
 /// most `--max-body-bytes`); more are answered 429 and SNS retries them.
 pub const SNS_READS: usize = 32;
@@ -52,6 +54,11 @@ pub struct AppState {
     pub service: Arc<ExportService>,
     /// Where events go when nothing names their region (`--default-region`).
     pub default_region: Region,
+    /// Whether `/metrics` shows each account's reputation
+    /// (`--reputation-metrics`).
+    pub reputation_metrics: bool,
+    /// How many of the latest eligible sends reputation is measured over.
+    pub reputation_sends: usize,
     /// Who may call: the credentials file, or a source of the embedder's.
     pub credentials: Arc<dyn CredentialSource>,
     /// Checks the requests' signatures.
@@ -116,6 +123,7 @@ pub fn app(state: AppState) -> Router {
             &format!("{}/{{file}}", console::CONSOLE_PATH),
             get(console::file).fallback(method_not_allowed),
         )
+        .route(REPUTATION_PATH, get(reputation).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
@@ -796,12 +804,79 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     } else {
         None
     };
+    if state.reputation_metrics && state.metrics.reputation_due() {
+        let read = async {
+            let events = state.service.events();
+            let mut all = Vec::new();
+            for scope in events.scopes().await?.into_iter().take(MAX_REPUTATION_SCOPES) {
+                let reputation = events.reputation(&scope, state.reputation_sends).await?;
+                all.push((scope, reputation));
+            }
+            Ok::<_, ses_export_core::event_store::StoreError>(all)
+        };
+        // A store that does not answer in time leaves the last figures.
+        if let Ok(Ok(all)) = tokio::time::timeout(Duration::from_secs(5), read).await {
+            state.metrics.reputation(&all);
+        }
+    }
     let mut response = state.metrics.render(jobs.as_deref()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     answered(response, "Metrics", None)
+}
+
+/// Scopes whose reputation `/metrics` shows at most.
+const MAX_REPUTATION_SCOPES: usize = 1000;
+
+/// `GET /_ses-export/v1/reputation` (SigV4): the caller's bounce and
+/// complaint rates in the region it signs for, over its latest eligible
+/// sends, with AWS's review and pause thresholds, as the console's
+/// dashboard shows them.
+async fn reputation(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut account = None;
+    let result = async {
+        let admitted = admit(&state, &method, &uri, &headers)?;
+        let scope = admitted.scope()?;
+        account = Some(scope.account().clone());
+        admitted.body(&state, &headers, body, state.max_body_bytes).await?;
+        let reputation = state
+            .service
+            .events()
+            .reputation(&scope, state.reputation_sends)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        use ses_export_core::vdm::Reputation as R;
+        Ok::<_, WireError>(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "Region": scope.region().as_str(),
+                "Volume": state.reputation_sends,
+                "Sends": reputation.sends,
+                "BounceRate": reputation.bounce_rate(),
+                "ComplaintRate": reputation.complaint_rate(),
+                "Thresholds": {
+                    "BounceReview": R::BOUNCE_REVIEW,
+                    "BouncePause": R::BOUNCE_PAUSE,
+                    "ComplaintReview": R::COMPLAINT_REVIEW,
+                    "ComplaintPause": R::COMPLAINT_PAUSE,
+                },
+            }),
+        ))
+    }
+    .await;
+    answered(
+        result.unwrap_or_else(IntoResponse::into_response),
+        "Reputation",
+        account.as_ref(),
+    )
 }
 
 /// `GET /healthz`: the process answers (liveness).

@@ -106,6 +106,18 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_DEFAULT_REGION", default_value = "us-east-1", value_parser = parse_region)]
     pub default_region: ses_export_core::Region,
 
+    /// Publish each account's bounce and complaint rates (over its latest
+    /// eligible sends, per region) on /metrics. Off by default: /metrics
+    /// needs no signature, and these series tell whoever reaches it which
+    /// accounts exist and how they send.
+    #[arg(long, env = "SES_EXPORT_REPUTATION_METRICS")]
+    pub reputation_metrics: bool,
+
+    /// How many of an account's latest eligible sends its reputation is
+    /// measured over (AWS's representative volume).
+    #[arg(long, env = "SES_EXPORT_REPUTATION_SENDS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub reputation_sends: u64,
+
     /// Seconds a whole request body may take to arrive, however steadily it
     /// trickles in; a body still arriving then is refused (400).
     #[arg(long, env = "SES_EXPORT_BODY_DEADLINE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]

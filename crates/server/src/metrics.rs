@@ -12,8 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use ses_export_core::Region;
 use ses_export_core::event_store::BatchOutcome;
+use ses_export_core::vdm::Reputation;
+use ses_export_core::{Region, Scope};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -44,6 +45,12 @@ struct JobLabels {
     region: String,
     source_type: String,
     status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    account: String,
+    region: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +105,13 @@ pub struct Metrics {
     /// one, and at most [`Metrics::MAX_REGIONS`] (a caller can name any
     /// region in an event's `sourceArn`); the rest are `other`.
     regions: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Per account and region, over the latest eligible sends; filled only
+    /// with `--reputation-metrics`.
+    bounce_rate: Family<ScopeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    complaint_rate: Family<ScopeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    reputation_sends: Family<ScopeLabels, Gauge>,
+    /// When reputation was last read from the store.
+    reputation_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for Metrics {
@@ -142,6 +156,24 @@ impl Metrics {
             "Time from an export job's creation to its end, for jobs this server's workers ended",
             job_duration.clone(),
         );
+        let bounce_rate = Family::<ScopeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "reputation_bounce_rate",
+            "Permanent bounces over the latest eligible sends, per account and region (--reputation-metrics)",
+            bounce_rate.clone(),
+        );
+        let complaint_rate = Family::<ScopeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "reputation_complaint_rate",
+            "Complaints over the latest eligible sends, per account and region (--reputation-metrics)",
+            complaint_rate.clone(),
+        );
+        let reputation_sends = Family::<ScopeLabels, Gauge>::default();
+        registry.register(
+            "reputation_sends",
+            "Eligible sends the reputation rates are over, per account and region (--reputation-metrics)",
+            reputation_sends.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -159,6 +191,10 @@ impl Metrics {
             jobs_counted: std::sync::Mutex::new(None),
             job_duration,
             regions: std::sync::Mutex::default(),
+            bounce_rate,
+            complaint_rate,
+            reputation_sends,
+            reputation_read: std::sync::Mutex::new(None),
         }
     }
 
@@ -226,6 +262,38 @@ impl Metrics {
                 status: status.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Whether this scrape should read reputation from the store: at most
+    /// once every ten seconds (each scope's is a query over its latest
+    /// sends).
+    pub fn reputation_due(&self) -> bool {
+        let mut read = self.reputation_read.lock().unwrap_or_else(|p| p.into_inner());
+        if read.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+            return false;
+        }
+        *read = Some(std::time::Instant::now());
+        true
+    }
+
+    /// The reputation of every scope, as the store has it now.
+    pub fn reputation(&self, scopes: &[(Scope, Reputation)]) {
+        self.bounce_rate.clear();
+        self.complaint_rate.clear();
+        self.reputation_sends.clear();
+        for (scope, reputation) in scopes {
+            let labels = ScopeLabels {
+                account: scope.account().as_str().to_owned(),
+                region: scope.region().as_str().to_owned(),
+            };
+            self.reputation_sends
+                .get_or_create(&labels)
+                .set(i64::try_from(reputation.sends).unwrap_or(i64::MAX));
+            if let (Some(bounce), Some(complaint)) = (reputation.bounce_rate(), reputation.complaint_rate()) {
+                self.bounce_rate.get_or_create(&labels).set(bounce);
+                self.complaint_rate.get_or_create(&labels).set(complaint);
+            }
+        }
     }
 
     /// Whether this scrape should count the store's jobs: at most once a

@@ -108,6 +108,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
     Ok(AppState {
         service: Arc::new(service),
         default_region: config.default_region.clone(),
+        reputation_metrics: config.reputation_metrics,
+        reputation_sends: usize::try_from(config.reputation_sends).unwrap_or(usize::MAX),
         credentials: Arc::new(credentials),
         verifier: Verifier::ses(),
         max_body_bytes: config.max_body_bytes,

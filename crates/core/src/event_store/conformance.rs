@@ -39,6 +39,7 @@ where
     check_expire_keeps_the_young(&*new_store().await).await;
     check_aws_definitions(&*new_store().await).await;
     check_any_complaint_teaches_its_isp(&*new_store().await).await;
+    check_reputation(&*new_store().await).await;
 }
 
 /// The account most checks use.
@@ -590,6 +591,84 @@ pub async fn check_any_complaint_teaches_its_isp(store: &dyn EventStore) {
     ingest(store, &account(), events(&pair)).await;
     let counts = store.daily_counts(&account(), whole).await.expect("counts");
     assert_eq!(complaints(&counts), 1, "Yahoo has a feedback loop: {counts:?}");
+}
+
+/// Reputation: bounces and complaints over the latest eligible sends, newest
+/// first; multi-recipient messages and the mailbox simulator do not count,
+/// nor do suppression-list bounces as bounces; every scope with data is
+/// listed.
+pub async fn check_reputation(store: &dyn EventStore) {
+    let at = |t: Millis| format_iso8601(t);
+    let minute = 60_000;
+    let mut records = Vec::new();
+    for (i, to) in [
+        "a@yahoo.com",
+        "b@yahoo.com",
+        "c@yahoo.com",
+        "d@yahoo.com",
+        "e@yahoo.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("rep-{i}");
+        records.push(record("Send", &id, T0 + i as i64 * minute, &[to], json!({})));
+    }
+    // The oldest bounced permanently, the second complained, the third's
+    // bounce came from the suppression list.
+    records.push(record(
+        "Bounce",
+        "rep-0",
+        T0,
+        &["a@yahoo.com"],
+        json!({"timestamp": at(T0 + 5), "bounceType": "Permanent", "bounceSubType": "General",
+               "bouncedRecipients": [{"emailAddress": "a@yahoo.com"}]}),
+    ));
+    records.push(record(
+        "Complaint",
+        "rep-1",
+        T0 + minute,
+        &["b@yahoo.com"],
+        json!({"timestamp": at(T0 + minute + 5), "complaintFeedbackType": "abuse",
+               "complainedRecipients": [{"emailAddress": "b@yahoo.com"}]}),
+    ));
+    records.push(record(
+        "Bounce",
+        "rep-2",
+        T0 + 2 * minute,
+        &["c@yahoo.com"],
+        json!({"timestamp": at(T0 + 2 * minute + 5), "bounceType": "Permanent",
+               "bounceSubType": "OnAccountSuppressionList", "bouncedRecipients": [{"emailAddress": "c@yahoo.com"}]}),
+    ));
+    // Newer still, and not eligible.
+    records.push(record(
+        "Send",
+        "rep-pair",
+        T0 + 9 * minute,
+        &["f@yahoo.com", "g@yahoo.com"],
+        json!({}),
+    ));
+    records.push(record(
+        "Send",
+        "rep-sim",
+        T0 + 9 * minute,
+        &["bounce@simulator.amazonses.com"],
+        json!({}),
+    ));
+    ingest(store, &account(), events(&records)).await;
+    let all = store.reputation(&account(), 100).await.expect("reputation");
+    assert_eq!((all.sends, all.bounces, all.complaints), (5, 1, 1), "{all:?}");
+    assert_eq!(all.bounce_rate(), Some(0.2));
+    // The latest four: the bounce of the oldest falls out.
+    let latest = store.reputation(&account(), 4).await.expect("reputation");
+    assert_eq!(
+        (latest.sends, latest.bounces, latest.complaints),
+        (4, 0, 1),
+        "{latest:?}"
+    );
+    let none = store.reputation(&other_account(), 100).await.expect("reputation");
+    assert_eq!(none.bounce_rate(), None);
+    assert_eq!(store.scopes().await.expect("scopes"), vec![account()]);
 }
 
 /// Retention: `expire` deletes, across accounts, exactly the messages sent

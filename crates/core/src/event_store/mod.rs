@@ -168,6 +168,14 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// between calls.
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError>;
 
+    /// The bounce and complaint counts over `scope`'s latest `sends`
+    /// eligible records (one recipient, not the mailbox simulator), newest
+    /// first by send time: AWS's reputation over a representative volume.
+    async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError>;
+
+    /// Every scope that holds data.
+    async fn scopes(&self) -> Result<Vec<Scope>, StoreError>;
+
     /// Makes what is stored self-contained and durable for a clean exit;
     /// the store may still be used afterwards.
     async fn close(&self) -> Result<(), StoreError> {

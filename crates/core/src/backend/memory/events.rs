@@ -277,6 +277,25 @@ impl EventStore for MemoryEventStore {
         }))
     }
 
+    async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError> {
+        let accounts = self.lock();
+        let Some(data) = accounts.get(scope) else {
+            return Ok(crate::vdm::Reputation::default());
+        };
+        Ok(crate::vdm::Reputation::of(
+            data.records
+                .values()
+                .rev()
+                .filter(|r| r.counts_toward_metrics())
+                .take(sends)
+                .map(|r| r.flags),
+        ))
+    }
+
+    async fn scopes(&self) -> Result<Vec<Scope>, StoreError> {
+        Ok(self.lock().keys().cloned().collect())
+    }
+
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
         let mut accounts = self.lock();
         let mut old: Vec<(Millis, Scope, String)> = accounts

@@ -449,6 +449,31 @@ impl EventStore for PgEventStore {
         Ok(())
     }
 
+    async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(sends).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT flags FROM ses_insights WHERE account = $1 AND recipient_count = 1 \
+                 AND lower(destination) NOT LIKE '%@simulator.amazonses.com' ORDER BY send_ts DESC LIMIT $2",
+                &[&scope.as_str(), &limit],
+            )
+            .await
+            .map_err(generic)?;
+        Ok(crate::vdm::Reputation::of(
+            rows.iter().map(|r| EventFlags(r.get::<_, i32>(0) as u16)),
+        ))
+    }
+
+    async fn scopes(&self) -> Result<Vec<Scope>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT DISTINCT account FROM ses_metric_days", &[])
+            .await
+            .map_err(generic)?;
+        Ok(rows.iter().filter_map(|r| r.get::<_, String>(0).parse().ok()).collect())
+    }
+
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
         let mut client = self.pool.get().await.map_err(generic)?;
         let tx = client.transaction().await.map_err(generic)?;

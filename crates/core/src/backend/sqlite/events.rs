@@ -912,6 +912,36 @@ impl EventStore for SqliteEventStore {
         .await
     }
 
+    async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError> {
+        let key = scope.as_str().to_owned();
+        let limit = i64::try_from(sends).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            // Newest first along the primary key (account, send_ts, ...).
+            let mut stmt = conn.prepare_cached(
+                "SELECT flags FROM insights WHERE account = ?1 AND recipient_count = 1 \
+                 AND lower(destination) NOT LIKE '%@simulator.amazonses.com' ORDER BY send_ts DESC LIMIT ?2",
+            )?;
+            let flags = stmt
+                .query_map(params![key, limit], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(crate::vdm::Reputation::of(
+                flags.into_iter().map(|f| EventFlags(f as u16)),
+            ))
+        })
+        .await
+    }
+
+    async fn scopes(&self) -> Result<Vec<Scope>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT DISTINCT account FROM metric_days")?;
+            let keys = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
+        })
+        .await
+    }
+
     async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, StoreError> {
         let inner = Arc::clone(&self.inner);
         let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
