@@ -535,3 +535,45 @@ async fn timestamps_out_of_any_real_range_are_rejected() {
         "{reasons}"
     );
 }
+
+/// A soft open-file limit below what --max-connections needs (a few hundred
+/// descriptors is common) is raised at start towards the hard limit, so the
+/// accept loop does not run out of descriptors long before its slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_follows_max_connections() {
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "prlimit (util-linux) is needed in CI");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = tokio::process::Command::new("prlimit")
+        .arg("--nofile=256:8192")
+        .arg(ses_export_tests::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SES_EXPORT_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server under prlimit");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("it starts")
+        .expect("read")
+        .expect("a line");
+    assert!(line.starts_with("listening on"), "{line}");
+    let pid = child.id().expect("pid");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .expect("the soft limit");
+    assert!(
+        soft >= 1024 + 256,
+        "soft open-file limit {soft} for --max-connections 1024"
+    );
+}

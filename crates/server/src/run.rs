@@ -257,6 +257,44 @@ fn signing_secret(config: &Config) -> Result<Option<String>, String> {
     Ok(Some(secret))
 }
 
+/// Raises the process's open-file limit towards what `--max-connections`
+/// needs (each connection a descriptor, and room for databases, files and
+/// outgoing connections): a soft limit below it would make the accept loop
+/// fail at a few hundred connections, however many slots the flag gives.
+/// Says so when the hard limit is lower.
+fn raise_open_files_limit(max_connections: u32) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let wanted = u64::from(max_connections) + 256;
+        let limit = getrlimit(Resource::Nofile);
+        let current = limit.current.unwrap_or(u64::MAX);
+        if current >= wanted {
+            return;
+        }
+        let target = limit.maximum.map_or(wanted, |hard| wanted.min(hard));
+        let raised = target > current
+            && setrlimit(
+                Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(target),
+                    maximum: limit.maximum,
+                },
+            )
+            .is_ok();
+        let now = if raised { target } else { current };
+        if now < wanted {
+            tracing::warn!(
+                open_files = now,
+                max_connections,
+                "the open-file limit is below what --max-connections needs; raise `ulimit -n` or lower --max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
+}
+
 /// Makes the data dir (0700) and makes every file and folder the server
 /// creates from now on private to its user (umask 077: files 0600).
 fn secure_data_dir(dir: &Path) -> Result<(), String> {
@@ -300,6 +338,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
+    raise_open_files_limit(config.max_connections);
     let state = build_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
