@@ -715,3 +715,77 @@ impl S3Server {
         assert!(made.status().is_success(), "{made:?}");
     }
 }
+
+/// A server on PostgreSQL (a schema of its own in the database of
+/// `SES_EXPORT_TEST_DATABASE_URL`) with its managed exports on an
+/// S3-compatible server, as a cluster member runs; the schema is dropped
+/// by [`PgServer::finish`].
+#[derive(Debug)]
+pub struct PgServer {
+    /// The server.
+    pub server: Server,
+    _s3: S3Server,
+    base: String,
+    schema: String,
+}
+
+impl PgServer {
+    /// Starts one with `args` added, or returns `None` (after saying so)
+    /// when PostgreSQL or `moto_server` is not there; in CI that is a
+    /// failure.
+    pub async fn start(label: &str, args: &[&str]) -> Option<PgServer> {
+        let Ok(base) = std::env::var("SES_EXPORT_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "SES_EXPORT_TEST_DATABASE_URL must be set in CI"
+            );
+            eprintln!("skipping: set SES_EXPORT_TEST_DATABASE_URL");
+            return None;
+        };
+        let s3 = S3Server::start().await?;
+        s3.bucket("managed").await;
+        let schema = format!("{label}_{}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .expect("schema");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        let mut all = vec![
+            "--database-url",
+            &url,
+            "--s3-endpoint-url",
+            &s3.endpoint,
+            "--managed-bucket",
+            "managed",
+            "--signing-secret",
+            "a-signing-secret-of-at-least-32-bytes!!",
+        ];
+        all.extend_from_slice(args);
+        let server = Server::start(&all).await;
+        Some(PgServer {
+            server,
+            _s3: s3,
+            base,
+            schema,
+        })
+    }
+
+    /// Stops the server and drops its schema.
+    pub async fn finish(self) {
+        let PgServer {
+            server, base, schema, ..
+        } = self;
+        drop(server);
+        if let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
+            tokio::spawn(connection);
+            let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+        }
+    }
+}

@@ -377,45 +377,11 @@ async fn nul_bytes_are_refused_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_bytes_are_refused_on_postgres() {
-    let Ok(base) = std::env::var("SES_EXPORT_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SES_EXPORT_TEST_DATABASE_URL must be set in CI"
-        );
-        eprintln!("skipping: set SES_EXPORT_TEST_DATABASE_URL");
+    let Some(pg) = ses_export_tests::PgServer::start("hostile", &[]).await else {
         return;
     };
-    let Some(s3) = ses_export_tests::S3Server::start().await else {
-        return;
-    };
-    s3.bucket("managed").await;
-    let schema = format!("hostile_{}", std::process::id());
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-    let server = Server::start(&[
-        "--database-url",
-        &url,
-        "--s3-endpoint-url",
-        &s3.endpoint,
-        "--managed-bucket",
-        "managed",
-        "--signing-secret",
-        "a-signing-secret-of-at-least-32-bytes!!",
-    ])
-    .await;
-    nul_bytes_are_refused_on(&server).await;
-    drop(server);
-    let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    nul_bytes_are_refused_on(&pg.server).await;
+    pg.finish().await;
 }
 
 /// Row 10: header blocks that trickle in and never end, re-opened as fast

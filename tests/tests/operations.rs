@@ -320,74 +320,12 @@ async fn every_request_gets_one_access_log_line_with_its_id() {
 /// endpoint agrees; without the flag, no account's series is shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reputation_gauges_have_known_values() {
-    use ses_export_core::event_store::conformance::{T0, record};
-    let at = |t: i64| ses_export_core::clock::format_iso8601(t);
     // Five eligible sends (one bounced permanently, one complained, one
     // bounced from the suppression list), and two that are not eligible.
-    let mut lines = String::new();
-    for (i, to) in [
-        "a@yahoo.com",
-        "b@yahoo.com",
-        "c@yahoo.com",
-        "d@yahoo.com",
-        "e@yahoo.com",
-    ]
-    .iter()
-    .enumerate()
-    {
-        lines += &(record(
-            "Send",
-            &format!("r-{i}"),
-            T0 + i as i64 * 60_000,
-            &[to],
-            serde_json::json!({}),
-        )
-        .to_string()
-            + "\n");
-    }
-    for extra in [
-        record(
-            "Bounce",
-            "r-0",
-            T0,
-            &["a@yahoo.com"],
-            serde_json::json!({"timestamp": at(T0 + 5),
-            "bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{"emailAddress": "a@yahoo.com"}]}),
-        ),
-        record(
-            "Complaint",
-            "r-1",
-            T0 + 60_000,
-            &["b@yahoo.com"],
-            serde_json::json!({"timestamp": at(T0 + 60_005),
-            "complaintFeedbackType": "abuse", "complainedRecipients": [{"emailAddress": "b@yahoo.com"}]}),
-        ),
-        record(
-            "Bounce",
-            "r-2",
-            T0 + 120_000,
-            &["c@yahoo.com"],
-            serde_json::json!({"timestamp": at(T0 + 120_005),
-            "bounceType": "Permanent", "bounceSubType": "OnAccountSuppressionList",
-            "bouncedRecipients": [{"emailAddress": "c@yahoo.com"}]}),
-        ),
-        record(
-            "Send",
-            "r-pair",
-            T0,
-            &["f@yahoo.com", "g@yahoo.com"],
-            serde_json::json!({}),
-        ),
-        record(
-            "Send",
-            "r-sim",
-            T0,
-            &["bounce@simulator.amazonses.com"],
-            serde_json::json!({}),
-        ),
-    ] {
-        lines += &(extra.to_string() + "\n");
-    }
+    let lines: String = ses_export_core::event_store::conformance::reputation_records()
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect();
 
     let server = Server::start(&["--reputation-metrics"]).await;
     let report = server.ingest(lines.as_bytes()).await;

@@ -178,49 +178,14 @@ async fn regions_are_kept_apart_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_are_kept_apart_on_postgres() {
-    let Ok(base) = std::env::var("SES_EXPORT_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SES_EXPORT_TEST_DATABASE_URL must be set in CI"
-        );
-        eprintln!("skipping: set SES_EXPORT_TEST_DATABASE_URL");
+    let Some(pg) =
+        ses_export_tests::PgServer::start("regions", &["--max-active-jobs", "1", "--min-job-duration-ms", "60000"])
+            .await
+    else {
         return;
     };
-    let Some(s3) = ses_export_tests::S3Server::start().await else {
-        return;
-    };
-    s3.bucket("managed").await;
-    let schema = format!("regions_{}", std::process::id());
-    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-    let server = Server::start(&[
-        "--database-url",
-        &url,
-        "--s3-endpoint-url",
-        &s3.endpoint,
-        "--managed-bucket",
-        "managed",
-        "--signing-secret",
-        "a-signing-secret-of-at-least-32-bytes!!",
-        "--max-active-jobs",
-        "1",
-        "--min-job-duration-ms",
-        "60000",
-    ])
-    .await;
-    regions_are_kept_apart(&server).await;
-    drop(server);
-    let _ = client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    regions_are_kept_apart(&pg.server).await;
+    pg.finish().await;
 }
 
 /// A data dir written before regions existed (every row keyed by the bare

@@ -593,11 +593,11 @@ pub async fn check_any_complaint_teaches_its_isp(store: &dyn EventStore) {
     assert_eq!(complaints(&counts), 1, "Yahoo has a feedback loop: {counts:?}");
 }
 
-/// Reputation: bounces and complaints over the latest eligible sends, newest
-/// first; multi-recipient messages and the mailbox simulator do not count,
-/// nor do suppression-list bounces as bounces; every scope with data is
-/// listed.
-pub async fn check_reputation(store: &dyn EventStore) {
+/// Five eligible sends (the oldest bounced permanently, the second
+/// complained, the third bounced from the suppression list) and, newer
+/// still, a two-recipient message and a mailbox-simulator one: a
+/// reputation of 5 sends, 1 bounce, 1 complaint.
+pub fn reputation_records() -> Vec<Value> {
     let at = |t: Millis| format_iso8601(t);
     let minute = 60_000;
     let mut records = Vec::new();
@@ -655,7 +655,15 @@ pub async fn check_reputation(store: &dyn EventStore) {
         &["bounce@simulator.amazonses.com"],
         json!({}),
     ));
-    ingest(store, &account(), events(&records)).await;
+    records
+}
+
+/// Reputation: bounces and complaints over the latest eligible sends, newest
+/// first; multi-recipient messages and the mailbox simulator do not count,
+/// nor do suppression-list bounces as bounces; every scope with data is
+/// listed.
+pub async fn check_reputation(store: &dyn EventStore) {
+    ingest(store, &account(), events(&reputation_records())).await;
     let all = store.reputation(&account(), 100).await.expect("reputation");
     assert_eq!((all.sends, all.bounces, all.complaints), (5, 1, 1), "{all:?}");
     assert_eq!(all.bounce_rate(), Some(0.2));
