@@ -35,6 +35,8 @@ pub mod retention;
 mod rng;
 pub mod rows;
 pub mod rules;
+#[cfg(feature = "segments")]
+pub mod segment;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod signing;
