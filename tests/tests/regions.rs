@@ -263,3 +263,29 @@ async fn an_intake_keys_region_places_its_events() {
         );
     }
 }
+
+/// The CLI's `--region` (as `AWS_REGION` or the profile's) chooses the data
+/// as it chooses the signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clis_region_chooses_the_data() {
+    let server = Server::start(&["--rate-limits", "off"]).await;
+    let eu = server.client_in("eu-west-1", DEV.0, DEV.1);
+    let job = create_export(&eu, send_volume_by_isp(T0, T0 + 86_400), DataFormat::Csv).await;
+    let url = server.url.clone();
+    let list = move |region: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = ses_export_tests::cli_command(&url);
+            if let Some(region) = region {
+                command.args(["--region", region]);
+            }
+            let output = command.arg("list-export-jobs").output().expect("run the CLI");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+    };
+    let in_eu = list(Some("eu-west-1")).await.expect("join");
+    assert!(in_eu.contains(&job), "{in_eu}");
+    let in_us = list(Some("us-east-1")).await.expect("join");
+    assert!(!in_us.contains(&job), "{in_us}");
+}
