@@ -12,6 +12,9 @@ use crate::{Region, Scope};
 pub const DEFAULT_BATCH: usize = 5000;
 /// Bad lines listed in a report; all of them are counted.
 pub const MAX_LISTED_ERRORS: usize = 1000;
+/// Regions one ingest may keep events in (SES has fewer); an event naming
+/// one more is a rejected line.
+pub const MAX_REGIONS: usize = 32;
 
 pub use ses_export_model::ingest::IngestReport;
 
@@ -120,13 +123,28 @@ pub async fn ingest<R: BufRead + Send + 'static>(
     // One batch parsed ahead of the one being written: enough to keep both
     // busy, and what an ingest holds stays two batches whatever its size.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(1);
+    let carrier_region = carrier.region().clone();
     let parser = tokio::task::spawn_blocking(move || {
         let mut events = Vec::with_capacity(batch_size);
         let mut bad = BadLines::default();
+        // Each region of a batch is a transaction of its own: how many one
+        // body may name is bounded, whatever its sourceArns say.
+        let mut regions = std::collections::HashSet::from([carrier_region.clone()]);
         for line in EventReader::new(input) {
             match line {
                 Ok(line) => match line.result {
-                    Ok(event) => events.push(event),
+                    Ok(event) => {
+                        let region = event_region(&event, &carrier_region);
+                        if regions.len() >= MAX_REGIONS && !regions.contains(&region) {
+                            bad.note(
+                                line.line,
+                                format!("the body names more than {MAX_REGIONS} regions in its events' sourceArn"),
+                            );
+                        } else {
+                            regions.insert(region);
+                            events.push(event);
+                        }
+                    }
                     Err(reason) => bad.note(line.line, reason),
                 },
                 Err(e) => {

@@ -110,3 +110,30 @@ async fn an_over_long_line_is_reported_not_kept_in_memory() {
     assert_eq!(report.errors[0].reason, "line is longer than 1048576 bytes");
     assert_eq!(report.accepted, 12);
 }
+
+/// One body cannot name regions without end: each region of a batch is a
+/// transaction of its own, so past `MAX_REGIONS` an event naming yet
+/// another is a rejected line, and the rest is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_body_names_a_bounded_number_of_regions() {
+    use ses_export_core::event_store::conformance::{T0, record};
+    use ses_export_core::ingest::MAX_REGIONS;
+    let mut body = String::new();
+    for i in 0..MAX_REGIONS + 8 {
+        let mut r = record("Send", &format!("m-{i}"), T0, &["a@gmail.com"], serde_json::json!({}));
+        r["mail"]["sourceArn"] = format!("arn:aws:ses:xx-region-{i}:111111111111:identity/example.com").into();
+        body.push_str(&format!("{r}\n"));
+    }
+    let store = MemoryEventStore::new();
+    let regions = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let report = ingest(&store, &account(), Cursor::new(body), 4, &|region, _| {
+        regions.lock().expect("lock").insert(region.as_str().to_owned());
+    })
+    .await
+    .expect("ingest");
+    // The carrier's region counts among them, though no event named it.
+    assert_eq!(report.accepted as usize, MAX_REGIONS - 1, "{report:?}");
+    assert_eq!(report.rejected, 9, "{report:?}");
+    assert!(report.errors[0].reason.contains("regions"), "{report:?}");
+    assert_eq!(regions.lock().expect("lock").len(), MAX_REGIONS - 1);
+}
