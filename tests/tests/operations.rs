@@ -360,6 +360,12 @@ async fn reputation_gauges_have_known_values() {
         (Some(5), Some(0.2))
     );
     assert_eq!(answer["Thresholds"]["ComplaintPause"], 0.005);
+    // Its cost is the store's latest sends: one read a second, as AWS's own
+    // read operations.
+    let again = server
+        .signed("GET", "/_ses-export/v1/reputation", b"", ses_export_tests::DEV)
+        .await;
+    assert_eq!(again.status, 429, "{}", again.text());
     let unsigned = server.unsigned("GET", "/_ses-export/v1/reputation", b"").await;
     assert_eq!(unsigned.status, 403);
 

@@ -24,6 +24,9 @@ pub enum LimitedOperation {
     GetMessageInsights,
     /// `BatchGetMetricData`.
     BatchGetMetricData,
+    /// The server's own reputation read (not an SES operation): one a
+    /// second, as `GetMessageInsights`.
+    Reputation,
 }
 
 impl LimitedOperation {

@@ -443,6 +443,14 @@ impl ExportService {
         Ok(message_insights_response(detail))
     }
 
+    /// The bounce and complaint rates of `scope` over its latest `sends`
+    /// eligible sends (AWS's reputation page), rate-limited like the read
+    /// operations.
+    pub async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, ServiceError> {
+        self.throttle(scope, LimitedOperation::Reputation).await?;
+        self.events.reputation(scope, sends).await.map_err(internal)
+    }
+
     /// `BatchGetMetricData`: daily VDM metric volumes, per query.
     pub async fn batch_get_metric_data(
         &self,

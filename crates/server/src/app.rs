@@ -847,12 +847,7 @@ async fn reputation(
         let scope = admitted.scope()?;
         account = Some(scope.account().clone());
         admitted.body(&state, &headers, body, state.max_body_bytes).await?;
-        let reputation = state
-            .service
-            .events()
-            .reputation(&scope, state.reputation_sends)
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let reputation = state.service.reputation(&scope, state.reputation_sends).await?;
         use ses_export_core::vdm::Reputation as R;
         Ok::<_, WireError>(json_response(
             StatusCode::OK,
