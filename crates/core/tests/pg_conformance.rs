@@ -183,6 +183,12 @@ async fn databases_before_regions_are_the_default_regions() {
     let before = store.daily_counts(&account(), everything).await.expect("counts");
     drop(store);
     let pool = postgres::connect(&url, 2).await.expect("connect");
+    // A job and a rate bucket, as the previous version kept them too.
+    let old_job = job::conformance::job(1, "job-from-before", 1_000);
+    PgJobStore::new(pool.clone()).create(&old_job, 20).await.expect("job");
+    let limiter = || postgres::PgRateLimiter::new(pool.clone());
+    let create = ses_export_core::limits::LimitedOperation::CreateExportJob;
+    assert!(ses_export_core::limits::RateLimiter::try_acquire(&limiter(), &old_job.account, create).await);
     pool.get()
         .await
         .expect("client")
@@ -192,6 +198,8 @@ async fn databases_before_regions_are_the_default_regions() {
              UPDATE ses_insights SET account = split_part(account, '/', 1); \
              UPDATE ses_metric_days SET account = split_part(account, '/', 1); \
              UPDATE ses_learned SET account = split_part(account, '/', 1); \
+             UPDATE export_jobs SET account = split_part(account, '/', 1); \
+             UPDATE rate_buckets SET account = split_part(account, '/', 1); \
              DELETE FROM ses_export_migrations WHERE version >= 5;",
         )
         .await
@@ -201,8 +209,8 @@ async fn databases_before_regions_are_the_default_regions() {
     let pool = postgres::connect_with_default_region(&url, 4, &eu)
         .await
         .expect("connect and migrate");
-    let store = PgEventStore::new(pool);
-    let in_eu = Scope::new(account().account().clone(), eu);
+    let store = PgEventStore::new(pool.clone());
+    let in_eu = Scope::new(account().account().clone(), eu.clone());
     assert_eq!(store.daily_counts(&in_eu, everything).await.expect("counts"), before);
     assert!(
         store
@@ -211,5 +219,26 @@ async fn databases_before_regions_are_the_default_regions() {
             .expect("counts")
             .is_empty()
     );
+    let jobs = PgJobStore::new(pool.clone());
+    let job_in_eu = Scope::new(old_job.account.account().clone(), eu);
+    assert!(jobs.get(&job_in_eu, &old_job.job_id).await.expect("get").is_some());
+    assert!(
+        jobs.get(&old_job.account, &old_job.job_id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    // The bucket the old call used is the default region's now.
+    let buckets: Vec<String> = pool
+        .get()
+        .await
+        .expect("client")
+        .query("SELECT account FROM rate_buckets", &[])
+        .await
+        .expect("buckets")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(buckets, [job_in_eu.as_str()]);
     drop_schemas(&base, "regions").await;
 }

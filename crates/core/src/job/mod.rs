@@ -17,7 +17,8 @@ use crate::{Region, Scope};
 /// One export job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportJob {
-    /// The account that created the job; only it sees the job.
+    /// The account that created the job, in the region it was created in;
+    /// only it sees the job, and only there.
     pub account: Scope,
     /// The job's id (a UUID), unique in the account.
     pub job_id: String,
@@ -288,15 +289,20 @@ impl ExportJob {
     }
 }
 
-/// Job counts by scope key and status, summed by region.
-pub(crate) fn by_region(counts: impl IntoIterator<Item = (String, JobStatus, u64)>) -> Vec<(Region, JobStatus, u64)> {
+/// Job counts by region and status (one entry per scope and status in),
+/// summed by region.
+pub(crate) fn by_region(counts: impl IntoIterator<Item = (Region, JobStatus, u64)>) -> Vec<(Region, JobStatus, u64)> {
     let mut out: Vec<(Region, JobStatus, u64)> = Vec::new();
-    for (key, status, n) in counts {
-        let Ok(scope) = key.parse::<Scope>() else { continue };
-        match out.iter_mut().find(|(r, s, _)| r == scope.region() && *s == status) {
+    for (region, status, n) in counts {
+        match out.iter_mut().find(|(r, s, _)| *r == region && *s == status) {
             Some((_, _, total)) => *total += n,
-            None => out.push((scope.region().clone(), status, n)),
+            None => out.push((region, status, n)),
         }
     }
     out
+}
+
+/// The region of a scope key as a store keeps it (`ACCOUNT/REGION`).
+pub(crate) fn region_of(key: &str) -> Option<Region> {
+    key.parse::<Scope>().ok().map(|scope| scope.region().clone())
 }

@@ -171,11 +171,10 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(crate::Region, JobStatus, u64)>, JobStoreError> {
-        let counts: Vec<(String, JobStatus, u64)> = self
-            .lock()
-            .values()
-            .map(|job| (job.account.as_str().to_owned(), job.status.clone(), 1))
-            .collect();
-        Ok(crate::job::by_region(counts))
+        let jobs = self.lock();
+        Ok(crate::job::by_region(
+            jobs.values()
+                .map(|job| (job.account.region().clone(), job.status.clone(), 1)),
+        ))
     }
 }

@@ -328,12 +328,12 @@ impl JobStore for PgJobStore {
             )
             .await
             .map_err(generic)?;
-        Ok(crate::job::by_region(rows.iter().map(|row| {
-            (
-                row.get::<_, String>(0),
+        Ok(crate::job::by_region(rows.iter().filter_map(|row| {
+            Some((
+                crate::job::region_of(&row.get::<_, String>(0))?,
                 JobStatus::from(row.get::<_, String>(1)),
                 row.get::<_, i64>(2) as u64,
-            )
+            ))
         })))
     }
 }

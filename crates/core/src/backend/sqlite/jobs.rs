@@ -476,7 +476,10 @@ impl JobStore for SqliteJobStore {
                     r.get::<_, i64>(2)? as u64,
                 ))
             })?;
-            Ok(crate::job::by_region(rows.collect::<Result<Vec<_>, _>>()?))
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(crate::job::by_region(rows.into_iter().filter_map(
+                |(key, status, n)| Some((crate::job::region_of(&key)?, status, n)),
+            )))
         })
         .await
     }
