@@ -789,3 +789,31 @@ impl PgServer {
         }
     }
 }
+
+/// Runs `script` with `python3`, `input` on its standard input; its
+/// standard output, or `None` (after saying so) when the PyPI package that
+/// provides `module` is not installed, which in CI is a failure. A script
+/// that fails is a failed test.
+pub fn python_with(module: &str, package: &str, script: &str, input: &[u8]) -> Option<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().expect("stdin").write_all(input).expect("write");
+    let output = child.wait_with_output().expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains(&format!("No module named '{module}'")) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pip install {package}: CI runs this test with it"
+        );
+        eprintln!("skipping: pip install {package}");
+        return None;
+    }
+    assert!(output.status.success(), "python3 failed: {stderr}");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}

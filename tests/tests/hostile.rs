@@ -50,6 +50,15 @@ fn rss_mib(server: &Server) -> f64 {
     status_mib(server, "VmRSS:")
 }
 
+/// `/healthz` answered `times` in a row, each within `within`.
+async fn served(server: &Server, times: usize, within: Duration, beside: &str) {
+    for _ in 0..times {
+        let answered =
+            tokio::time::timeout(within, ses_export_tests::download(&format!("{}/healthz", server.url))).await;
+        assert!(matches!(answered, Ok((200, _))), "/healthz was not answered {beside}");
+    }
+}
+
 async fn alive(server: &Server) {
     let (status, _) = ses_export_tests::download(&format!("{}/healthz", server.url)).await;
     assert_eq!(status, 200, "the server no longer answers");
@@ -195,17 +204,7 @@ async fn clients_that_never_read_do_not_starve_others() {
         stalled.push(tokio::spawn(stall(request.clone())));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for _ in 0..5 {
-        let answered = tokio::time::timeout(
-            Duration::from_secs(20),
-            ses_export_tests::download(&format!("{}/healthz", server.url)),
-        )
-        .await;
-        assert!(
-            matches!(answered, Ok((200, _))),
-            "/healthz was not answered beside stalled readers"
-        );
-    }
+    served(&server, 5, Duration::from_secs(20), "beside stalled readers").await;
     drop(stalled);
 }
 
@@ -417,17 +416,7 @@ async fn half_sent_heads_do_not_keep_others_waiting() {
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for _ in 0..10 {
-        let answered = tokio::time::timeout(
-            Duration::from_secs(5),
-            ses_export_tests::download(&format!("{}/healthz", server.url)),
-        )
-        .await;
-        assert!(
-            matches!(answered, Ok((200, _))),
-            "/healthz waited behind half-sent heads"
-        );
-    }
+    served(&server, 10, Duration::from_secs(5), "behind half-sent heads").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for attacker in attackers {
         attacker.abort();

@@ -4,7 +4,6 @@
 //! `/readyz` naming what does not answer; one access-log line per request,
 //! with the request id the client saw.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -33,34 +32,8 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join('%s="%s"' % (k, v) for k, v in sorted(s.labels.items()))
         print("%s{%s} %r" % (s.name, labels, s.value))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    child.stdin.take()?.write_all(page.as_bytes()).ok()?;
-    let output = child.wait_with_output().ok()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if stderr.contains("No module named 'prometheus_client'") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pip install prometheus-client: CI parses /metrics with it"
-        );
-        eprintln!("skipping the parser: pip install prometheus-client");
-        return None;
-    }
-    assert!(
-        output.status.success(),
-        "Prometheus' parser refused the page: {stderr}\n{page}"
-    );
-    Some(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-    )
+    let output = ses_export_tests::python_with("prometheus_client", "prometheus-client", script, page.as_bytes())?;
+    Some(output.lines().map(str::to_owned).collect())
 }
 
 fn sample<'a>(samples: &'a [String], prefix: &str) -> Option<&'a str> {

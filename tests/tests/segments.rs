@@ -3,7 +3,6 @@
 //! timestamp, text, integers), and finds what the server wrote.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use ses_export_core::event_store::conformance::{generated, reference_records};
 
@@ -11,18 +10,7 @@ fn duckdb(sql: &str) -> Option<String> {
     let script = format!(
         "import duckdb\nfor row in duckdb.sql({sql:?}).fetchall():\n    print('|'.join(str(v) for v in row))\n"
     );
-    let output = Command::new("python3").args(["-c", &script]).output().ok()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if stderr.contains("No module named 'duckdb'") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pip install duckdb: CI reads a segment with it"
-        );
-        eprintln!("skipping: pip install duckdb");
-        return None;
-    }
-    assert!(output.status.success(), "{stderr}");
-    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+    ses_export_tests::python_with("duckdb", "duckdb", &script, b"")
 }
 
 #[test]
