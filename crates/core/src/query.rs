@@ -165,6 +165,7 @@ pub async fn select_insights(
                 && sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
         })
     };
+    let keep = keep.with_filters(query.include.clone(), query.exclude.clone());
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
     let scans = split(query.interval, parts)
         .into_iter()

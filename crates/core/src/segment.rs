@@ -1,6 +1,7 @@
 //! Columnar segments: one settled UTC day of a scope's insight records as
-//! a Parquet file (docs/ARCHITECTURE.md, "the columnar engine"; this is its
-//! first slice: the format, its writer and its reader).
+//! a Parquet file (docs/ARCHITECTURE.md, "the columnar engine"): the
+//! format, its writer and its reader. Where segments live and when they are
+//! written is the store's business (`backend::sqlite::segments`).
 //!
 //! Rows are in export order (send time, message id, destination), in row
 //! groups of [`ROW_GROUP_ROWS`] with min/max statistics, so a scan skips the
@@ -19,10 +20,11 @@ use arrow_array::{
     Array, ArrayRef, DictionaryArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt16Array, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 
 use crate::clock::Interval;
@@ -31,6 +33,10 @@ use crate::insight::{EventFlags, InsightRecord};
 
 /// Rows per row group: the unit a scan skips or reads.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Rows a scan decodes at a time (a row group is read in several): the
+/// most it reads between two looks at whether to stop.
+pub const SCAN_BATCH_ROWS: usize = 8 * 1024;
 
 /// The columns, in order.
 pub fn schema() -> SchemaRef {
@@ -83,17 +89,58 @@ fn error(e: impl std::error::Error + Send + Sync + 'static) -> SegmentError {
 /// Writes `records` (in export order) as one segment to `out`; returns how
 /// many rows it holds.
 pub fn write<W: Write + Send>(records: &[InsightRecord], out: W) -> Result<usize, SegmentError> {
-    let properties = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_compression(Compression::SNAPPY)
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .build();
-    let mut writer = ArrowWriter::try_new(out, schema(), Some(properties)).map_err(error)?;
-    for chunk in records.chunks(ROW_GROUP_ROWS) {
-        writer.write(&batch(chunk)?).map_err(error)?;
-    }
-    writer.close().map_err(error)?;
+    let mut writer = Writer::new(out)?;
+    writer.push(records)?;
+    writer.finish()?;
     Ok(records.len())
+}
+
+/// Writes a segment a slice of records at a time, so a day never has to be
+/// in memory whole.
+pub struct Writer<W: Write + Send> {
+    inner: ArrowWriter<W>,
+    rows: usize,
+}
+
+impl<W: Write + Send> std::fmt::Debug for Writer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send> Writer<W> {
+    /// A segment written to `out`.
+    pub fn new(out: W) -> Result<Self, SegmentError> {
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .build();
+        let inner = ArrowWriter::try_new(out, schema(), Some(properties)).map_err(error)?;
+        Ok(Writer { inner, rows: 0 })
+    }
+
+    /// Appends `records`, which come after every record pushed before in
+    /// export order.
+    pub fn push(&mut self, records: &[InsightRecord]) -> Result<(), SegmentError> {
+        for chunk in records.chunks(ROW_GROUP_ROWS) {
+            self.inner.write(&batch(chunk)?).map_err(error)?;
+            self.rows += chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the footer; returns `out`, for the caller to sync.
+    pub fn finish(self) -> Result<W, SegmentError> {
+        self.inner.into_inner().map_err(error)
+    }
 }
 
 fn batch(records: &[InsightRecord]) -> Result<RecordBatch, SegmentError> {
@@ -137,7 +184,7 @@ pub fn read(
     interval: Interval,
     keep: &dyn Fn(FilterFields<'_>) -> bool,
 ) -> Result<Vec<InsightRecord>, SegmentError> {
-    read_with(bytes, interval, &Selection::everything(), keep)
+    Segment::open(bytes)?.read(interval, &Selection::everything(), keep)
 }
 
 /// Reads the records sent within `interval` that pass `include` and not
@@ -153,14 +200,218 @@ pub fn read_selected(
 ) -> Result<Vec<InsightRecord>, SegmentError> {
     let selection = Selection::new(include, exclude);
     let rest = |fields: FilterFields<'_>| selection.rest_passes(fields);
-    read_with(bytes, interval, &selection, &rest)
+    Segment::open(bytes)?.read(interval, &selection, &rest)
+}
+
+/// An open segment: its source (a [`SegmentFile`], or bytes in memory)
+/// and its footer, read once.
+#[derive(Debug, Clone)]
+pub struct Segment<R> {
+    source: R,
+    metadata: ArrowReaderMetadata,
+}
+
+impl<R: ChunkReader + Clone + 'static> Segment<R> {
+    /// Reads the footer of the segment in `source`.
+    pub fn open(source: R) -> Result<Self, SegmentError> {
+        let metadata = ArrowReaderMetadata::load(&source, ArrowReaderOptions::new()).map_err(error)?;
+        Ok(Segment { source, metadata })
+    }
+
+    /// How many rows it holds.
+    pub fn rows(&self) -> u64 {
+        u64::try_from(self.metadata.metadata().file_metadata().num_rows()).unwrap_or(0)
+    }
+
+    /// The row groups whose send times may lie within `interval`, in order.
+    pub fn groups_within(&self, interval: Interval) -> Vec<usize> {
+        self.metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, group)| match group.column(0).statistics() {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(min), Some(max)) => *max >= interval.start && *min <= interval.end,
+                    _ => true,
+                },
+                _ => true,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn reader(
+        &self,
+        groups: Vec<usize>,
+        columns: Option<&[usize]>,
+        batch_rows: usize,
+    ) -> Result<ParquetRecordBatchReaderIter, SegmentError> {
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(self.source.clone(), self.metadata.clone())
+                .with_row_groups(groups)
+                .with_batch_size(batch_rows);
+        if let Some(columns) = columns {
+            let mask = ProjectionMask::roots(
+                self.metadata.metadata().file_metadata().schema_descr(),
+                columns.iter().copied(),
+            );
+            builder = builder.with_projection(mask);
+        }
+        Ok(Box::new(builder.build().map_err(error)?))
+    }
+
+    /// The records of `groups` sent within `interval` that pass
+    /// `selection` and `keep`, in export order, [`SCAN_BATCH_ROWS`] rows
+    /// read at a time: each item says how many rows it read and holds
+    /// those it kept, so a reader can stop between items.
+    pub fn scan<'a>(
+        &'a self,
+        groups: Vec<usize>,
+        interval: Interval,
+        selection: &'a Selection,
+        keep: &'a dyn Fn(FilterFields<'_>) -> bool,
+    ) -> Result<impl Iterator<Item = Result<(usize, Vec<InsightRecord>), SegmentError>> + 'a, SegmentError> {
+        let reader = self.reader(groups, None, SCAN_BATCH_ROWS)?;
+        Ok(reader.map(move |batch| {
+            let batch = batch.map_err(error)?;
+            let mut records = Vec::new();
+            read_batch(&batch, interval, selection, keep, &mut records)?;
+            Ok((batch.num_rows(), records))
+        }))
+    }
+
+    /// Every record sent within `interval` that passes `selection` and
+    /// `keep`, in export order.
+    pub fn read(
+        &self,
+        interval: Interval,
+        selection: &Selection,
+        keep: &dyn Fn(FilterFields<'_>) -> bool,
+    ) -> Result<Vec<InsightRecord>, SegmentError> {
+        let mut records = Vec::new();
+        for batch in self.reader(self.groups_within(interval), None, ROW_GROUP_ROWS)? {
+            read_batch(&batch.map_err(error)?, interval, selection, keep, &mut records)?;
+        }
+        Ok(records)
+    }
+
+    /// How many rows row group `group` holds.
+    pub fn group_rows(&self, group: usize) -> u64 {
+        self.metadata
+            .metadata()
+            .row_groups()
+            .get(group)
+            .map_or(0, |g| u64::try_from(g.num_rows()).unwrap_or(0))
+    }
+
+    /// The key and flags of every row of row group `group`, read from its
+    /// key columns only.
+    pub fn keys_of_group(&self, group: usize) -> Result<Vec<RowKey>, SegmentError> {
+        let bad = || error(std::io::Error::other("a column is not of the segment's type"));
+        let mut keys = Vec::new();
+        for batch in self.reader(vec![group], Some(&[0, 1, 2, 10]), ROW_GROUP_ROWS)? {
+            let batch = batch.map_err(error)?;
+            let column = |i: usize| batch.column(i).as_any();
+            let times = column(0).downcast_ref::<TimestampMillisecondArray>().ok_or_else(bad)?;
+            let ids = column(1).downcast_ref::<StringArray>().ok_or_else(bad)?;
+            let destinations = column(2).downcast_ref::<StringArray>().ok_or_else(bad)?;
+            let flags = column(3).downcast_ref::<UInt16Array>().ok_or_else(bad)?;
+            keys.extend((0..batch.num_rows()).map(|row| RowKey {
+                send_timestamp: times.value(row),
+                message_id: ids.value(row).to_owned(),
+                destination: destinations.value(row).to_owned(),
+                flags: EventFlags(flags.value(row)),
+            }));
+        }
+        Ok(keys)
+    }
+}
+
+type ParquetRecordBatchReaderIter = Box<dyn Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>> + Send>;
+
+/// A row of a segment as far as ingest needs it: its key and its flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowKey {
+    /// When the message was sent.
+    pub send_timestamp: i64,
+    /// The message.
+    pub message_id: String,
+    /// The recipient.
+    pub destination: String,
+    /// What the recipient's events said, as of the segment.
+    pub flags: EventFlags,
+}
+
+/// A segment file read by position, so that clones (one per row group
+/// read, one per thread) never share a cursor. On Unix an open file stays
+/// readable after it is unlinked: a scan that opened a segment finishes
+/// with it even if a compaction replaced it meanwhile.
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    file: Arc<std::fs::File>,
+    len: u64,
+}
+
+impl SegmentFile {
+    /// Opens the segment at `path` for reading.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(SegmentFile {
+            file: Arc::new(file),
+            len,
+        })
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_exact_at(&*self.file, buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            let mut done = 0;
+            while done < buf.len() {
+                let n = std::os::windows::fs::FileExt::seek_read(&*self.file, &mut buf[done..], offset + done as u64)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                done += n;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Length for SegmentFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for SegmentFile {
+    type T = std::io::Cursor<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let length = usize::try_from(self.len.saturating_sub(start)).unwrap_or(usize::MAX);
+        Ok(std::io::Cursor::new(self.get_bytes(start, length)?))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0; length];
+        self.read_exact_at(&mut buf, start)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(buf.into())
+    }
 }
 
 /// An Include and an Exclude split by field. Include is AND across fields
 /// and Exclude OR, so a row passes exactly when every field's part passes
 /// (its include part matches, its exclude part does not): the text fields'
 /// parts can be judged per dictionary value, the rest per row.
-struct Selection {
+#[derive(Debug)]
+pub struct Selection {
     /// From address, subject, ISP, tenant: (include part, exclude part).
     text: [(InsightFilter, InsightFilter); 4],
     /// Destination and the last events, judged per row.
@@ -172,11 +423,13 @@ struct Selection {
 const JUDGED: [usize; 4] = [0, 1, 2, 5];
 
 impl Selection {
-    fn everything() -> Self {
+    /// Every row passes.
+    pub fn everything() -> Self {
         Self::new(&InsightFilter::default(), &InsightFilter::default())
     }
 
-    fn new(include: &InsightFilter, exclude: &InsightFilter) -> Self {
+    /// The rows that `include` includes and `exclude` does not exclude.
+    pub fn new(include: &InsightFilter, exclude: &InsightFilter) -> Self {
         let part = |f: &InsightFilter, field: usize| {
             let mut out = InsightFilter::default();
             match field {
@@ -224,42 +477,10 @@ impl Selection {
         include.includes_fields(fields) && !exclude.excludes_fields(fields)
     }
 
-    fn rest_passes(&self, fields: FilterFields<'_>) -> bool {
+    /// Whether the fields judged per row pass.
+    pub fn rest_passes(&self, fields: FilterFields<'_>) -> bool {
         self.rest.0.includes_fields(fields) && !self.rest.1.excludes_fields(fields)
     }
-}
-
-fn read_with(
-    bytes: bytes::Bytes,
-    interval: Interval,
-    selection: &Selection,
-    keep: &dyn Fn(FilterFields<'_>) -> bool,
-) -> Result<Vec<InsightRecord>, SegmentError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(error)?;
-    let groups: Vec<usize> = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .enumerate()
-        .filter(|(_, group)| match group.column(0).statistics() {
-            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(min), Some(max)) => *max >= interval.start && *min <= interval.end,
-                _ => true,
-            },
-            _ => true,
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let reader = builder
-        .with_row_groups(groups)
-        .with_batch_size(ROW_GROUP_ROWS)
-        .build()
-        .map_err(error)?;
-    let mut records = Vec::new();
-    for batch in reader {
-        read_batch(&batch.map_err(error)?, interval, selection, keep, &mut records)?;
-    }
-    Ok(records)
 }
 
 fn read_batch(

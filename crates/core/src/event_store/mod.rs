@@ -32,6 +32,7 @@ pub struct RecordFilter {
     keep: Judge,
     reads_text: bool,
     before_text: Option<Judge>,
+    filters: Option<std::sync::Arc<(crate::filter::InsightFilter, crate::filter::InsightFilter)>>,
 }
 
 /// A decision on a row's fields.
@@ -50,7 +51,26 @@ impl RecordFilter {
             keep: std::sync::Arc::new(keep),
             reads_text,
             before_text: None,
+            filters: None,
         }
+    }
+
+    /// Says that `keep` refuses every row that `include` does not include
+    /// or `exclude` excludes (it may refuse more): a columnar backend then
+    /// judges those filters' text once per distinct value instead of once
+    /// per row.
+    pub fn with_filters(
+        mut self,
+        include: crate::filter::InsightFilter,
+        exclude: crate::filter::InsightFilter,
+    ) -> Self {
+        self.filters = Some(std::sync::Arc::new((include, exclude)));
+        self
+    }
+
+    /// The Include and Exclude given by [`with_filters`](Self::with_filters).
+    pub fn filters(&self) -> Option<(&crate::filter::InsightFilter, &crate::filter::InsightFilter)> {
+        self.filters.as_deref().map(|(include, exclude)| (include, exclude))
     }
 
     /// Adds a check for rows judged before their text is read: `false`
@@ -176,6 +196,16 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// Every scope that holds data.
     async fn scopes(&self) -> Result<Vec<Scope>, StoreError>;
 
+    /// Moves the records of settled days into columnar segments, and folds
+    /// into a day's segment the late records it gathered, as `plan` says
+    /// (docs/ARCHITECTURE.md, "the columnar engine"). What every read
+    /// returns is the same before and after. A store that keeps no
+    /// segments has nothing to move.
+    async fn compact(&self, plan: &CompactionPlan) -> Result<Compacted, StoreError> {
+        let _ = plan;
+        Ok(Compacted::default())
+    }
+
     /// Makes what is stored self-contained and durable for a clean exit;
     /// the store may still be used afterwards.
     async fn close(&self) -> Result<(), StoreError> {
@@ -186,6 +216,40 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Which days a compaction settles and when it folds late records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPlan {
+    /// Days that end before this (a UTC day's start) may settle.
+    pub settled_before: Millis,
+    /// ... once no event has arrived for them since this time.
+    pub quiet_since: Millis,
+    /// A settled day's late records are folded into its segment once they
+    /// number at least 1/`fold_ratio` of its rows (`u64::MAX`: at once;
+    /// 0: never).
+    pub fold_ratio: u64,
+}
+
+impl CompactionPlan {
+    /// What the server does at `now`: days end `settle_days` whole days
+    /// before today's, quiet for `quiet_millis`; late records folded at 1/16.
+    pub fn at(now: Millis, settle_days: u32, quiet_millis: Millis) -> Self {
+        CompactionPlan {
+            settled_before: crate::clock::day_start(crate::clock::day_of(now) - i64::from(settle_days)),
+            quiet_since: now - quiet_millis,
+            fold_ratio: 16,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Segments written (a day settled, or its late records folded in).
+    pub segments: u64,
+    /// Rows those segments hold.
+    pub rows: u64,
 }
 
 /// A scan checks [`ScanControl::stop`] at least this often, in rows read.
