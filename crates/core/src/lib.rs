@@ -16,6 +16,7 @@
 pub mod account;
 pub mod backend;
 pub mod clock;
+pub mod compaction;
 #[cfg(feature = "service")]
 pub mod destination;
 pub mod event;

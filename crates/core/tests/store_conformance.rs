@@ -26,6 +26,25 @@ async fn sqlite_store_conforms() {
     conformance::check_failed_batch_leaves_nothing(&capped).await;
 }
 
+/// The same suite with every day settled into a segment after each batch,
+/// late records kept beside it (merged at read) or folded in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms_with_settled_days() {
+    for fold_ratio in [0, u64::MAX] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        conformance::run(|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.path().join(format!("events-{n}.sqlite"));
+            async move {
+                let store = SqliteEventStore::open(path).expect("open");
+                Box::new(conformance::SettledAfterEachBatch::new(Box::new(store), fold_ratio)) as Box<dyn EventStore>
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_keeps_data_across_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -42,6 +42,79 @@ where
     check_reputation(&*new_store().await).await;
 }
 
+/// A store whose days all settle after every batch, as if each batch came
+/// long after the last: with `fold_ratio` 0 a day's late records stay
+/// beside its segment (merged at every read), with `u64::MAX` each
+/// compaction folds them in. Runs the suite over a backend's segments.
+#[derive(Debug)]
+pub struct SettledAfterEachBatch {
+    store: Box<dyn EventStore>,
+    fold_ratio: u64,
+}
+
+impl SettledAfterEachBatch {
+    /// `store`, compacted after each batch with `fold_ratio`.
+    pub fn new(store: Box<dyn EventStore>, fold_ratio: u64) -> Self {
+        SettledAfterEachBatch { store, fold_ratio }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for SettledAfterEachBatch {
+    async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, super::StoreError> {
+        let outcome = self.store.write_batch(account, events).await?;
+        let plan = super::CompactionPlan {
+            settled_before: Millis::MAX / 2,
+            quiet_since: Millis::MAX,
+            fold_ratio: self.fold_ratio,
+        };
+        self.store.compact(&plan).await?;
+        Ok(outcome)
+    }
+
+    fn scan_insights(&self, account: &Scope, interval: Interval) -> super::InsightStream {
+        self.store.scan_insights(account, interval)
+    }
+
+    fn scan_insights_where(
+        &self,
+        account: &Scope,
+        interval: Interval,
+        keep: super::RecordFilter,
+        control: std::sync::Arc<super::ScanControl>,
+    ) -> super::InsightStream {
+        self.store.scan_insights_where(account, interval, keep, control)
+    }
+
+    async fn message_insights(
+        &self,
+        account: &Scope,
+        message_id: &str,
+    ) -> Result<Option<MessageDetail>, super::StoreError> {
+        self.store.message_insights(account, message_id).await
+    }
+
+    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, super::StoreError> {
+        self.store.daily_counts(account, interval).await
+    }
+
+    async fn expire(&self, before: Millis, max_messages: usize) -> Result<u64, super::StoreError> {
+        self.store.expire(before, max_messages).await
+    }
+
+    async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, super::StoreError> {
+        self.store.reputation(scope, sends).await
+    }
+
+    async fn scopes(&self) -> Result<Vec<Scope>, super::StoreError> {
+        self.store.scopes().await
+    }
+
+    async fn compact(&self, plan: &super::CompactionPlan) -> Result<super::Compacted, super::StoreError> {
+        self.store.compact(plan).await
+    }
+}
+
 /// The account most checks use.
 pub fn account() -> Scope {
     "111111111111/us-east-1".parse().expect("a scope")

@@ -1,35 +1,34 @@
 //! The SQLite backend, the embedded default: one file in the data dir, one
 //! writer, a reader per scan (WAL lets them run side by side).
 //!
-//! Insight records are clustered by (account, send time, message,
-//! destination), so an export's scan reads them in export order with no
-//! sort; rollups are one row per account, UTC day and dimension values.
+//! Insight records of hot days are clustered by (account, send time,
+//! message, destination), so an export's scan reads them in export order
+//! with no sort; settled days are columnar segments beside the database
+//! (`segments`), merged with their late records at read (`scan`). Rollups
+//! are one row per account, UTC day and dimension values.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use ses_export_model::types::BounceType;
 
+use super::scan::{RECORD_COLUMNS, RECORD_TABLES, Scan, record_from_offset_row};
+use super::segments::{self, Layout, Lookup, Snapshot};
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::Scope;
-use crate::clock::{Interval, Millis, day_of};
+use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
 use crate::event_store::{
-    BatchOutcome, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
+    BatchOutcome, Compacted, CompactionPlan, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter,
     ScanControl, StoreError, StoredEvent,
 };
-use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
 use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
-
-/// Records a scan sends across threads at a time.
-const SCAN_CHUNK: usize = 512;
 
 /// The schema, step by step (see [`migrate`]).
 const MIGRATIONS: &[Migration] = &[
@@ -157,6 +156,12 @@ UPDATE metric_days SET account = account || '/' || (SELECT region FROM temp.defa
 UPDATE learned SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
 "#,
     ),
+    // Settled days move into columnar segments (docs/ARCHITECTURE.md): the
+    // catalog, and every day already kept listed for the compactor.
+    Migration {
+        sql: segments::SCHEMA,
+        then: Some(|tx| Ok(tx.execute_batch(segments::LIST_EXISTING_DAYS)?)),
+    },
 ];
 
 /// The SQLite [`EventStore`].
@@ -168,6 +173,7 @@ pub struct SqliteEventStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    layout: Layout,
     writer: Mutex<Connection>,
     /// Opened on first use, dropped by `close`.
     reader: Mutex<Option<Connection>>,
@@ -242,10 +248,16 @@ impl SqliteEventStore {
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
             writer.pragma_update(None, "max_page_count", pages.max(1))?;
         }
+        let layout = Layout::beside(path);
+        let swept = layout.sweep(&writer)?;
+        if swept > 0 {
+            tracing::info!(files = swept, "deleted segment files a compaction left unnamed");
+        }
         let reader = open_reader(path)?;
         Ok(SqliteEventStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                layout,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(Some(reader)),
             }),
@@ -370,7 +382,12 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         if let Some(r) = flags.get_mut(&key) {
             r.flags = r.flags.union(bit);
             if let Some((lesson, value)) = crate::event_store::batch::lesson(kind, bit, r) {
-                SqliteTxn { tx, account: &account }.learn_one(lesson, &value)?;
+                SqliteTxn {
+                    tx,
+                    account: &account,
+                    settled: None,
+                }
+                .learn_one(lesson, &value)?;
             }
         }
     }
@@ -386,7 +403,11 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     let mut day_records: Vec<InsightRecord> = Vec::new();
     let mut at: Option<(String, i64)> = None;
     let write = |account: &str, records: &mut Vec<InsightRecord>| -> Result<(), StoreError> {
-        let mut txn = SqliteTxn { tx, account };
+        let mut txn = SqliteTxn {
+            tx,
+            account,
+            settled: None,
+        };
         for counts in recount(records.iter()) {
             txn.add_rollup(counts.day, &counts.dimensions, &counts.counts)?;
         }
@@ -414,6 +435,9 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
 struct SqliteTxn<'a> {
     tx: &'a rusqlite::Transaction<'a>,
     account: &'a str,
+    /// Settled days' segments, where a record the table lacks may be
+    /// (none in a migration, which runs before there are segments).
+    settled: Option<Lookup<'a>>,
 }
 
 impl SqliteTxn<'_> {
@@ -466,41 +490,33 @@ impl SqliteTxn<'_> {
                 |row| row.get::<_, u16>(0),
             )
             .optional()?;
-        Ok(flags.map(EventFlags))
+        match (flags, &mut self.settled) {
+            (Some(flags), _) => Ok(Some(EventFlags(flags))),
+            (None, Some(settled)) => settled.flags(self.tx, self.account, r),
+            (None, None) => Ok(None),
+        }
     }
 
-    fn put_record(&mut self, r: &InsightRecord, existed: bool) -> Result<(), StoreError> {
-        if existed {
-            let mut stmt = self.tx.prepare_cached(
-                "UPDATE insights SET flags = ?5 \
-                 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
-            )?;
-            stmt.execute(params![
-                self.account,
-                r.send_timestamp,
-                r.message_id,
-                r.destination,
-                r.flags.0
-            ])?;
-        } else {
-            let mut stmt = self.tx.prepare_cached(
-                "INSERT INTO insights (account, send_ts, message_id, destination, isp, email_identity, \
-                 configuration_set, tenant_name, recipient_count, flags) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            stmt.execute(params![
-                self.account,
-                r.send_timestamp,
-                r.message_id,
-                r.destination,
-                r.isp,
-                r.email_identity,
-                r.configuration_set,
-                r.tenant_name,
-                r.recipient_count,
-                r.flags.0,
-            ])?;
-        }
+    /// Inserts the record, or updates its flags; a late record of a
+    /// settled day is inserted whole, with its segment's bits in it.
+    fn put_record(&mut self, r: &InsightRecord) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO insights (account, send_ts, message_id, destination, isp, email_identity, \
+             configuration_set, tenant_name, recipient_count, flags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO UPDATE SET flags = excluded.flags",
+        )?;
+        stmt.execute(params![
+            self.account,
+            r.send_timestamp,
+            r.message_id,
+            r.destination,
+            r.isp,
+            r.email_identity,
+            r.configuration_set,
+            r.tenant_name,
+            r.recipient_count,
+            r.flags.0,
+        ])?;
         Ok(())
     }
 
@@ -566,7 +582,11 @@ impl BatchTxn for SqliteTxn<'_> {
     }
 
     async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError> {
-        records.iter().try_for_each(|(r, existed)| self.put_record(r, *existed))
+        records.iter().try_for_each(|(r, _)| self.put_record(r))?;
+        if self.settled.is_some() {
+            segments::touch_days(self.tx, self.account, records, crate::clock::now())?;
+        }
+        Ok(())
     }
 
     async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
@@ -582,113 +602,28 @@ impl BatchTxn for SqliteTxn<'_> {
     }
 }
 
-/// The columns of an insight record, its message's text joined in; the
-/// insight rows drive the scan (a LEFT JOIN keeps SQLite from reordering
-/// it), so records come in the insights key's order.
-const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
-                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
-/// The tables [`RECORD_COLUMNS`] come from.
-const RECORD_TABLES: &str = "insights i LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id";
-/// [`RECORD_COLUMNS`] without the message's text, from the insights alone:
-/// for scans whose filter does not read the text, which then fetch it only
-/// for the records they keep (a seek per kept record, not per row).
-const RECORD_COLUMNS_NO_TEXT: &str = "i.send_ts, i.message_id, i.destination, NULL, NULL, i.isp, \
-                                      i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
-
-fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
-    record_from_offset_row(row, 0)
-}
-
-/// A record from [`RECORD_COLUMNS`] starting at column `at`.
-fn record_from_offset_row(row: &Row<'_>, at: usize) -> rusqlite::Result<InsightRecord> {
-    Ok(InsightRecord {
-        send_timestamp: row.get(at)?,
-        message_id: row.get(at + 1)?,
-        destination: row.get(at + 2)?,
-        from_email_address: row.get(at + 3)?,
-        subject: row.get(at + 4)?,
-        isp: row.get(at + 5)?,
-        email_identity: row.get(at + 6)?,
-        configuration_set: row.get(at + 7)?,
-        tenant_name: row.get(at + 8)?,
-        recipient_count: row.get(at + 9)?,
-        flags: EventFlags(row.get(at + 10)?),
-    })
-}
-
-/// Streams `sql`'s records (bound to `params`) from a fresh reader
-/// connection on a blocking thread, a chunk at a time. With `keep`, a row
-/// is judged on its borrowed columns and only built into a record when
-/// kept; `scanned` counts every row looked at.
+/// Streams `scope`'s records in `interval` (those `keep` keeps) from a
+/// fresh reader connection on a blocking thread, a chunk at a time.
 fn stream_records(
-    path: PathBuf,
-    sql: String,
-    params: (String, i64, i64),
+    inner: &Arc<Inner>,
+    scope: String,
+    interval: Interval,
     keep: Option<(RecordFilter, Arc<ScanControl>)>,
 ) -> InsightStream {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
     let no_runtime = tx.clone();
+    let inner = Arc::clone(inner);
     let producer = move || {
         let run = || -> Result<(), StoreError> {
-            let conn = open_reader(&path)?;
-            let mut stmt = conn.prepare(&sql)?;
-            let mut text =
-                conn.prepare("SELECT from_address, subject FROM messages WHERE account = ?1 AND message_id = ?2")?;
-            // Rows judged before their text is read: the text is fetched
-            // for the rows that may be kept, and the filter judges those
-            // whole.
-            let text_later = keep.as_ref().is_some_and(|(keep, _)| keep.judges_before_text());
-            let mut rows = stmt.query(rusqlite::params![params.0, params.1, params.2])?;
-            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-            let mut read: u64 = 0;
-            while let Some(row) = rows.next()? {
-                read += 1;
-                // Rows read, not rows kept: a filter that keeps nothing
-                // still hears a cancel or a shutdown.
-                if read.is_multiple_of(SCAN_CHECK_ROWS)
-                    && (tx.is_closed() || keep.as_ref().is_some_and(|(_, control)| control.stopped()))
-                {
-                    return Ok(());
-                }
-                if let Some((keep, control)) = &keep {
-                    control.scanned.fetch_add(1, Ordering::Relaxed);
-                    let fields = filter_fields(row)?;
-                    let judged = if text_later {
-                        keep.may_keep_before_text(fields)
-                    } else {
-                        Some(keep.keeps(fields))
-                    };
-                    if judged == Some(false) {
-                        continue;
-                    }
-                }
-                let mut record = record_from_row(row)?;
-                if text_later {
-                    if let Some((from, subject)) = text
-                        .query_row(rusqlite::params![params.0, record.message_id], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
-                        .optional()?
-                    {
-                        record.from_email_address = from;
-                        record.subject = subject;
-                    }
-                    if keep
-                        .as_ref()
-                        .is_some_and(|(keep, _)| !keep.keeps(record.filter_fields()))
-                    {
-                        continue;
-                    }
-                }
-                chunk.push(record);
-                if chunk.len() == SCAN_CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
-                    return Ok(()); // the reader went away
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.blocking_send(Ok(chunk));
-            }
-            Ok(())
+            let conn = open_reader(&inner.path)?;
+            let snapshot = Snapshot::begin(&conn, &inner.layout, &scope, interval)?;
+            let scan = Scan {
+                scope: &scope,
+                keep: keep.as_ref().map(|(keep, control)| (keep, &**control)),
+            };
+            scan.run(&snapshot, interval, &mut |chunk| {
+                Ok(tx.blocking_send(Ok(chunk)).is_ok())
+            })
         };
         if let Err(e) = run() {
             let _ = tx.blocking_send(Err(e));
@@ -712,27 +647,27 @@ fn stream_records(
     }))
 }
 
-/// The filter fields of a row of [`RECORD_COLUMNS`], borrowed.
-fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
-    let text = |i: usize| -> rusqlite::Result<Option<&'r str>> {
-        match row.get_ref(i)? {
-            rusqlite::types::ValueRef::Null => Ok(None),
-            value => value
-                .as_str()
-                .map(Some)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
-        }
-    };
-    Ok(FilterFields {
-        message_id: text(1)?.unwrap_or_default(),
-        destination: text(2)?.unwrap_or_default(),
-        from_email_address: text(3)?,
-        subject: text(4)?,
-        isp: text(5)?.unwrap_or_default(),
-        tenant_name: text(8)?,
-        flags: EventFlags(row.get(10)?),
-        recipient_count: row.get(9)?,
-    })
+/// Every record of `scope` in `interval` that `keep` keeps, read within
+/// `conn`'s own snapshot.
+fn records_in(
+    conn: &Connection,
+    layout: &Layout,
+    scope: &str,
+    interval: Interval,
+    keep: &RecordFilter,
+) -> Result<Vec<InsightRecord>, StoreError> {
+    let snapshot = Snapshot::begin(conn, layout, scope, interval)?;
+    let control = ScanControl::default();
+    let mut records = Vec::new();
+    Scan {
+        scope,
+        keep: Some((keep, &control)),
+    }
+    .run(&snapshot, interval, &mut |chunk| {
+        records.extend(chunk);
+        Ok(true)
+    })?;
+    Ok(records)
 }
 
 #[async_trait]
@@ -747,6 +682,7 @@ impl EventStore for SqliteEventStore {
                 &mut SqliteTxn {
                     tx: &tx,
                     account: account.as_str(),
+                    settled: Some(Lookup::new(&inner.layout)),
                 },
                 &events,
                 BACKEND,
@@ -759,16 +695,7 @@ impl EventStore for SqliteEventStore {
     }
 
     fn scan_insights(&self, account: &Scope, interval: Interval) -> InsightStream {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
-             ORDER BY i.send_ts, i.message_id, i.destination"
-        );
-        stream_records(
-            self.inner.path.clone(),
-            sql,
-            (account.to_string(), interval.start, interval.end),
-            None,
-        )
+        stream_records(&self.inner, account.to_string(), interval, None)
     }
 
     fn scan_insights_where(
@@ -778,28 +705,13 @@ impl EventStore for SqliteEventStore {
         keep: RecordFilter,
         control: Arc<ScanControl>,
     ) -> InsightStream {
-        let sql = if !keep.judges_before_text() {
-            format!(
-                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
-                 ORDER BY i.send_ts, i.message_id, i.destination"
-            )
-        } else {
-            format!(
-                "SELECT {RECORD_COLUMNS_NO_TEXT} FROM insights i WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
-                 ORDER BY i.send_ts, i.message_id, i.destination"
-            )
-        };
-        stream_records(
-            self.inner.path.clone(),
-            sql,
-            (account.to_string(), interval.start, interval.end),
-            Some((keep, control)),
-        )
+        stream_records(&self.inner, account.to_string(), interval, Some((keep, control)))
     }
 
     async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
         let account = account.to_string();
         let message_id = message_id.to_owned();
+        let layout = self.inner.layout.clone();
         self.read(move |conn| {
             let message = conn
                 .query_row(
@@ -819,20 +731,19 @@ impl EventStore for SqliteEventStore {
                 return Ok(None);
             };
             let tags: Vec<(String, String)> = serde_json::from_str(&tags).map_err(generic)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT destination, isp, recipient_count FROM insights \
-                 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 ORDER BY destination",
-            )?;
-            let mut recipients: Vec<RecipientDetail> = stmt
-                .query_map(params![account, send_ts, message_id], |r| {
-                    Ok(RecipientDetail {
-                        destination: r.get(0)?,
-                        isp: r.get(1)?,
-                        recipient_count: r.get(2)?,
-                        events: Vec::new(),
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            let id = message_id.clone();
+            let of_message = RecordFilter::new(false, move |f| f.message_id == id);
+            let records = records_in(conn, &layout, &account, Interval::new(send_ts, send_ts), &of_message)?;
+            let mut recipients: Vec<RecipientDetail> = records
+                .into_iter()
+                .map(|r| RecipientDetail {
+                    destination: r.destination,
+                    isp: r.isp,
+                    recipient_count: r.recipient_count,
+                    events: Vec::new(),
+                })
+                .collect();
+            recipients.sort_by(|a, b| a.destination.cmp(&b.destination));
             let mut stmt = conn.prepare_cached(
                 "SELECT recipient, ts, kind, bounce_type, bounce_sub_type, diagnostic_code, complaint_sub_type, \
                  complaint_feedback_type FROM events WHERE account = ?1 AND message_id = ?2 ORDER BY ts, kind",
@@ -867,6 +778,7 @@ impl EventStore for SqliteEventStore {
 
     async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let account = account.to_string();
+        let layout = self.inner.layout.clone();
         self.read(move |conn| {
             let split = interval.split_days();
             let mut rows = Vec::new();
@@ -894,15 +806,9 @@ impl EventStore for SqliteEventStore {
                     });
                 }
             }
-            let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
-                 AND i.recipient_count = 1"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let single = RecordFilter::new(false, |f| f.recipient_count == 1);
             for part in split.partial {
-                let records = stmt
-                    .query_map(params![account, part.start, part.end], record_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let records = records_in(conn, &layout, &account, part, &single)?;
                 rows.extend(recount(records.iter()));
             }
             let mut rows = merge_daily(rows);
@@ -914,19 +820,34 @@ impl EventStore for SqliteEventStore {
 
     async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError> {
         let key = scope.as_str().to_owned();
-        let limit = i64::try_from(sends).unwrap_or(i64::MAX);
+        let layout = self.inner.layout.clone();
         self.read(move |conn| {
-            // Newest first along the primary key (account, send_ts, ...).
-            let mut stmt = conn.prepare_cached(
-                "SELECT flags FROM insights WHERE account = ?1 AND recipient_count = 1 \
-                 AND lower(destination) NOT LIKE '%@simulator.amazonses.com' ORDER BY send_ts DESC LIMIT ?2",
+            // Newest day first, each day's eligible records newest first,
+            // until there are enough.
+            let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
+                "SELECT min(d), max(d) FROM ( \
+                 SELECT min(send_ts) / 86400000 AS d FROM insights WHERE account = ?1 \
+                 UNION ALL SELECT max(send_ts) / 86400000 FROM insights WHERE account = ?1 \
+                 UNION ALL SELECT min(day) FROM segments WHERE account = ?1 \
+                 UNION ALL SELECT max(day) FROM segments WHERE account = ?1)",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let flags = stmt
-                .query_map(params![key, limit], |r| r.get::<_, i64>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(crate::vdm::Reputation::of(
-                flags.into_iter().map(|f| EventFlags(f as u16)),
-            ))
+            let eligible = RecordFilter::new(false, |f| {
+                f.recipient_count == 1 && !crate::insight::is_simulator(f.destination)
+            });
+            let mut latest: Vec<EventFlags> = Vec::new();
+            if let (Some(newest), Some(oldest)) = (newest, oldest) {
+                let mut day = newest;
+                while day >= oldest && latest.len() < sends {
+                    let whole = Interval::new(day_start(day), day_start(day) + DAY_MILLIS - 1);
+                    let mut records = records_in(conn, &layout, &key, whole, &eligible)?;
+                    records.sort_by_key(|r| std::cmp::Reverse(r.send_timestamp));
+                    latest.extend(records.iter().take(sends - latest.len()).map(|r| r.flags));
+                    day -= 1;
+                }
+            }
+            Ok(crate::vdm::Reputation::of(latest))
         })
         .await
     }
@@ -962,11 +883,39 @@ impl EventStore for SqliteEventStore {
                 tx.prepare_cached("DELETE FROM messages WHERE account = ?1 AND message_id = ?2")?
                     .execute(params![account, message_id])?;
             }
+            let mut retired = Vec::new();
             if old.len() < max_messages {
                 tx.execute("DELETE FROM metric_days WHERE day < ?1", params![day_of(before)])?;
+                retired = segments::expire(&tx, &inner.layout, before)?;
             }
             tx.commit()?;
+            for file in retired {
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(error = %e, "an expired segment stays until the next open");
+                }
+            }
             Ok(old.len() as u64)
+        })
+        .await
+        .map_err(generic)?
+    }
+
+    async fn compact(&self, plan: &CompactionPlan) -> Result<Compacted, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let plan = *plan;
+        tokio::task::spawn_blocking(move || {
+            let days = segments::candidates(&lock(&inner.writer), &plan)?;
+            let mut done = Compacted::default();
+            for (scope, day) in days {
+                // The writer is taken a day at a time: ingest goes on
+                // between days.
+                let step = segments::compact_day(&mut lock(&inner.writer), &inner.layout, &scope, day, &plan)?;
+                done.segments += step.segments;
+                done.rows += step.rows;
+            }
+            Ok(done)
         })
         .await
         .map_err(generic)?
@@ -1060,6 +1009,8 @@ mod tests {
                 .execute("DELETE FROM learned WHERE lesson = 2", [])
                 .expect("forget");
             assert_eq!(forgotten, 1, "the complaint teaches its ISP's feedback loop");
+            conn.execute_batch("DROP TABLE segments; DROP TABLE hot_days;")
+                .expect("no catalog then");
             conn.pragma_update(None, "user_version", 3).expect("version");
         }
         let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
@@ -1097,7 +1048,7 @@ mod tests {
             assert!(changed > 0, "the stream has suppression-list bounces");
             conn.execute_batch(
                 "UPDATE metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
-                 DROP TABLE learned; PRAGMA user_version = 2;",
+                 DROP TABLE learned; DROP TABLE segments; DROP TABLE hot_days; PRAGMA user_version = 2;",
             )
             .expect("old rollups");
         }

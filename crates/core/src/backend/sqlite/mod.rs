@@ -5,6 +5,8 @@
 
 mod events;
 mod jobs;
+mod scan;
+mod segments;
 
 use std::sync::{Mutex, MutexGuard};
 

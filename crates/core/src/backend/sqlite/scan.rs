@@ -1,0 +1,267 @@
+//! Reading insight records: hot days from the `insights` table, settled
+//! days from their segment merged with the late records the table holds
+//! for them (see `segments` for the invariant), in export order.
+
+use std::sync::atomic::Ordering;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::segments::Snapshot;
+use crate::clock::{DAY_MILLIS, Interval, day_start};
+use crate::event_store::{RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError};
+use crate::filter::FilterFields;
+use crate::insight::{EventFlags, InsightRecord};
+use crate::segment::Selection;
+
+/// The columns of an insight record, its message's text joined in; the
+/// insight rows drive the scan (a LEFT JOIN keeps SQLite from reordering
+/// it), so records come in the insights key's order.
+pub(super) const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
+                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
+/// The tables [`RECORD_COLUMNS`] come from.
+pub(super) const RECORD_TABLES: &str =
+    "insights i LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id";
+/// [`RECORD_COLUMNS`] without the message's text, from the insights alone:
+/// for scans whose filter does not read the text, which then fetch it only
+/// for the records they keep (a seek per kept record, not per row).
+const RECORD_COLUMNS_NO_TEXT: &str = "i.send_ts, i.message_id, i.destination, NULL, NULL, i.isp, \
+                                      i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
+
+pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
+    record_from_offset_row(row, 0)
+}
+
+/// A record from [`RECORD_COLUMNS`] starting at column `at`.
+pub(super) fn record_from_offset_row(row: &Row<'_>, at: usize) -> rusqlite::Result<InsightRecord> {
+    Ok(InsightRecord {
+        send_timestamp: row.get(at)?,
+        message_id: row.get(at + 1)?,
+        destination: row.get(at + 2)?,
+        from_email_address: row.get(at + 3)?,
+        subject: row.get(at + 4)?,
+        isp: row.get(at + 5)?,
+        email_identity: row.get(at + 6)?,
+        configuration_set: row.get(at + 7)?,
+        tenant_name: row.get(at + 8)?,
+        recipient_count: row.get(at + 9)?,
+        flags: EventFlags(row.get(at + 10)?),
+    })
+}
+
+/// The filter fields of a row of [`RECORD_COLUMNS`], borrowed.
+fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
+    let text = |i: usize| -> rusqlite::Result<Option<&'r str>> {
+        match row.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            value => value
+                .as_str()
+                .map(Some)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
+        }
+    };
+    Ok(FilterFields {
+        message_id: text(1)?.unwrap_or_default(),
+        destination: text(2)?.unwrap_or_default(),
+        from_email_address: text(3)?,
+        subject: text(4)?,
+        isp: text(5)?.unwrap_or_default(),
+        tenant_name: text(8)?,
+        flags: EventFlags(row.get(10)?),
+        recipient_count: row.get(9)?,
+    })
+}
+
+/// Where a scan's records go, a chunk at a time; `Ok(false)` ends the scan
+/// (its reader went away).
+pub(super) type Sink<'s> = &'s mut dyn FnMut(Vec<InsightRecord>) -> Result<bool, StoreError>;
+
+/// Records a scan hands on at a time.
+const CHUNK: usize = 512;
+
+/// One scan of `scope`'s records sent in `interval`, in export order,
+/// within `snapshot`. With `keep`, only the records it keeps, each row
+/// counted in `control.scanned` and the scan ended once `control` says
+/// stop.
+pub(super) struct Scan<'a> {
+    pub scope: &'a str,
+    pub keep: Option<(&'a RecordFilter, &'a ScanControl)>,
+}
+
+impl Scan<'_> {
+    pub(super) fn run(&self, snapshot: &Snapshot<'_>, interval: Interval, sink: Sink<'_>) -> Result<(), StoreError> {
+        let mut cursor = interval.start;
+        for (day, segment) in &snapshot.segments {
+            let part = Interval::new(
+                day_start(*day).max(interval.start),
+                (day_start(*day) + DAY_MILLIS - 1).min(interval.end),
+            );
+            if cursor < part.start && !self.hot(snapshot.conn, Interval::new(cursor, part.start - 1), sink)? {
+                return Ok(());
+            }
+            if !self.settled(snapshot.conn, segment, part, sink)? {
+                return Ok(());
+            }
+            cursor = part.end.saturating_add(1);
+        }
+        if cursor <= interval.end {
+            self.hot(snapshot.conn, Interval::new(cursor, interval.end), sink)?;
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> bool {
+        self.keep.is_some_and(|(_, control)| control.stopped())
+    }
+
+    /// The records of hot days in `part`, from the table alone.
+    fn hot(&self, conn: &Connection, part: Interval, sink: Sink<'_>) -> Result<bool, StoreError> {
+        // Rows judged before their text is read: the text is fetched for
+        // the rows that may be kept, and the filter judges those whole.
+        let text_later = self.keep.is_some_and(|(keep, _)| keep.judges_before_text());
+        let sql = if text_later {
+            format!(
+                "SELECT {RECORD_COLUMNS_NO_TEXT} FROM insights i WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+                 ORDER BY i.send_ts, i.message_id, i.destination"
+            )
+        } else {
+            format!(
+                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+                 ORDER BY i.send_ts, i.message_id, i.destination"
+            )
+        };
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut text =
+            conn.prepare_cached("SELECT from_address, subject FROM messages WHERE account = ?1 AND message_id = ?2")?;
+        let mut rows = stmt.query(params![self.scope, part.start, part.end])?;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut read: u64 = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            // Rows read, not rows kept: a filter that keeps nothing still
+            // hears a cancel or a shutdown.
+            if read.is_multiple_of(SCAN_CHECK_ROWS) && self.stopped() {
+                return Ok(false);
+            }
+            if let Some((keep, control)) = self.keep {
+                control.scanned.fetch_add(1, Ordering::Relaxed);
+                let fields = filter_fields(row)?;
+                let judged = if text_later {
+                    keep.may_keep_before_text(fields)
+                } else {
+                    Some(keep.keeps(fields))
+                };
+                if judged == Some(false) {
+                    continue;
+                }
+            }
+            let mut record = record_from_row(row)?;
+            if text_later {
+                if let Some((from, subject)) = text
+                    .query_row(params![self.scope, record.message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    record.from_email_address = from;
+                    record.subject = subject;
+                }
+                if self.keep.is_some_and(|(keep, _)| !keep.keeps(record.filter_fields())) {
+                    continue;
+                }
+            }
+            chunk.push(record);
+            if chunk.len() == CHUNK && !sink(std::mem::take(&mut chunk))? {
+                return Ok(false);
+            }
+        }
+        if !chunk.is_empty() {
+            return sink(chunk);
+        }
+        Ok(true)
+    }
+
+    /// The records of a settled day in `part`: its segment's, except those
+    /// the table holds a newer row for, merged in order with the table's.
+    fn settled(
+        &self,
+        conn: &Connection,
+        segment: &crate::segment::Segment<crate::segment::SegmentFile>,
+        part: Interval,
+        sink: Sink<'_>,
+    ) -> Result<bool, StoreError> {
+        // The day's late records: few, as the compactor folds them into the
+        // segment once they are a sixteenth of it.
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+             ORDER BY i.send_ts, i.message_id, i.destination"
+        ))?;
+        let late: Vec<InsightRecord> = stmt
+            .query_map(params![self.scope, part.start, part.end], record_from_row)?
+            .collect::<Result<_, _>>()?;
+        let mut replaced: Vec<(String, String)> = late
+            .iter()
+            .map(|r| (r.message_id.clone(), r.destination.clone()))
+            .collect();
+        replaced.sort_unstable();
+        let selection = match self.keep.and_then(|(keep, _)| keep.filters()) {
+            Some((include, exclude)) => Selection::new(include, exclude),
+            None => Selection::everything(),
+        };
+        let keep = |fields: FilterFields<'_>| {
+            (replaced.is_empty()
+                || replaced
+                    .binary_search_by(|(m, d)| (m.as_str(), d.as_str()).cmp(&(fields.message_id, fields.destination)))
+                    .is_err())
+                && self.keep.is_none_or(|(keep, _)| keep.keeps(fields))
+        };
+        let mut late = late.into_iter().peekable();
+        let keeps_late = |record: &InsightRecord| {
+            self.keep.is_none_or(|(keep, control)| {
+                control.scanned.fetch_add(1, Ordering::Relaxed);
+                keep.keeps(record.filter_fields())
+            })
+        };
+        let batches = segment
+            .scan(segment.groups_within(part), part, &selection, &keep)
+            .map_err(generic)?;
+        for batch in batches {
+            if self.stopped() {
+                return Ok(false);
+            }
+            let (read, records) = batch.map_err(generic)?;
+            if let Some((_, control)) = self.keep {
+                control.scanned.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            let mut merged = Vec::with_capacity(records.len());
+            for record in records {
+                while let Some(l) = late.next_if(|l| l.sort_key() < record.sort_key()) {
+                    if keeps_late(&l) {
+                        merged.push(l);
+                    }
+                }
+                merged.push(record);
+            }
+            if !send(merged, sink)? {
+                return Ok(false);
+            }
+        }
+        let rest: Vec<InsightRecord> = late.filter(|l| keeps_late(l)).collect();
+        send(rest, sink)
+    }
+}
+
+/// Hands `records` on in chunks.
+fn send(mut records: Vec<InsightRecord>, sink: Sink<'_>) -> Result<bool, StoreError> {
+    while records.len() > CHUNK {
+        let rest = records.split_off(CHUNK);
+        if !sink(std::mem::replace(&mut records, rest))? {
+            return Ok(false);
+        }
+    }
+    if records.is_empty() { Ok(true) } else { sink(records) }
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Generic {
+        backend: super::BACKEND,
+        source: Box::new(e),
+    }
+}
