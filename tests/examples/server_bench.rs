@@ -3,15 +3,20 @@
 //!
 //! - `server_bench run DATA_FILE DATA_DIR [DATABASE_URL]`: starts a server
 //!   on DATA_DIR (PostgreSQL when a URL is given), ingests DATA_FILE in
-//!   signed bodies of at most 32 MiB, four in flight; runs each export
-//!   (create, poll, download) three times, best counts, on the server
-//!   started again on the same data; then loads `GetExportJob` with `wrk`
-//!   (one request signed once: a signature stays valid for 15 minutes).
+//!   signed bodies of at most 32 MiB, four in flight; waits until the
+//!   compactor has settled the days (they are in the past, and a day
+//!   settles once quiet for 2 s here, so during the ingest too); runs each
+//!   export (create, poll, download) three times, best counts, in the
+//!   process that ingested, then once more on the server started again on
+//!   the same data (for its memory alone); then loads `GetExportJob` with
+//!   `wrk` (one request signed once: a signature stays valid for 15
+//!   minutes).
 //!   The server runs at the default log level (one access-log line per
 //!   request, into `DATA_DIR/server.log`), as users run it.
 //!   Memory is the server's resident set: idle, the peak during ingest and
-//!   what stays after it, and the peak during exports (peaks are reset
-//!   between phases through `/proc/PID/clear_refs`).
+//!   what stays after it, and the peak during exports, in the ingesting
+//!   process and in a fresh one (peaks are reset between phases through
+//!   `/proc/PID/clear_refs`).
 //! - `server_bench bare`: the anchor for the API row, a bare axum handler
 //!   answering the same path with a fixed body, under the same `wrk` load.
 //!
@@ -251,6 +256,39 @@ async fn best_export(server: &Server, source: impl Fn() -> ExportDataSource) -> 
     best.expect("a run")
 }
 
+/// Waits until the compactor has nothing left to settle: the segment files
+/// under `dir` (SQLite's) unchanged for five seconds, or none appearing in
+/// ten (a backend that keeps none). Their count and bytes.
+async fn wait_until_settled(dir: &std::path::Path) -> (u64, u64) {
+    fn files(dir: &std::path::Path) -> (u64, u64) {
+        let mut found = (0, 0);
+        let mut stack = vec![dir.join("events.segments")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(meta) = entry.metadata() {
+                    found = (found.0 + 1, found.1 + meta.len());
+                }
+            }
+        }
+        found
+    }
+    let mut last = files(dir);
+    let mut unchanged = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = files(dir);
+        if now != last {
+            last = now;
+            unchanged = Instant::now();
+        } else if unchanged.elapsed() > Duration::from_secs(if now.0 == 0 { 10 } else { 5 }) {
+            return now;
+        }
+    }
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -297,7 +335,18 @@ fn wrk(url: &str, headers: &[(String, String)]) -> serde_json::Value {
 async fn run(args: &[String]) -> serde_json::Value {
     let data = &args[0];
     let dir = std::path::PathBuf::from(&args[1]);
-    let mut server_args: Vec<String> = ["--rate-limits", "off", "--workers", "1"].map(str::to_owned).to_vec();
+    let mut server_args: Vec<String> = [
+        "--rate-limits",
+        "off",
+        "--workers",
+        "1",
+        "--settle-quiet-seconds",
+        "2",
+        "--compact-every-seconds",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let mut env = Vec::new();
     // PostgreSQL servers keep managed exports where every server can read
     // them: an S3-compatible server (moto's), started here.
@@ -349,14 +398,11 @@ async fn run(args: &[String]) -> serde_json::Value {
     let ingest_peak = peak_mib(pid);
     let after_ingest = rss_mib(pid);
 
-    // Exports run on the server started again on the same data, so their
-    // peak is theirs, not what the allocator kept from the ingest (which
-    // `after_ingest` shows).
-    server.kill().await;
-    server = Server::start_logged(&dir, &server_args, &env, Some(&log)).await;
-    let pid = server.pid().expect("pid");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    reset_peak(pid);
+    let settle_started = Instant::now();
+    let settled = wait_until_settled(&dir).await;
+    let settle_seconds = settle_started.elapsed().as_secs_f64();
+    let after_settling = rss_mib(pid);
+
     let gmail_delivered = || {
         insights(
             Some(
@@ -378,11 +424,25 @@ async fn run(args: &[String]) -> serde_json::Value {
             Some(MessageInsightsFilters::builder().subject("Your weekly*").build()),
         )
     };
+    reset_peak(pid);
     let all = best_export(&server, || insights(None, None)).await;
     let gmail = best_export(&server, gmail_delivered).await;
     let news = best_export(&server, from_news).await;
     let metric = best_export(&server, metrics).await;
     let export_peak = peak_mib(pid);
+
+    // The same exports on the server started again on the same data: their
+    // peak alone, without what the allocator kept from the ingest.
+    server.kill().await;
+    server = Server::start_logged(&dir, &server_args, &env, Some(&log)).await;
+    let pid = server.pid().expect("pid");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reset_peak(pid);
+    export(&server, insights(None, None)).await;
+    export(&server, gmail_delivered()).await;
+    export(&server, from_news()).await;
+    export(&server, metrics()).await;
+    let export_peak_restarted = peak_mib(pid);
 
     let url = format!(
         "{}/v2/email/export-jobs/{}",
@@ -396,9 +456,11 @@ async fn run(args: &[String]) -> serde_json::Value {
         "ingest": ingested,
         "exports": {"insights_all": all, "insights_gmail_delivered": gmail, "insights_from_news": news, "metrics": metric},
         "get_export_job": get,
+        "settle": {"seconds": settle_seconds, "segments": settled.0, "bytes": settled.1},
         "memory_mib": {
             "idle": idle, "ingest_peak": ingest_peak, "after_ingest": after_ingest,
-            "export_peak": export_peak, "after": rss_mib(pid),
+            "after_settling": after_settling, "export_peak": export_peak,
+            "export_peak_restarted": export_peak_restarted, "after": rss_mib(pid),
         },
     });
     server.kill().await;

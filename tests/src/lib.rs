@@ -365,6 +365,33 @@ pub async fn create_export(
     created.job_id().expect("JobId").to_owned()
 }
 
+/// The sum of `metric`'s daily values (VDM, no dimension) from `start` to
+/// `end` (epoch seconds), through `BatchGetMetricData`.
+pub async fn metric_total(
+    client: &aws_sdk_sesv2::Client,
+    metric: aws_sdk_sesv2::types::Metric,
+    start: i64,
+    end: i64,
+) -> i64 {
+    use aws_sdk_sesv2::primitives::DateTime;
+    use aws_sdk_sesv2::types::{BatchGetMetricDataQuery, MetricNamespace};
+    let query = BatchGetMetricDataQuery::builder()
+        .id("total")
+        .namespace(MetricNamespace::Vdm)
+        .metric(metric)
+        .start_date(DateTime::from_secs(start))
+        .end_date(DateTime::from_secs(end))
+        .build()
+        .expect("query");
+    let answer = client
+        .batch_get_metric_data()
+        .queries(query)
+        .send()
+        .await
+        .expect("BatchGetMetricData");
+    answer.results()[0].values().iter().sum()
+}
+
 /// An export of daily SEND volumes by ISP, `start` to `end` (epoch seconds).
 pub fn send_volume_by_isp(start: i64, end: i64) -> aws_sdk_sesv2::types::ExportDataSource {
     use aws_sdk_sesv2::types::{Metric, MetricAggregation};

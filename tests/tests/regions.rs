@@ -5,9 +5,8 @@
 //! and on PostgreSQL + S3.
 
 use aws_sdk_sesv2::error::ProvideErrorMetadata;
-use aws_sdk_sesv2::primitives::DateTime;
-use aws_sdk_sesv2::types::{BatchGetMetricDataQuery, DataFormat, Metric, MetricNamespace};
-use ses_export_tests::{DEV, Server, create_export, send_volume_by_isp};
+use aws_sdk_sesv2::types::{DataFormat, Metric};
+use ses_export_tests::{DEV, Server, create_export, metric_total, send_volume_by_isp};
 
 const INGEST: &str = "/_ses-export/v1/events";
 /// 2024-01-01T00:00:00Z, in seconds.
@@ -32,22 +31,8 @@ fn send(message_id: &str, region: Option<&str>) -> String {
     record.to_string() + "\n"
 }
 
-async fn sends(client: &aws_sdk_sesv2::Client) -> f64 {
-    let query = BatchGetMetricDataQuery::builder()
-        .id("send")
-        .namespace(MetricNamespace::Vdm)
-        .metric(Metric::Send)
-        .start_date(DateTime::from_secs(T0))
-        .end_date(DateTime::from_secs(T0 + 86_400))
-        .build()
-        .expect("query");
-    let answer = client
-        .batch_get_metric_data()
-        .queries(query)
-        .send()
-        .await
-        .expect("BatchGetMetricData");
-    answer.results()[0].values().iter().map(|v| *v as f64).sum()
+async fn sends(client: &aws_sdk_sesv2::Client) -> i64 {
+    metric_total(client, Metric::Send, T0, T0 + 86_400).await
 }
 
 /// GetMessageInsights under AWS's rate (one a second per account and
@@ -103,8 +88,8 @@ async fn regions_are_kept_apart(server: &Server) {
     not_found(insights(&eu, "m-us").await, "m-us from eu-west-1").await;
 
     // Metrics.
-    assert_eq!(sends(&us).await, 1.0);
-    assert_eq!(sends(&eu).await, 2.0);
+    assert_eq!(sends(&us).await, 1);
+    assert_eq!(sends(&eu).await, 2);
 
     // Jobs, and the active-jobs cap (--max-active-jobs 1), per region; the
     // rate limit of one CreateExportJob a second too (both in one second).
@@ -206,7 +191,8 @@ async fn a_store_from_before_regions_is_the_default_regions() {
         .execute_batch(
             "UPDATE messages SET account = substr(account, 1, 12); UPDATE events SET account = substr(account, 1, 12); \
          UPDATE insights SET account = substr(account, 1, 12); UPDATE metric_days SET account = substr(account, 1, 12); \
-         UPDATE learned SET account = substr(account, 1, 12); PRAGMA user_version = 4;",
+         UPDATE learned SET account = substr(account, 1, 12); DROP TABLE segments; DROP TABLE hot_days; \
+         PRAGMA user_version = 4;",
         )
         .expect("the previous events schema");
     let jobs = rusqlite::Connection::open(dir.path().join("jobs.sqlite")).expect("jobs");

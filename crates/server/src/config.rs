@@ -151,6 +151,21 @@ pub struct Config {
     #[arg(long, env = "SES_EXPORT_EVENT_RETENTION_DAYS", default_value_t = 0)]
     pub event_retention_days: u32,
 
+    /// Whole UTC days a day's records stay in the row store after the day
+    /// ends; then they settle into a columnar segment (Parquet, beside the
+    /// database). Events for a settled day still count at once.
+    #[arg(long, env = "SES_EXPORT_SETTLE_DAYS", default_value_t = 3)]
+    pub settle_days: u32,
+
+    /// Seconds without a new record a day waits before it settles (so a
+    /// backfill writes a day whole first).
+    #[arg(long, env = "SES_EXPORT_SETTLE_QUIET_SECONDS", default_value_t = 300)]
+    pub settle_quiet_seconds: u64,
+
+    /// Seconds between two looks for days to settle.
+    #[arg(long, env = "SES_EXPORT_COMPACT_EVERY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_every_seconds: u64,
+
     /// Delete managed export files this many days after their job ended; 0
     /// keeps them forever. The job's record stays.
     #[arg(long, env = "SES_EXPORT_EXPORT_RETENTION_DAYS", default_value_t = 7)]

@@ -357,6 +357,16 @@ pub async fn run(config: Config) -> Result<(), String> {
         Arc::clone(state.service.jobs()),
         state.service.storage().clone(),
         retention,
+        stopped.clone(),
+    ));
+    let settling = ses_export_core::compaction::Settling::new(
+        config.settle_days,
+        Duration::from_secs(config.settle_quiet_seconds),
+        Duration::from_secs(config.compact_every_seconds),
+    );
+    tokio::spawn(ses_export_core::compaction::run_compaction(
+        Arc::clone(state.service.events()),
+        settling,
         stopped,
     ));
 
