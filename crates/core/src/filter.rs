@@ -30,6 +30,9 @@ pub struct FilterFields<'a> {
     pub flags: EventFlags,
     /// How many recipients the message had.
     pub recipient_count: u32,
+    /// [`crate::insight::sample_hash`] of the message id and destination
+    /// (a columnar store keeps it per row; others compute it).
+    pub sample_hash: u64,
 }
 
 impl InsightRecord {
@@ -44,6 +47,7 @@ impl InsightRecord {
             tenant_name: self.tenant_name.as_deref(),
             flags: self.flags,
             recipient_count: self.recipient_count,
+            sample_hash: crate::insight::sample_hash(&self.message_id, &self.destination),
         }
     }
 }

@@ -77,6 +77,14 @@ pub fn email_identity(mail: &Mail) -> Option<String> {
 const SIMULATOR_DOMAIN: &str = "simulator.amazonses.com";
 
 /// Whether `address` is at the mailbox simulator (any case).
+/// The seed-free hash that places a record (its message id and
+/// destination) in every export's sample: an export's seed is mixed in
+/// after, so a store may keep this per row.
+pub fn sample_hash(message_id: &str, destination: &str) -> u64 {
+    crate::rng::key_hash(&[message_id.as_bytes(), destination.as_bytes()])
+}
+
+/// Whether `address` is at the mailbox simulator.
 pub fn is_simulator(address: &str) -> bool {
     domain_of(address).is_some_and(|d| d.eq_ignore_ascii_case(SIMULATOR_DOMAIN))
 }

@@ -98,7 +98,7 @@ pub struct InsightSelection {
 /// A record with its place in the sample: the smallest `max_results` keys
 /// win, which is a uniform sample without replacement, independent of scan
 /// order and the same for the same seed.
-struct Sampled(u64, InsightRecord);
+struct Sampled(u64, Box<InsightRecord>);
 
 impl PartialEq for Sampled {
     fn eq(&self, other: &Self) -> bool {
@@ -117,9 +117,10 @@ impl Ord for Sampled {
     }
 }
 
-/// The key that places a record in a sample of `seed`.
-fn sample_key(seed: u64, message_id: &str, destination: &str) -> u64 {
-    rng::hash(seed, &[message_id.as_bytes(), destination.as_bytes()])
+/// The key that places a record (by its [`crate::insight::sample_hash`])
+/// in a sample of `seed`.
+fn sample_key(seed: u64, sample_hash: u64) -> u64 {
+    rng::mix(sample_hash ^ rng::mix(seed))
 }
 
 /// Runs a message-insights selection. Memory holds at most `max_results`
@@ -141,7 +142,7 @@ pub async fn select_insights(
     let mut sample: BinaryHeap<Sampled> = BinaryHeap::with_capacity(query.max_results.min(1 << 16) + 1);
     let control = Arc::new(ScanControl::new(Arc::clone(stop)));
     let bar = Arc::new(AtomicU64::new(u64::MAX));
-    let matched = Arc::new(AtomicU64::new(0));
+    let matched = Arc::new(Tally::default());
     let keep = {
         let (include, exclude) = (query.include.clone(), query.exclude.clone());
         let (bar, matched, seed) = (Arc::clone(&bar), Arc::clone(&matched), query.seed);
@@ -149,8 +150,8 @@ pub async fn select_insights(
             if !include.includes_fields(fields) || exclude.excludes_fields(fields) {
                 return false;
             }
-            matched.fetch_add(1, Ordering::Relaxed);
-            sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
+            matched.add_one();
+            sample_key(seed, fields.sample_hash) <= bar.load(Ordering::Relaxed)
         })
     };
     // Before a row's text is read: the other filters, and the bar (which
@@ -162,7 +163,7 @@ pub async fn select_insights(
         keep.with_check_before_text(move |fields| {
             include.includes_fields(fields)
                 && !exclude.excludes_fields(fields)
-                && sample_key(seed, fields.message_id, fields.destination) <= bar.load(Ordering::Relaxed)
+                && sample_key(seed, fields.sample_hash) <= bar.load(Ordering::Relaxed)
         })
     };
     let keep = keep.with_filters(query.include.clone(), query.exclude.clone());
@@ -176,12 +177,15 @@ pub async fn select_insights(
         if control.stopped() {
             break;
         }
-        let key = sample_key(query.seed, &record.message_id, &record.destination);
+        let key = sample_key(
+            query.seed,
+            crate::insight::sample_hash(&record.message_id, &record.destination),
+        );
         if sample.len() < query.max_results {
-            sample.push(Sampled(key, record));
+            sample.push(Sampled(key, Box::new(record)));
         } else if sample.peek().is_some_and(|top| key < top.0) {
             sample.pop();
-            sample.push(Sampled(key, record));
+            sample.push(Sampled(key, Box::new(record)));
         } else {
             continue;
         }
@@ -193,11 +197,40 @@ pub async fn select_insights(
     }
     drop(scan);
     selection.processed = control.scanned.load(Ordering::Relaxed);
-    selection.matched = matched.load(Ordering::Relaxed);
-    let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| s.1).collect();
+    selection.matched = matched.total();
+    let mut records: Vec<InsightRecord> = sample.into_iter().map(|s| *s.1).collect();
     records.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     selection.records = records;
     Ok(selection)
+}
+
+/// A count that scans on several threads add to row by row: one counter
+/// per thread (up to [`Tally::SLOTS`], each on its own cache line), so
+/// they do not fight over one.
+#[derive(Debug, Default)]
+struct Tally {
+    slots: [Slot; Tally::SLOTS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+impl Tally {
+    const SLOTS: usize = 16;
+
+    fn add_one(&self) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % Tally::SLOTS;
+        }
+        let slot = SLOT.with(|s| *s);
+        self.slots[slot].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// `interval` in at most `parts` consecutive pieces of about equal length.

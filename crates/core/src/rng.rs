@@ -55,6 +55,29 @@ impl Rng {
 }
 
 /// The SplitMix64 finaliser: a bijective scramble of 64 bits.
+/// A seed-free hash of a few short strings, eight bytes at a time: what
+/// places a record in every sample (the seed is mixed in after, so a store
+/// may keep this per row).
+pub fn key_hash(parts: &[&[u8]]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    for part in parts {
+        let mut chunks = part.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
+        // The length ends each part, so ("ab", "c") and ("a", "bc") differ.
+        h = (h ^ part.len() as u64).wrapping_mul(K).rotate_left(29);
+    }
+    mix(h)
+}
+
 pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

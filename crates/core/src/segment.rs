@@ -18,6 +18,7 @@ use arrow_array::builder::{StringBuilder, StringDictionaryBuilder};
 use arrow_array::types::Int32Type;
 use arrow_array::{
     Array, ArrayRef, DictionaryArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt16Array, UInt32Array,
+    UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -63,6 +64,7 @@ pub fn schema() -> SchemaRef {
         text("tenant_name", true),
         Field::new("recipient_count", DataType::UInt32, false),
         Field::new("flags", DataType::UInt16, false),
+        Field::new("sample_hash", DataType::UInt64, false),
     ]))
 }
 
@@ -113,9 +115,15 @@ impl<W: Write + Send> std::fmt::Debug for Writer<W> {
 impl<W: Write + Send> Writer<W> {
     /// A segment written to `out`.
     pub fn new(out: W) -> Result<Self, SegmentError> {
+        // Ids and hashes do not compress: left plain, a scan copies them
+        // instead of decompressing.
+        let plain = |column: &str| parquet::schema::types::ColumnPath::from(column);
         let properties = WriterProperties::builder()
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_compression(Compression::SNAPPY)
+            .set_column_compression(plain("message_id"), Compression::UNCOMPRESSED)
+            .set_column_compression(plain("destination"), Compression::UNCOMPRESSED)
+            .set_column_compression(plain("sample_hash"), Compression::UNCOMPRESSED)
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .build();
         let inner = ArrowWriter::try_new(out, schema(), Some(properties)).map_err(error)?;
@@ -172,6 +180,11 @@ fn batch(records: &[InsightRecord]) -> Result<RecordBatch, SegmentError> {
         text(&|r| r.tenant_name.as_deref()),
         Arc::new(UInt32Array::from_iter_values(records.iter().map(|r| r.recipient_count))),
         Arc::new(UInt16Array::from_iter_values(records.iter().map(|r| r.flags.0))),
+        Arc::new(UInt64Array::from_iter_values(
+            records
+                .iter()
+                .map(|r| crate::insight::sample_hash(&r.message_id, &r.destination)),
+        )),
     ];
     RecordBatch::try_new(schema(), columns).map_err(error)
 }
@@ -213,8 +226,25 @@ pub struct Segment<R> {
 
 impl<R: ChunkReader + Clone + 'static> Segment<R> {
     /// Reads the footer of the segment in `source`.
+    /// A file whose columns are not this version's is refused here, so
+    /// reads can rely on them.
     pub fn open(source: R) -> Result<Self, SegmentError> {
         let metadata = ArrowReaderMetadata::load(&source, ArrowReaderOptions::new()).map_err(error)?;
+        let expected = schema();
+        let found = metadata.schema();
+        let same = found.fields().len() == expected.fields().len()
+            && found
+                .fields()
+                .iter()
+                .zip(expected.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        if !same {
+            let names: Vec<&str> = found.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(error(std::io::Error::other(format!(
+                "not a segment of this version (columns: {})",
+                names.join(", ")
+            ))));
+        }
         Ok(Segment { source, metadata })
     }
 
@@ -263,8 +293,9 @@ impl<R: ChunkReader + Clone + 'static> Segment<R> {
 
     /// The records of `groups` sent within `interval` that pass
     /// `selection` and `keep`, in export order, [`SCAN_BATCH_ROWS`] rows
-    /// read at a time: each item says how many rows it read and holds
-    /// those it kept, so a reader can stop between items.
+    /// read at a time: each item says how many of the rows it read were
+    /// within the interval and holds those it kept, so a reader can stop
+    /// between items.
     pub fn scan<'a>(
         &'a self,
         groups: Vec<usize>,
@@ -276,8 +307,8 @@ impl<R: ChunkReader + Clone + 'static> Segment<R> {
         Ok(reader.map(move |batch| {
             let batch = batch.map_err(error)?;
             let mut records = Vec::new();
-            read_batch(&batch, interval, selection, keep, &mut records)?;
-            Ok((batch.num_rows(), records))
+            let within = read_batch(&batch, interval, selection, keep, &mut records)?;
+            Ok((within, records))
         }))
     }
 
@@ -312,7 +343,7 @@ impl<R: ChunkReader + Clone + 'static> Segment<R> {
         let mut keys = Vec::new();
         for batch in self.reader(vec![group], Some(&[0, 1, 2, 10]), ROW_GROUP_ROWS)? {
             let batch = batch.map_err(error)?;
-            let column = |i: usize| batch.column(i).as_any();
+            let column = |i: usize| batch.columns().get(i).map_or(&() as &dyn std::any::Any, |c| c.as_any());
             let times = column(0).downcast_ref::<TimestampMillisecondArray>().ok_or_else(bad)?;
             let ids = column(1).downcast_ref::<StringArray>().ok_or_else(bad)?;
             let destinations = column(2).downcast_ref::<StringArray>().ok_or_else(bad)?;
@@ -391,11 +422,13 @@ impl Length for SegmentFile {
 }
 
 impl ChunkReader for SegmentFile {
-    type T = std::io::Cursor<bytes::Bytes>;
+    type T = SegmentRead;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let length = usize::try_from(self.len.saturating_sub(start)).unwrap_or(usize::MAX);
-        Ok(std::io::Cursor::new(self.get_bytes(start, length)?))
+        Ok(SegmentRead {
+            file: self.clone(),
+            at: start,
+        })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
@@ -403,6 +436,26 @@ impl ChunkReader for SegmentFile {
         self.read_exact_at(&mut buf, start)
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
         Ok(buf.into())
+    }
+}
+
+/// A [`SegmentFile`] read from an offset on, by position.
+#[derive(Debug)]
+pub struct SegmentRead {
+    file: SegmentFile,
+    at: u64,
+}
+
+impl std::io::Read for SegmentRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.file.len.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        let n = buf.len().min(left);
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_exact_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -467,6 +520,7 @@ impl Selection {
             tenant_name: None,
             flags: EventFlags::default(),
             recipient_count: 1,
+            sample_hash: 0,
         };
         match field {
             0 => fields.from_email_address = value,
@@ -483,14 +537,19 @@ impl Selection {
     }
 }
 
+/// Adds the rows of `batch` within `interval` that pass `selection` and
+/// `keep` to `out`; returns how many rows were within the interval.
 fn read_batch(
     batch: &RecordBatch,
     interval: Interval,
     selection: &Selection,
     keep: &dyn Fn(FilterFields<'_>) -> bool,
     out: &mut Vec<InsightRecord>,
-) -> Result<(), SegmentError> {
+) -> Result<usize, SegmentError> {
     let bad = || error(std::io::Error::other("a column is not of the segment's type"));
+    if batch.num_columns() != schema().fields().len() {
+        return Err(bad());
+    }
     let column = |i: usize| batch.column(i).as_ref();
     let times = column(0)
         .as_any()
@@ -503,6 +562,7 @@ fn read_batch(
         .collect::<Result<_, _>>()?;
     let counts = column(9).as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?;
     let flags = column(10).as_any().downcast_ref::<UInt16Array>().ok_or_else(bad)?;
+    let hashes = column(11).as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?;
     let [from, subject, isp, identity, set, tenant] = texts.as_slice() else {
         return Err(bad());
     };
@@ -527,9 +587,14 @@ fn read_batch(
                 None => *null,
             })
     };
+    let mut within = 0;
     for row in 0..batch.num_rows() {
         let sent = times.value(row);
-        if !interval.contains(sent) || !passes(row) {
+        if !interval.contains(sent) {
+            continue;
+        }
+        within += 1;
+        if !passes(row) {
             continue;
         }
         let fields = FilterFields {
@@ -541,6 +606,7 @@ fn read_batch(
             tenant_name: tenant.get(row),
             flags: EventFlags(flags.value(row)),
             recipient_count: counts.value(row),
+            sample_hash: hashes.value(row),
         };
         if !keep(fields) {
             continue;
@@ -559,7 +625,7 @@ fn read_batch(
             flags: fields.flags,
         });
     }
-    Ok(())
+    Ok(within)
 }
 
 /// A dictionary-encoded text column: a row's value is its key's entry.
@@ -680,6 +746,24 @@ mod tests {
             );
             assert_eq!(read_back, expected, "{include:?} / {exclude:?}");
         }
+    }
+
+    /// A Parquet file with other columns is refused when opened, with its
+    /// columns named, and a file that is not Parquet is an error: neither
+    /// panics a reader.
+    #[test]
+    fn other_files_are_refused_not_read() {
+        let schema = Arc::new(Schema::new(vec![Field::new("message_id", DataType::Utf8, false)]));
+        let mut file = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut file, Arc::clone(&schema), None).expect("writer");
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["m-1"]));
+        writer
+            .write(&RecordBatch::try_new(schema, vec![ids]).expect("batch"))
+            .expect("write");
+        writer.close().expect("close");
+        let refused = Segment::open(bytes::Bytes::from(file)).expect_err("another schema");
+        assert!(refused.to_string().contains("columns: message_id"), "{refused}");
+        assert!(Segment::open(bytes::Bytes::from_static(b"not parquet at all")).is_err());
     }
 
     /// Row groups outside the interval are skipped by their statistics.

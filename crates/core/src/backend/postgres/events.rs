@@ -68,6 +68,7 @@ fn filter_fields(row: &Row) -> FilterFields<'_> {
         tenant_name: row.get(8),
         flags: EventFlags(u16::try_from(row.get::<_, i32>(10)).unwrap_or(0)),
         recipient_count: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
+        sample_hash: crate::insight::sample_hash(row.get(1), row.get(2)),
     }
 }
 
