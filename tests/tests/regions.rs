@@ -191,7 +191,7 @@ async fn a_store_from_before_regions_is_the_default_regions() {
         .execute_batch(
             "UPDATE messages SET account = substr(account, 1, 12); UPDATE events SET account = substr(account, 1, 12); \
          UPDATE insights SET account = substr(account, 1, 12); UPDATE metric_days SET account = substr(account, 1, 12); \
-         UPDATE learned SET account = substr(account, 1, 12); DROP TABLE segments; DROP TABLE hot_days; \
+         UPDATE learned SET account = substr(account, 1, 12); DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days; \
          PRAGMA user_version = 4;",
         )
         .expect("the previous events schema");

@@ -19,6 +19,9 @@ pub struct PlannedEvent {
     pub id: EventId,
     /// The message the event is about.
     pub message_id: String,
+    /// When that message was sent (`mail.timestamp`): its UTC day leads a
+    /// time-first store's keys.
+    pub send_timestamp: Millis,
     /// The recipient this row is for (an event naming several recipients
     /// becomes a row each).
     pub recipient: String,
@@ -131,7 +134,8 @@ pub struct Planned {
     pub event_index: Vec<usize>,
 }
 
-/// Step 1: one row per event and recipient, in key order.
+/// Step 1: one row per event and recipient, in key order (send day first,
+/// so a time-first store walks its days in order).
 pub fn plan_events(events: &[SesEvent]) -> Planned {
     let mut planned: Vec<(usize, PlannedEvent)> = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
@@ -141,6 +145,7 @@ pub fn plan_events(events: &[SesEvent]) -> Planned {
                 PlannedEvent {
                     id: event.id,
                     message_id: event.mail.message_id.clone(),
+                    send_timestamp: event.mail.timestamp,
                     recipient: recipient.to_owned(),
                     kind: event.kind,
                     timestamp: event.timestamp,
@@ -153,7 +158,14 @@ pub fn plan_events(events: &[SesEvent]) -> Planned {
             ));
         }
     }
-    planned.sort_by(|(_, a), (_, b)| (&a.message_id, a.id, &a.recipient).cmp(&(&b.message_id, b.id, &b.recipient)));
+    planned.sort_by(|(_, a), (_, b)| {
+        (day_of(a.send_timestamp), &a.message_id, a.id, &a.recipient).cmp(&(
+            day_of(b.send_timestamp),
+            &b.message_id,
+            b.id,
+            &b.recipient,
+        ))
+    });
     let (event_index, rows) = planned.into_iter().unzip();
     Planned { rows, event_index }
 }

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use ses_export_model::types::BounceType;
 
-use super::scan::{RECORD_COLUMNS, RECORD_TABLES, Scan, record_from_offset_row};
+use super::scan::{RECORD_COLUMNS, Scan, record_from_offset_row};
 use super::segments::{self, Layout, Lookup, Snapshot};
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::Scope;
@@ -162,7 +162,85 @@ UPDATE learned SET account = account || '/' || (SELECT region FROM temp.defaults
         sql: segments::SCHEMA,
         then: Some(|tx| Ok(tx.execute_batch(segments::LIST_EXISTING_DAYS)?)),
     },
+    // Keys that follow time: events and messages keyed by their message's
+    // send day first, so a backfill's batch touches the days it holds, not
+    // the whole tree; a narrow index from a message id's hash to its days.
+    Migration {
+        sql: r#"
+CREATE TABLE messages_v2 (
+    account      TEXT NOT NULL,
+    day          INTEGER NOT NULL,
+    message_id   TEXT NOT NULL,
+    send_ts      INTEGER NOT NULL,
+    from_address TEXT,
+    subject      TEXT,
+    tags         TEXT NOT NULL,
+    PRIMARY KEY (account, day, message_id)
+) WITHOUT ROWID;
+INSERT INTO messages_v2
+    SELECT account, send_ts / 86400000, message_id, send_ts, from_address, subject, tags FROM messages;
+CREATE TABLE events_v2 (
+    account                 TEXT NOT NULL,
+    day                     INTEGER NOT NULL,
+    message_id              TEXT NOT NULL,
+    event_id                BLOB NOT NULL,
+    recipient               TEXT NOT NULL,
+    kind                    INTEGER NOT NULL,
+    ts                      INTEGER NOT NULL,
+    bounce_type             TEXT,
+    bounce_sub_type         TEXT,
+    diagnostic_code         TEXT,
+    complaint_sub_type      TEXT,
+    complaint_feedback_type TEXT,
+    PRIMARY KEY (account, day, message_id, event_id, recipient)
+) WITHOUT ROWID;
+INSERT INTO events_v2
+    SELECT e.account, m.send_ts / 86400000, e.message_id, e.event_id, e.recipient, e.kind, e.ts, e.bounce_type,
+           e.bounce_sub_type, e.diagnostic_code, e.complaint_sub_type, e.complaint_feedback_type
+    FROM events e JOIN messages m ON m.account = e.account AND m.message_id = e.message_id;
+DROP TABLE events;
+DROP TABLE messages;
+ALTER TABLE events_v2 RENAME TO events;
+ALTER TABLE messages_v2 RENAME TO messages;
+-- Retention deletes the oldest messages first.
+CREATE INDEX messages_by_send_ts ON messages (send_ts);
+CREATE TABLE message_days (
+    account TEXT NOT NULL,
+    id_hash INTEGER NOT NULL,
+    day     INTEGER NOT NULL,
+    PRIMARY KEY (account, id_hash, day)
+) WITHOUT ROWID;
+"#,
+        then: Some(|tx| Ok(index_message_days(tx)?)),
+    },
 ];
+
+/// Fills `message_days` from the messages kept.
+fn index_message_days(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut messages = tx.prepare("SELECT account, day, message_id FROM messages")?;
+    let mut insert = tx.prepare("INSERT OR IGNORE INTO message_days (account, id_hash, day) VALUES (?1, ?2, ?3)")?;
+    let mut rows = messages.query([])?;
+    while let Some(row) = rows.next()? {
+        let (account, day, message_id): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        insert.execute(params![account, id_hash(&message_id), day])?;
+    }
+    Ok(())
+}
+
+/// A message id's hash, as `message_days` keeps it.
+fn id_hash(message_id: &str) -> i64 {
+    crate::rng::key_hash(&[message_id.as_bytes()]) as i64
+}
+
+/// The days `message_id` has a message row in, oldest first.
+fn message_days(conn: &Connection, account: &str, message_id: &str) -> Result<Vec<i64>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT day FROM message_days WHERE account = ?1 AND id_hash = ?2 ORDER BY day")?;
+    let days = stmt
+        .query_map(params![account, id_hash(message_id)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(days)
+}
 
 /// The SQLite [`EventStore`].
 #[derive(Debug, Clone)]
@@ -396,8 +474,11 @@ fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
 
     // Rollups, an account and day at a time, from the records.
     tx.execute("DELETE FROM metric_days", [])?;
+    // The tables as they were when this step ran (before messages were
+    // keyed by day).
     let mut all = tx.prepare(&format!(
-        "SELECT i.account, {RECORD_COLUMNS} FROM {RECORD_TABLES} ORDER BY i.account, i.send_ts"
+        "SELECT i.account, {RECORD_COLUMNS} FROM insights i \
+         LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id ORDER BY i.account, i.send_ts"
     ))?;
     let mut rows = all.query([])?;
     let mut day_records: Vec<InsightRecord> = Vec::new();
@@ -444,8 +525,8 @@ impl SqliteTxn<'_> {
     fn insert_event(&mut self, e: &PlannedEvent) -> Result<bool, StoreError> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO events (account, message_id, event_id, recipient, kind, ts, bounce_type, \
-             bounce_sub_type, diagnostic_code, complaint_sub_type, complaint_feedback_type) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             bounce_sub_type, diagnostic_code, complaint_sub_type, complaint_feedback_type, day) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let changed = stmt.execute(params![
             self.account,
@@ -459,6 +540,7 @@ impl SqliteTxn<'_> {
             e.diagnostic_code,
             e.complaint_sub_type,
             e.complaint_feedback_type,
+            day_of(e.send_timestamp),
         ])?;
         Ok(changed == 1)
     }
@@ -466,17 +548,24 @@ impl SqliteTxn<'_> {
     fn insert_message(&mut self, m: &MessageRow) -> Result<(), StoreError> {
         let tags = serde_json::to_string(&m.tags).map_err(generic)?;
         let mut stmt = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO messages (account, message_id, send_ts, from_address, subject, tags) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO messages (account, day, message_id, send_ts, from_address, subject, tags) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        stmt.execute(params![
+        let day = day_of(m.send_timestamp);
+        let new = stmt.execute(params![
             self.account,
+            day,
             m.message_id,
             m.send_timestamp,
             m.from_email_address,
             m.subject,
             tags
         ])?;
+        if new == 1 {
+            self.tx
+                .prepare_cached("INSERT OR IGNORE INTO message_days (account, id_hash, day) VALUES (?1, ?2, ?3)")?
+                .execute(params![self.account, id_hash(&m.message_id), day])?;
+        }
         Ok(())
     }
 
@@ -713,20 +802,26 @@ impl EventStore for SqliteEventStore {
         let message_id = message_id.to_owned();
         let layout = self.inner.layout.clone();
         self.read(move |conn| {
-            let message = conn
-                .query_row(
-                    "SELECT send_ts, from_address, subject, tags FROM messages WHERE account = ?1 AND message_id = ?2",
-                    params![account, message_id],
-                    |r| {
+            let mut message = None;
+            for day in message_days(conn, &account, &message_id)? {
+                message = conn
+                    .prepare_cached(
+                        "SELECT send_ts, from_address, subject, tags FROM messages \
+                         WHERE account = ?1 AND day = ?2 AND message_id = ?3",
+                    )?
+                    .query_row(params![account, day, message_id], |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, Option<String>>(1)?,
                             r.get::<_, Option<String>>(2)?,
                             r.get::<_, String>(3)?,
                         ))
-                    },
-                )
-                .optional()?;
+                    })
+                    .optional()?;
+                if message.is_some() {
+                    break;
+                }
+            }
             let Some((send_ts, from, subject, tags)) = message else {
                 return Ok(None);
             };
@@ -746,9 +841,10 @@ impl EventStore for SqliteEventStore {
             recipients.sort_by(|a, b| a.destination.cmp(&b.destination));
             let mut stmt = conn.prepare_cached(
                 "SELECT recipient, ts, kind, bounce_type, bounce_sub_type, diagnostic_code, complaint_sub_type, \
-                 complaint_feedback_type FROM events WHERE account = ?1 AND message_id = ?2 ORDER BY ts, kind",
+                 complaint_feedback_type FROM events WHERE account = ?1 AND day = ?2 AND message_id = ?3 \
+                 ORDER BY ts, kind",
             )?;
-            let mut rows = stmt.query(params![account, message_id])?;
+            let mut rows = stmt.query(params![account, day_of(send_ts), message_id])?;
             while let Some(row) = rows.next()? {
                 let recipient: String = row.get(0)?;
                 let code: u8 = row.get(2)?;
@@ -876,12 +972,15 @@ impl EventStore for SqliteEventStore {
                 .query_map(params![before, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             for (account, message_id, send_ts) in &old {
-                tx.prepare_cached("DELETE FROM events WHERE account = ?1 AND message_id = ?2")?
-                    .execute(params![account, message_id])?;
+                let day = day_of(*send_ts);
+                tx.prepare_cached("DELETE FROM events WHERE account = ?1 AND day = ?2 AND message_id = ?3")?
+                    .execute(params![account, day, message_id])?;
                 tx.prepare_cached("DELETE FROM insights WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3")?
                     .execute(params![account, send_ts, message_id])?;
-                tx.prepare_cached("DELETE FROM messages WHERE account = ?1 AND message_id = ?2")?
-                    .execute(params![account, message_id])?;
+                tx.prepare_cached("DELETE FROM messages WHERE account = ?1 AND day = ?2 AND message_id = ?3")?
+                    .execute(params![account, day, message_id])?;
+                tx.prepare_cached("DELETE FROM message_days WHERE account = ?1 AND id_hash = ?2 AND day = ?3")?
+                    .execute(params![account, id_hash(message_id), day])?;
             }
             let mut retired = Vec::new();
             if old.len() < max_messages {
@@ -988,6 +1087,51 @@ mod tests {
         );
     }
 
+    /// A store from before events and messages were keyed by send day
+    /// (schema 6) opens with them re-keyed: the message's events read back,
+    /// and its events already kept are duplicates.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_before_day_first_keys_are_rekeyed() {
+        use crate::event_store::conformance::{account, events, sample_records};
+        let dir = tempfile::tempdir().expect("temp");
+        let (old, fresh) = (dir.path().join("old.sqlite"), dir.path().join("fresh.sqlite"));
+        let stream = events(&sample_records());
+        {
+            let store = SqliteEventStore::open(&fresh).expect("open");
+            store.write_batch(&account(), stream.clone()).await.expect("ingest");
+        }
+        {
+            // Schema 6, filled with what the fresh store holds, in its shape.
+            let mut conn = Connection::open(&old).expect("open");
+            migrate(&mut conn, "event", &MIGRATIONS[..6], &crate::Region::us_east_1()).expect("schema 6");
+            let fresh_path = fresh.to_str().expect("path");
+            conn.execute_batch(&format!(
+                "ATTACH '{fresh_path}' AS f; \
+                 INSERT INTO messages SELECT account, message_id, send_ts, from_address, subject, tags FROM f.messages; \
+                 INSERT INTO events SELECT account, message_id, event_id, recipient, kind, ts, bounce_type, \
+                 bounce_sub_type, diagnostic_code, complaint_sub_type, complaint_feedback_type FROM f.events; \
+                 INSERT INTO insights SELECT * FROM f.insights; INSERT INTO metric_days SELECT * FROM f.metric_days; \
+                 INSERT INTO learned SELECT * FROM f.learned; DETACH f;"
+            ))
+            .expect("old rows");
+        }
+        let (old, fresh) = (
+            SqliteEventStore::open(&old).expect("migrated"),
+            SqliteEventStore::open(&fresh).expect("open"),
+        );
+        for id in ["msg-a", "msg-b", "msg-c"] {
+            let detail = old.message_insights(&account(), id).await.expect("read");
+            assert!(detail.as_ref().is_some_and(|d| !d.recipients.is_empty()), "{id}");
+            assert_eq!(
+                detail,
+                fresh.message_insights(&account(), id).await.expect("read"),
+                "{id}"
+            );
+        }
+        let again = old.write_batch(&account(), stream).await.expect("again");
+        assert_eq!(again.accepted, 0, "{again:?}");
+    }
+
     /// A store from before complaints of multi-recipient messages taught a
     /// feedback loop opens with its lessons derived again: the same as a
     /// store that ingested its events afresh.
@@ -1009,7 +1153,7 @@ mod tests {
                 .execute("DELETE FROM learned WHERE lesson = 2", [])
                 .expect("forget");
             assert_eq!(forgotten, 1, "the complaint teaches its ISP's feedback loop");
-            conn.execute_batch("DROP TABLE segments; DROP TABLE hot_days;")
+            conn.execute_batch("DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days;")
                 .expect("no catalog then");
             conn.pragma_update(None, "user_version", 3).expect("version");
         }
@@ -1048,7 +1192,8 @@ mod tests {
             assert!(changed > 0, "the stream has suppression-list bounces");
             conn.execute_batch(
                 "UPDATE metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
-                 DROP TABLE learned; DROP TABLE segments; DROP TABLE hot_days; PRAGMA user_version = 2;",
+                 DROP TABLE learned; DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days; \
+                 PRAGMA user_version = 2;",
             )
             .expect("old rollups");
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::segments::Snapshot;
-use crate::clock::{DAY_MILLIS, Interval, day_start};
+use crate::clock::{DAY_MILLIS, Interval, day_of, day_start};
 use crate::event_store::{RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
@@ -18,9 +18,10 @@ use crate::segment::Selection;
 /// it), so records come in the insights key's order.
 pub(super) const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
                               i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
-/// The tables [`RECORD_COLUMNS`] come from.
-pub(super) const RECORD_TABLES: &str =
-    "insights i LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id";
+/// The tables [`RECORD_COLUMNS`] come from (a message row is keyed by its
+/// send day first, as the record's send time says).
+pub(super) const RECORD_TABLES: &str = "insights i LEFT JOIN messages m ON m.account = i.account \
+     AND m.day = i.send_ts / 86400000 AND m.message_id = i.message_id";
 /// [`RECORD_COLUMNS`] without the message's text, from the insights alone:
 /// for scans whose filter does not read the text, which then fetch it only
 /// for the records they keep (a seek per kept record, not per row).
@@ -59,9 +60,11 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
         }
     };
+    let (message_id, destination) = (text(1)?.unwrap_or_default(), text(2)?.unwrap_or_default());
     Ok(FilterFields {
-        message_id: text(1)?.unwrap_or_default(),
-        destination: text(2)?.unwrap_or_default(),
+        message_id,
+        destination,
+        sample_hash: crate::insight::sample_hash(message_id, destination),
         from_email_address: text(3)?,
         subject: text(4)?,
         isp: text(5)?.unwrap_or_default(),
@@ -130,8 +133,9 @@ impl Scan<'_> {
             )
         };
         let mut stmt = conn.prepare_cached(&sql)?;
-        let mut text =
-            conn.prepare_cached("SELECT from_address, subject FROM messages WHERE account = ?1 AND message_id = ?2")?;
+        let mut text = conn.prepare_cached(
+            "SELECT from_address, subject FROM messages WHERE account = ?1 AND day = ?2 AND message_id = ?3",
+        )?;
         let mut rows = stmt.query(params![self.scope, part.start, part.end])?;
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut read: u64 = 0;
@@ -157,7 +161,10 @@ impl Scan<'_> {
             let mut record = record_from_row(row)?;
             if text_later {
                 if let Some((from, subject)) = text
-                    .query_row(params![self.scope, record.message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(
+                        params![self.scope, day_of(record.send_timestamp), record.message_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()?
                 {
                     record.from_email_address = from;

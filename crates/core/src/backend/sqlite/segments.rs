@@ -713,8 +713,10 @@ mod tests {
         }
         {
             let conn = rusqlite::Connection::open(&path).expect("open");
-            conn.execute_batch("DROP TABLE segments; DROP TABLE hot_days; PRAGMA user_version = 5;")
-                .expect("schema 5");
+            conn.execute_batch(
+                "DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days; PRAGMA user_version = 5;",
+            )
+            .expect("schema 5");
         }
         let store = SqliteEventStore::open(&path).expect("migrated");
         let before = records(&store).await;
