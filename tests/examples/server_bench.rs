@@ -267,8 +267,9 @@ async fn best_export(server: &Server, source: impl Fn() -> ExportDataSource) -> 
 }
 
 /// Waits until the compactor has nothing left to settle: the segment files
-/// under `dir` (SQLite's) unchanged for five seconds, or none appearing in
-/// ten (a backend that keeps none). Their count and bytes.
+/// under `dir` (SQLite's) unchanged for 15 s, longer than a day's quiet
+/// (10 s) and a compactor round (1 s), or none appearing (a backend that
+/// keeps none). Their count and bytes.
 async fn wait_until_settled(dir: &std::path::Path) -> (u64, u64) {
     fn files(dir: &std::path::Path) -> (u64, u64) {
         let mut found = (0, 0);
@@ -293,7 +294,7 @@ async fn wait_until_settled(dir: &std::path::Path) -> (u64, u64) {
         if now != last {
             last = now;
             unchanged = Instant::now();
-        } else if unchanged.elapsed() > Duration::from_secs(if now.0 == 0 { 10 } else { 5 }) {
+        } else if unchanged.elapsed() > Duration::from_secs(15) {
             return now;
         }
     }

@@ -19,7 +19,7 @@ use super::scan::{RECORD_COLUMNS, RECORD_TABLES, record_from_row};
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start, format_iso8601};
 use crate::event_store::{Compacted, CompactionPlan, StoreError};
 use crate::insight::{EventFlags, InsightRecord};
-use crate::segment::{ROW_GROUP_ROWS, Segment, SegmentFile, Selection};
+use crate::segment::{SCAN_BATCH_ROWS, Segment, SegmentFile, Selection};
 
 /// The catalog: each scope's settled days and their live generation.
 /// `hot_days` lists the days that have rows in `insights`, with when the
@@ -394,9 +394,12 @@ fn write_day(
     ))?;
     let mut hot = stmt.query(params![scope, range.start, range.end])?;
     let mut next_hot = hot.next()?.map(record_from_row).transpose()?;
-    let mut out: Vec<InsightRecord> = Vec::with_capacity(ROW_GROUP_ROWS);
+    // Records go to the writer a scan batch at a time: it keeps the row
+    // group it is building encoded, so the day is never in memory as
+    // records.
+    let mut out: Vec<InsightRecord> = Vec::with_capacity(SCAN_BATCH_ROWS);
     let mut flush = |out: &mut Vec<InsightRecord>, force: bool| -> Result<(), StoreError> {
-        if out.len() >= ROW_GROUP_ROWS || (force && !out.is_empty()) {
+        if out.len() >= SCAN_BATCH_ROWS || (force && !out.is_empty()) {
             writer.push(out).map_err(generic)?;
             out.clear();
         }
