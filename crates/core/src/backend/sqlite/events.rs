@@ -164,7 +164,8 @@ UPDATE learned SET account = account || '/' || (SELECT region FROM temp.defaults
     },
     // Keys that follow time: events and messages keyed by their message's
     // send day first, so a backfill's batch touches the days it holds, not
-    // the whole tree; a narrow index from a message id's hash to its days.
+    // the whole tree; a narrow index from a message id to its days (SES's
+    // ids begin with their send time, so it grows at its end).
     Migration {
         sql: r#"
 CREATE TABLE messages_v2 (
@@ -205,10 +206,10 @@ ALTER TABLE messages_v2 RENAME TO messages;
 -- Retention deletes the oldest messages first.
 CREATE INDEX messages_by_send_ts ON messages (send_ts);
 CREATE TABLE message_days (
-    account TEXT NOT NULL,
-    id_hash INTEGER NOT NULL,
-    day     INTEGER NOT NULL,
-    PRIMARY KEY (account, id_hash, day)
+    account    TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    PRIMARY KEY (account, message_id, day)
 ) WITHOUT ROWID;
 "#,
         then: Some(|tx| Ok(index_message_days(tx)?)),
@@ -217,27 +218,16 @@ CREATE TABLE message_days (
 
 /// Fills `message_days` from the messages kept.
 fn index_message_days(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    let mut messages = tx.prepare("SELECT account, day, message_id FROM messages")?;
-    let mut insert = tx.prepare("INSERT OR IGNORE INTO message_days (account, id_hash, day) VALUES (?1, ?2, ?3)")?;
-    let mut rows = messages.query([])?;
-    while let Some(row) = rows.next()? {
-        let (account, day, message_id): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        insert.execute(params![account, id_hash(&message_id), day])?;
-    }
+    tx.execute_batch("INSERT OR IGNORE INTO message_days SELECT account, message_id, day FROM messages")?;
     Ok(())
-}
-
-/// A message id's hash, as `message_days` keeps it.
-fn id_hash(message_id: &str) -> i64 {
-    crate::rng::key_hash(&[message_id.as_bytes()]) as i64
 }
 
 /// The days `message_id` has a message row in, oldest first.
 fn message_days(conn: &Connection, account: &str, message_id: &str) -> Result<Vec<i64>, StoreError> {
     let mut stmt =
-        conn.prepare_cached("SELECT day FROM message_days WHERE account = ?1 AND id_hash = ?2 ORDER BY day")?;
+        conn.prepare_cached("SELECT day FROM message_days WHERE account = ?1 AND message_id = ?2 ORDER BY day")?;
     let days = stmt
-        .query_map(params![account, id_hash(message_id)], |r| r.get(0))?
+        .query_map(params![account, message_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(days)
 }
@@ -563,8 +553,8 @@ impl SqliteTxn<'_> {
         ])?;
         if new == 1 {
             self.tx
-                .prepare_cached("INSERT OR IGNORE INTO message_days (account, id_hash, day) VALUES (?1, ?2, ?3)")?
-                .execute(params![self.account, id_hash(&m.message_id), day])?;
+                .prepare_cached("INSERT OR IGNORE INTO message_days (account, message_id, day) VALUES (?1, ?2, ?3)")?
+                .execute(params![self.account, m.message_id, day])?;
         }
         Ok(())
     }
@@ -979,8 +969,8 @@ impl EventStore for SqliteEventStore {
                     .execute(params![account, send_ts, message_id])?;
                 tx.prepare_cached("DELETE FROM messages WHERE account = ?1 AND day = ?2 AND message_id = ?3")?
                     .execute(params![account, day, message_id])?;
-                tx.prepare_cached("DELETE FROM message_days WHERE account = ?1 AND id_hash = ?2 AND day = ?3")?
-                    .execute(params![account, id_hash(message_id), day])?;
+                tx.prepare_cached("DELETE FROM message_days WHERE account = ?1 AND message_id = ?2 AND day = ?3")?
+                    .execute(params![account, message_id, day])?;
             }
             let mut retired = Vec::new();
             if old.len() < max_messages {
