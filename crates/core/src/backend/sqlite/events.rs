@@ -997,14 +997,26 @@ impl EventStore for SqliteEventStore {
         tokio::task::spawn_blocking(move || {
             let days = segments::candidates(&lock(&inner.writer), &plan)?;
             let mut done = Compacted::default();
+            let mut failed = None;
             for (scope, day) in days {
                 // The writer is taken a day at a time: ingest goes on
-                // between days.
-                let step = segments::compact_day(&mut lock(&inner.writer), &inner.layout, &scope, day, &plan)?;
-                done.segments += step.segments;
-                done.rows += step.rows;
+                // between days. A day that fails (a full disk, say) stays
+                // as it was; the others still settle.
+                match segments::compact_day(&mut lock(&inner.writer), &inner.layout, &scope, day, &plan) {
+                    Ok(step) => {
+                        done.segments += step.segments;
+                        done.rows += step.rows;
+                    }
+                    Err(e) => {
+                        tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
+                        failed.get_or_insert(e);
+                    }
+                }
             }
-            Ok(done)
+            match failed {
+                Some(e) if done.segments == 0 => Err(e),
+                _ => Ok(done),
+            }
         })
         .await
         .map_err(generic)?
