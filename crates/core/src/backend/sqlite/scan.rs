@@ -93,7 +93,12 @@ pub(super) struct Scan<'a> {
 impl Scan<'_> {
     pub(super) fn run(&self, snapshot: &Snapshot<'_>, interval: Interval, sink: Sink<'_>) -> Result<(), StoreError> {
         let mut cursor = interval.start;
-        for (day, segment) in &snapshot.segments {
+        for (day, entry) in &snapshot.days {
+            // A day whose file retention took meanwhile is read as a hot
+            // one: what the snapshot's rows hold of it.
+            let Some(segment) = snapshot.segment(*day, *entry)? else {
+                continue;
+            };
             let part = Interval::new(
                 day_start(*day).max(interval.start),
                 (day_start(*day) + DAY_MILLIS - 1).min(interval.end),
@@ -101,7 +106,7 @@ impl Scan<'_> {
             if cursor < part.start && !self.hot(snapshot.conn, Interval::new(cursor, part.start - 1), sink)? {
                 return Ok(());
             }
-            if !self.settled(snapshot.conn, segment, part, sink)? {
+            if !self.settled(snapshot.conn, &segment, part, sink)? {
                 return Ok(());
             }
             cursor = part.end.saturating_add(1);

@@ -75,6 +75,26 @@ impl Layout {
         self.day_dir(scope, day).join(format!("part-{generation}.parquet"))
     }
 
+    /// The highest generation of `day`'s files on disk.
+    fn newest(&self, scope: &str, day: i64) -> std::io::Result<Option<i64>> {
+        let entries = match std::fs::read_dir(self.day_dir(scope, day)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut newest = None;
+        for entry in entries {
+            let name = entry?.file_name();
+            let generation = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("part-"))
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .and_then(|n| n.parse::<i64>().ok());
+            newest = newest.max(generation);
+        }
+        Ok(newest)
+    }
+
     fn open(&self, scope: &str, day: i64, entry: Entry) -> std::io::Result<Segment<SegmentFile>> {
         let file = SegmentFile::open(&self.file(scope, day, entry.generation))?;
         Segment::open(file).map_err(std::io::Error::other)
@@ -143,72 +163,73 @@ fn entry(conn: &Connection, scope: &str, day: i64) -> rusqlite::Result<Option<En
         .optional()
 }
 
-/// A read transaction with the segments of its days open: the catalog and
-/// the `insights` rows it reads agree, and the files stay readable until it
-/// ends even if a compaction retires them meanwhile. Ends (rolls back) on
-/// drop.
+/// A read transaction over a scope's days: the catalog and the `insights`
+/// rows it reads agree. Each day's segment is opened when a scan reaches
+/// it (one file open at a time, however long the interval). Ends (rolls
+/// back) on drop.
 pub(super) struct Snapshot<'c> {
     pub conn: &'c Connection,
-    /// The settled days of the interval asked for, in order.
-    pub segments: Vec<(i64, Segment<SegmentFile>)>,
+    layout: Layout,
+    scope: String,
+    /// The settled days of the interval asked for, in order, with the
+    /// generation the catalog named when the snapshot began.
+    pub days: Vec<(i64, Entry)>,
 }
 
 impl<'c> Snapshot<'c> {
-    /// Begins a read of `scope`'s days in `interval` on `conn`. A file
-    /// retired between reading the catalog and opening it (a compaction
-    /// finished meanwhile) means reading the catalog again.
+    /// Begins a read of `scope`'s days in `interval` on `conn`.
     pub(super) fn begin(
         conn: &'c Connection,
         layout: &Layout,
         scope: &str,
         interval: Interval,
     ) -> Result<Self, StoreError> {
-        let mut attempt = 0;
+        conn.execute_batch("BEGIN")?;
+        let mut snapshot = Snapshot {
+            conn,
+            layout: layout.clone(),
+            scope: scope.to_owned(),
+            days: Vec::new(),
+        };
+        if !interval.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, generation, rows FROM segments WHERE account = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
+            )?;
+            snapshot.days = stmt
+                .query_map(params![scope, day_of(interval.start), day_of(interval.end)], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Entry {
+                            generation: r.get(1)?,
+                            rows: r.get(2)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(snapshot)
+    }
+
+    /// The segment of `day` as this snapshot's catalog named it; if a
+    /// compaction retired that file since, the newest generation there is
+    /// (a fold only adds to a day, and the rows this snapshot still holds
+    /// win over the file's: nothing is missed or shown twice); `None` when
+    /// retention took the day meanwhile.
+    pub(super) fn segment(&self, day: i64, entry: Entry) -> Result<Option<Segment<SegmentFile>>, StoreError> {
+        let mut generation = entry.generation;
         loop {
-            conn.execute_batch("BEGIN")?;
-            let snapshot = Snapshot {
-                conn,
-                segments: Vec::new(),
-            };
-            match snapshot.open_segments(layout, scope, interval) {
-                Ok(segments) => return Ok(Snapshot { segments, ..snapshot }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 8 => attempt += 1,
+            let at = Entry { generation, ..entry };
+            match self.layout.open(&self.scope, day, at) {
+                Ok(segment) => return Ok(Some(segment)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match self.layout.newest(&self.scope, day).map_err(generic)? {
+                        Some(newer) if newer > generation => generation = newer,
+                        _ => return Ok(None),
+                    }
+                }
                 Err(e) => return Err(generic(e)),
             }
         }
-    }
-
-    fn open_segments(
-        &self,
-        layout: &Layout,
-        scope: &str,
-        interval: Interval,
-    ) -> std::io::Result<Vec<(i64, Segment<SegmentFile>)>> {
-        if interval.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT day, generation, rows FROM segments WHERE account = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
-            )
-            .map_err(std::io::Error::other)?;
-        let entries = stmt
-            .query_map(params![scope, day_of(interval.start), day_of(interval.end)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    Entry {
-                        generation: r.get(1)?,
-                        rows: r.get(2)?,
-                    },
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(std::io::Error::other)?;
-        entries
-            .into_iter()
-            .map(|(day, entry)| Ok((day, layout.open(scope, day, entry)?)))
-            .collect()
     }
 }
 
@@ -218,21 +239,30 @@ impl Drop for Snapshot<'_> {
     }
 }
 
-/// What ingest reads of settled days within one batch: each day's segment
-/// opened once, each row group's keys read once.
+/// What ingest reads of settled days within one batch: the segments and
+/// row groups it read last, kept for the next records (a batch's records
+/// come in send-time order, so those are the ones it needs again). At most
+/// [`Lookup::KEPT`] of each: a batch naming a thousand settled days holds
+/// a few files and row groups open, not a thousand.
 #[derive(Debug)]
 pub(super) struct Lookup<'l> {
     layout: &'l Layout,
-    days: HashMap<i64, Option<Segment<SegmentFile>>>,
-    groups: HashMap<(i64, usize), HashMap<(String, String), EventFlags>>,
+    days: std::collections::VecDeque<(i64, Option<Segment<SegmentFile>>)>,
+    groups: std::collections::VecDeque<((i64, usize), GroupKeys)>,
 }
 
+/// A row group's rows by (message id, destination): their flags.
+type GroupKeys = HashMap<(String, String), EventFlags>;
+
 impl<'l> Lookup<'l> {
+    /// Segments, and row groups' keys, kept at a time.
+    const KEPT: usize = 4;
+
     pub(super) fn new(layout: &'l Layout) -> Self {
         Lookup {
             layout,
-            days: HashMap::new(),
-            groups: HashMap::new(),
+            days: std::collections::VecDeque::new(),
+            groups: std::collections::VecDeque::new(),
         }
     }
 
@@ -245,30 +275,44 @@ impl<'l> Lookup<'l> {
         record: &InsightRecord,
     ) -> Result<Option<EventFlags>, StoreError> {
         let day = day_of(record.send_timestamp);
-        if !self.days.contains_key(&day) {
-            let segment = match entry(conn, scope, day)? {
-                Some(entry) => Some(self.layout.open(scope, day, entry).map_err(generic)?),
-                None => None,
-            };
-            self.days.insert(day, segment);
-        }
-        let Some(Some(segment)) = self.days.get(&day) else {
+        let index = match self.days.iter().position(|(d, _)| *d == day) {
+            Some(index) => index,
+            None => {
+                let segment = match entry(conn, scope, day)? {
+                    Some(entry) => Some(self.layout.open(scope, day, entry).map_err(generic)?),
+                    None => None,
+                };
+                if self.days.len() == Self::KEPT {
+                    self.days.pop_front();
+                }
+                self.days.push_back((day, segment));
+                self.days.len() - 1
+            }
+        };
+        let Some((_, Some(segment))) = self.days.get(index) else {
             return Ok(None);
         };
         let at = record.send_timestamp;
         for group in segment.groups_within(Interval::new(at, at)) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.groups.entry((day, group)) {
-                let keys = segment.keys_of_group(group).map_err(generic)?;
-                slot.insert(
-                    keys.into_iter()
+            let index = match self.groups.iter().position(|(g, _)| *g == (day, group)) {
+                Some(index) => index,
+                None => {
+                    let keys = segment.keys_of_group(group).map_err(generic)?;
+                    let keys = keys
+                        .into_iter()
                         .map(|k| ((k.message_id, k.destination), k.flags))
-                        .collect(),
-                );
-            }
+                        .collect();
+                    if self.groups.len() == Self::KEPT {
+                        self.groups.pop_front();
+                    }
+                    self.groups.push_back(((day, group), keys));
+                    self.groups.len() - 1
+                }
+            };
             // A message id has one send time, so (message, destination)
             // is a key within a day.
             let key = (record.message_id.clone(), record.destination.clone());
-            if let Some(flags) = self.groups.get(&(day, group)).and_then(|keys| keys.get(&key)) {
+            if let Some(flags) = self.groups.get(index).and_then(|(_, keys)| keys.get(&key)) {
                 return Ok(Some(*flags));
             }
         }
@@ -374,6 +418,8 @@ pub(super) fn compact_day(
 /// Writes the day's records (its segment's, where the table has no newer
 /// row, and the table's) to `path` in export order, a row group at a time,
 /// and makes the file and its folders durable. Returns the rows written.
+/// (`path.partial` until it is whole; the sweep at open deletes one a
+/// crash left.)
 fn write_day(
     conn: &Connection,
     layout: &Layout,
@@ -385,7 +431,11 @@ fn write_day(
 ) -> Result<u64, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(generic)?;
-    let file = std::fs::File::create(path).map_err(generic)?;
+    // Written under a temporary name and renamed when whole: a file named
+    // `part-N.parquet` is always complete, so a scan that looks for the
+    // newest generation never reads one being written.
+    let partial = path.with_extension("parquet.partial");
+    let file = std::fs::File::create(&partial).map_err(generic)?;
     let mut writer = crate::segment::Writer::new(BufWriter::new(file)).map_err(generic)?;
 
     let mut stmt = conn.prepare(&format!(
@@ -443,6 +493,7 @@ fn write_day(
         .into_inner()
         .map_err(|e| generic(e.into_error()))?;
     file.sync_all().map_err(generic)?;
+    std::fs::rename(&partial, path).map_err(generic)?;
     sync_dirs(dir, &layout.root).map_err(generic)?;
     Ok(rows)
 }
@@ -710,6 +761,47 @@ mod tests {
         assert!(folded > 0 && scans > 1, "{folded} folds, {scans} scans");
         store.compact(&settle_all(u64::MAX)).await.expect("last fold");
         assert_eq!(records(&store).await, expected);
+    }
+
+    /// One batch of late events for far more settled days than a lookup
+    /// keeps open at a time: each still counts, exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_across_many_settled_days_counts_each_event() {
+        use crate::event_store::conformance::{events, record};
+        use serde_json::json;
+        let days = 40;
+        let sent = |d: i64| T0 + d * DAY_MILLIS + 3_600_000;
+        let id = |d: i64| format!("m-{d}");
+        let sends: Vec<_> = (0..days)
+            .map(|d| record("Send", &id(d), sent(d), &["a@gmail.com", "b@yahoo.com"], json!({})))
+            .collect();
+        let deliveries: Vec<_> = (0..days)
+            .map(|d| {
+                record(
+                    "Delivery",
+                    &id(d),
+                    sent(d),
+                    &["a@gmail.com", "b@yahoo.com"],
+                    json!({"timestamp": crate::clock::format_iso8601(sent(d) + 5_000), "recipients": ["a@gmail.com"]}),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteEventStore::open(dir.path().join("events.sqlite")).expect("open");
+        store.write_batch(&account(), events(&sends)).await.expect("sends");
+        let done = store.compact(&settle_all(u64::MAX)).await.expect("settle");
+        assert_eq!(done.segments, days as u64);
+        let late = store.write_batch(&account(), events(&deliveries)).await.expect("late");
+        assert_eq!(late.accepted, days as u64);
+        let all = records(&store).await;
+        assert_eq!(all.len(), 2 * days as usize);
+        let delivered = all
+            .iter()
+            .filter(|r| r.flags.union(crate::insight::EventFlags::DELIVERY) == r.flags)
+            .count();
+        assert_eq!(delivered, days as usize, "one recipient of each message");
+        let again = store.write_batch(&account(), events(&deliveries)).await.expect("again");
+        assert_eq!((again.accepted, again.duplicates), (0, days as u64));
     }
 
     /// The crash test's child: ingests, then compacts with the crash step
