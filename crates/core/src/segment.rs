@@ -248,11 +248,6 @@ impl<R: ChunkReader + Clone + 'static> Segment<R> {
         Ok(Segment { source, metadata })
     }
 
-    /// How many rows it holds.
-    pub fn rows(&self) -> u64 {
-        u64::try_from(self.metadata.metadata().file_metadata().num_rows()).unwrap_or(0)
-    }
-
     /// The row groups whose send times may lie within `interval`, in order.
     pub fn groups_within(&self, interval: Interval) -> Vec<usize> {
         self.metadata
@@ -327,29 +322,18 @@ impl<R: ChunkReader + Clone + 'static> Segment<R> {
         Ok(records)
     }
 
-    /// How many rows row group `group` holds.
-    pub fn group_rows(&self, group: usize) -> u64 {
-        self.metadata
-            .metadata()
-            .row_groups()
-            .get(group)
-            .map_or(0, |g| u64::try_from(g.num_rows()).unwrap_or(0))
-    }
-
     /// The key and flags of every row of row group `group`, read from its
     /// key columns only.
     pub fn keys_of_group(&self, group: usize) -> Result<Vec<RowKey>, SegmentError> {
         let bad = || error(std::io::Error::other("a column is not of the segment's type"));
         let mut keys = Vec::new();
-        for batch in self.reader(vec![group], Some(&[0, 1, 2, 10]), ROW_GROUP_ROWS)? {
+        for batch in self.reader(vec![group], Some(&[1, 2, 10]), ROW_GROUP_ROWS)? {
             let batch = batch.map_err(error)?;
             let column = |i: usize| batch.columns().get(i).map_or(&() as &dyn std::any::Any, |c| c.as_any());
-            let times = column(0).downcast_ref::<TimestampMillisecondArray>().ok_or_else(bad)?;
-            let ids = column(1).downcast_ref::<StringArray>().ok_or_else(bad)?;
-            let destinations = column(2).downcast_ref::<StringArray>().ok_or_else(bad)?;
-            let flags = column(3).downcast_ref::<UInt16Array>().ok_or_else(bad)?;
+            let ids = column(0).downcast_ref::<StringArray>().ok_or_else(bad)?;
+            let destinations = column(1).downcast_ref::<StringArray>().ok_or_else(bad)?;
+            let flags = column(2).downcast_ref::<UInt16Array>().ok_or_else(bad)?;
             keys.extend((0..batch.num_rows()).map(|row| RowKey {
-                send_timestamp: times.value(row),
                 message_id: ids.value(row).to_owned(),
                 destination: destinations.value(row).to_owned(),
                 flags: EventFlags(flags.value(row)),
@@ -364,8 +348,6 @@ type ParquetRecordBatchReaderIter = Box<dyn Iterator<Item = Result<RecordBatch, 
 /// A row of a segment as far as ingest needs it: its key and its flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowKey {
-    /// When the message was sent.
-    pub send_timestamp: i64,
     /// The message.
     pub message_id: String,
     /// The recipient.
@@ -652,11 +634,6 @@ impl<'a> Text<'a> {
     fn get(&self, row: usize) -> Option<&'a str> {
         self.key(row).map(|key| self.values.value(key))
     }
-}
-
-/// `filter`'s Include and Exclude as a row judge, for [`read`].
-pub fn judge(filter: &InsightFilter) -> impl Fn(FilterFields<'_>) -> bool + '_ {
-    move |fields| filter.includes_fields(fields) && !filter.excludes_fields(fields)
 }
 
 #[cfg(test)]

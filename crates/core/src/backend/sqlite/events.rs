@@ -211,16 +211,11 @@ CREATE TABLE message_days (
     day        INTEGER NOT NULL,
     PRIMARY KEY (account, message_id, day)
 ) WITHOUT ROWID;
+INSERT INTO message_days SELECT account, message_id, day FROM messages;
 "#,
-        then: Some(|tx| Ok(index_message_days(tx)?)),
+        then: None,
     },
 ];
-
-/// Fills `message_days` from the messages kept.
-fn index_message_days(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute_batch("INSERT OR IGNORE INTO message_days SELECT account, message_id, day FROM messages")?;
-    Ok(())
-}
 
 /// The days `message_id` has a message row in, oldest first.
 fn message_days(conn: &Connection, account: &str, message_id: &str) -> Result<Vec<i64>, StoreError> {
@@ -908,30 +903,29 @@ impl EventStore for SqliteEventStore {
         let key = scope.as_str().to_owned();
         let layout = self.inner.layout.clone();
         self.read(move |conn| {
-            // Newest day first, each day's eligible records newest first,
-            // until there are enough.
-            let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
-                "SELECT min(d), max(d) FROM ( \
-                 SELECT min(send_ts) / 86400000 AS d FROM insights WHERE account = ?1 \
-                 UNION ALL SELECT max(send_ts) / 86400000 FROM insights WHERE account = ?1 \
-                 UNION ALL SELECT min(day) FROM segments WHERE account = ?1 \
-                 UNION ALL SELECT max(day) FROM segments WHERE account = ?1)",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            // The days that hold records (rows: `hot_days` lists every day
+            // the table has rows of; or a settled day's file), newest
+            // first, each day's eligible records newest first, until there
+            // are enough.
+            let days: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT day FROM hot_days WHERE account = ?1 UNION SELECT day FROM segments WHERE account = ?1 \
+                     ORDER BY day DESC",
+                )?
+                .query_map(params![key], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             let eligible = RecordFilter::new(false, |f| {
                 f.recipient_count == 1 && !crate::insight::is_simulator(f.destination)
             });
             let mut latest: Vec<EventFlags> = Vec::new();
-            if let (Some(newest), Some(oldest)) = (newest, oldest) {
-                let mut day = newest;
-                while day >= oldest && latest.len() < sends {
-                    let whole = Interval::new(day_start(day), day_start(day) + DAY_MILLIS - 1);
-                    let mut records = records_in(conn, &layout, &key, whole, &eligible)?;
-                    records.sort_by_key(|r| std::cmp::Reverse(r.send_timestamp));
-                    latest.extend(records.iter().take(sends - latest.len()).map(|r| r.flags));
-                    day -= 1;
+            for day in days {
+                if latest.len() >= sends {
+                    break;
                 }
+                let whole = Interval::new(day_start(day), day_start(day) + DAY_MILLIS - 1);
+                let mut records = records_in(conn, &layout, &key, whole, &eligible)?;
+                records.sort_by_key(|r| std::cmp::Reverse(r.send_timestamp));
+                latest.extend(records.iter().take(sends - latest.len()).map(|r| r.flags));
             }
             Ok(crate::vdm::Reputation::of(latest))
         })
