@@ -12,5 +12,7 @@
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod settled;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -17,9 +17,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use ses_export_model::types::BounceType;
 
 use super::scan::{RECORD_COLUMNS, Scan, record_from_offset_row};
-use super::segments::{self, Layout, Lookup, Snapshot};
+use super::segments::{self, Layout, Snapshot};
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::Scope;
+use crate::backend::settled::Lookup;
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
@@ -503,7 +504,7 @@ struct SqliteTxn<'a> {
     account: &'a str,
     /// Settled days' segments, where a record the table lacks may be
     /// (none in a migration, which runs before there are segments).
-    settled: Option<Lookup<'a>>,
+    settled: Option<(&'a Layout, Lookup)>,
 }
 
 impl SqliteTxn<'_> {
@@ -566,7 +567,9 @@ impl SqliteTxn<'_> {
             .optional()?;
         match (flags, &mut self.settled) {
             (Some(flags), _) => Ok(Some(EventFlags(flags))),
-            (None, Some(settled)) => settled.flags(self.tx, self.account, r),
+            (None, Some((layout, lookup))) => lookup.flags(r, BACKEND, |day| {
+                segments::live_segment(self.tx, layout, self.account, day)
+            }),
             (None, None) => Ok(None),
         }
     }
@@ -756,7 +759,7 @@ impl EventStore for SqliteEventStore {
                 &mut SqliteTxn {
                     tx: &tx,
                     account: account.as_str(),
-                    settled: Some(Lookup::new(&inner.layout)),
+                    settled: Some((&inner.layout, Lookup::default())),
                 },
                 &events,
                 BACKEND,

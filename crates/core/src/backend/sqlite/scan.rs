@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::segments::Snapshot;
+use crate::backend::settled::{self, CHUNK, Sink};
 use crate::clock::{DAY_MILLIS, Interval, day_of, day_start};
 use crate::event_store::{RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
-use crate::segment::Selection;
 
 /// The columns of an insight record, its message's text joined in; the
 /// insight rows drive the scan (a LEFT JOIN keeps SQLite from reordering
@@ -73,13 +73,6 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
         recipient_count: row.get(9)?,
     })
 }
-
-/// Where a scan's records go, a chunk at a time; `Ok(false)` ends the scan
-/// (its reader went away).
-pub(super) type Sink<'s> = &'s mut dyn FnMut(Vec<InsightRecord>) -> Result<bool, StoreError>;
-
-/// Records a scan hands on at a time.
-const CHUNK: usize = 512;
 
 /// One scan of `scope`'s records sent in `interval`, in export order,
 /// within `snapshot`. With `keep`, only the records it keeps, each row
@@ -208,72 +201,6 @@ impl Scan<'_> {
         let late: Vec<InsightRecord> = stmt
             .query_map(params![self.scope, part.start, part.end], record_from_row)?
             .collect::<Result<_, _>>()?;
-        let mut replaced: Vec<(String, String)> = late
-            .iter()
-            .map(|r| (r.message_id.clone(), r.destination.clone()))
-            .collect();
-        replaced.sort_unstable();
-        let selection = match self.keep.and_then(|(keep, _)| keep.filters()) {
-            Some((include, exclude)) => Selection::new(include, exclude),
-            None => Selection::everything(),
-        };
-        let keep = |fields: FilterFields<'_>| {
-            (replaced.is_empty()
-                || replaced
-                    .binary_search_by(|(m, d)| (m.as_str(), d.as_str()).cmp(&(fields.message_id, fields.destination)))
-                    .is_err())
-                && self.keep.is_none_or(|(keep, _)| keep.keeps(fields))
-        };
-        let mut late = late.into_iter().peekable();
-        let keeps_late = |record: &InsightRecord| {
-            self.keep.is_none_or(|(keep, control)| {
-                control.scanned.fetch_add(1, Ordering::Relaxed);
-                keep.keeps(record.filter_fields())
-            })
-        };
-        let batches = segment
-            .scan(segment.groups_within(part), part, &selection, &keep)
-            .map_err(generic)?;
-        for batch in batches {
-            if self.stopped() {
-                return Ok(false);
-            }
-            let (read, records) = batch.map_err(generic)?;
-            if let Some((_, control)) = self.keep {
-                control.scanned.fetch_add(read as u64, Ordering::Relaxed);
-            }
-            let mut merged = Vec::with_capacity(records.len());
-            for record in records {
-                while let Some(l) = late.next_if(|l| l.sort_key() < record.sort_key()) {
-                    if keeps_late(&l) {
-                        merged.push(l);
-                    }
-                }
-                merged.push(record);
-            }
-            if !send(merged, sink)? {
-                return Ok(false);
-            }
-        }
-        let rest: Vec<InsightRecord> = late.filter(|l| keeps_late(l)).collect();
-        send(rest, sink)
-    }
-}
-
-/// Hands `records` on in chunks.
-fn send(mut records: Vec<InsightRecord>, sink: Sink<'_>) -> Result<bool, StoreError> {
-    while records.len() > CHUNK {
-        let rest = records.split_off(CHUNK);
-        if !sink(std::mem::replace(&mut records, rest))? {
-            return Ok(false);
-        }
-    }
-    if records.is_empty() { Ok(true) } else { sink(records) }
-}
-
-fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Generic {
-        backend: super::BACKEND,
-        source: Box::new(e),
+        settled::merge_day(segment, part, late, self.keep, super::BACKEND, sink)
     }
 }

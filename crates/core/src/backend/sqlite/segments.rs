@@ -9,17 +9,18 @@
 //! only gain bits, and ingest writes a late record with the segment's bits
 //! already in it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::scan::{RECORD_COLUMNS, RECORD_TABLES, record_from_row};
-use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start, format_iso8601};
+use crate::backend::settled;
+use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event_store::{Compacted, CompactionPlan, StoreError};
-use crate::insight::{EventFlags, InsightRecord};
-use crate::segment::{SCAN_BATCH_ROWS, Segment, SegmentFile, Selection};
+use crate::insight::InsightRecord;
+use crate::segment::{Segment, SegmentFile};
 
 /// The catalog: each scope's settled days and their live generation.
 /// `hot_days` lists the days that have rows in `insights`, with when the
@@ -62,17 +63,11 @@ impl Layout {
     }
 
     fn day_dir(&self, scope: &str, day: i64) -> PathBuf {
-        // A scope is `ACCOUNT/REGION`, both checked to be plain names.
-        let (account, region) = scope.split_once('/').unwrap_or((scope, "none"));
-        let date = format_iso8601(day_start(day));
-        self.root
-            .join(format!("account={account}"))
-            .join(format!("region={region}"))
-            .join(format!("day={}", &date[..10]))
+        self.root.join(settled::day_folder(scope, day))
     }
 
     fn file(&self, scope: &str, day: i64, generation: i64) -> PathBuf {
-        self.day_dir(scope, day).join(format!("part-{generation}.parquet"))
+        self.day_dir(scope, day).join(settled::part_name(generation))
     }
 
     /// The highest generation of `day`'s files on disk.
@@ -85,12 +80,7 @@ impl Layout {
         let mut newest = None;
         for entry in entries {
             let name = entry?.file_name();
-            let generation = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("part-"))
-                .and_then(|n| n.strip_suffix(".parquet"))
-                .and_then(|n| n.parse::<i64>().ok());
-            newest = newest.max(generation);
+            newest = newest.max(name.to_str().and_then(settled::generation_of));
         }
         Ok(newest)
     }
@@ -239,84 +229,17 @@ impl Drop for Snapshot<'_> {
     }
 }
 
-/// What ingest reads of settled days within one batch: the segments and
-/// row groups it read last, kept for the next records (a batch's records
-/// come in send-time order, so those are the ones it needs again). At most
-/// [`Lookup::KEPT`] of each: a batch naming a thousand settled days holds
-/// a few files and row groups open, not a thousand.
-#[derive(Debug)]
-pub(super) struct Lookup<'l> {
-    layout: &'l Layout,
-    days: std::collections::VecDeque<(i64, Option<Segment<SegmentFile>>)>,
-    groups: std::collections::VecDeque<((i64, usize), GroupKeys)>,
-}
-
-/// A row group's rows by (message id, destination): their flags.
-type GroupKeys = HashMap<(String, String), EventFlags>;
-
-impl<'l> Lookup<'l> {
-    /// Segments, and row groups' keys, kept at a time.
-    const KEPT: usize = 4;
-
-    pub(super) fn new(layout: &'l Layout) -> Self {
-        Lookup {
-            layout,
-            days: std::collections::VecDeque::new(),
-            groups: std::collections::VecDeque::new(),
-        }
-    }
-
-    /// The flags the segment of `record`'s day holds for it, if its day
-    /// has settled and the segment has it.
-    pub(super) fn flags(
-        &mut self,
-        conn: &Connection,
-        scope: &str,
-        record: &InsightRecord,
-    ) -> Result<Option<EventFlags>, StoreError> {
-        let day = day_of(record.send_timestamp);
-        let index = match self.days.iter().position(|(d, _)| *d == day) {
-            Some(index) => index,
-            None => {
-                let segment = match entry(conn, scope, day)? {
-                    Some(entry) => Some(self.layout.open(scope, day, entry).map_err(generic)?),
-                    None => None,
-                };
-                if self.days.len() == Self::KEPT {
-                    self.days.pop_front();
-                }
-                self.days.push_back((day, segment));
-                self.days.len() - 1
-            }
-        };
-        let Some((_, Some(segment))) = self.days.get(index) else {
-            return Ok(None);
-        };
-        let at = record.send_timestamp;
-        for group in segment.groups_within(Interval::new(at, at)) {
-            let index = match self.groups.iter().position(|(g, _)| *g == (day, group)) {
-                Some(index) => index,
-                None => {
-                    let keys = segment.keys_of_group(group).map_err(generic)?;
-                    let keys = keys
-                        .into_iter()
-                        .map(|k| ((k.message_id, k.destination), k.flags))
-                        .collect();
-                    if self.groups.len() == Self::KEPT {
-                        self.groups.pop_front();
-                    }
-                    self.groups.push_back(((day, group), keys));
-                    self.groups.len() - 1
-                }
-            };
-            // A message id has one send time, so (message, destination)
-            // is a key within a day.
-            let key = (record.message_id.clone(), record.destination.clone());
-            if let Some(flags) = self.groups.get(index).and_then(|(_, keys)| keys.get(&key)) {
-                return Ok(Some(*flags));
-            }
-        }
-        Ok(None)
+/// The live segment of `scope`'s `day`, if the day has settled: what
+/// ingest's [`Lookup`](settled::Lookup) reads a late record's flags from.
+pub(super) fn live_segment(
+    conn: &Connection,
+    layout: &Layout,
+    scope: &str,
+    day: i64,
+) -> Result<Option<Segment<SegmentFile>>, StoreError> {
+    match entry(conn, scope, day)? {
+        Some(entry) => Ok(Some(layout.open(scope, day, entry).map_err(generic)?)),
+        None => Ok(None),
     }
 }
 
@@ -436,62 +359,19 @@ fn write_day(
     // newest generation never reads one being written.
     let partial = path.with_extension("parquet.partial");
     let file = std::fs::File::create(&partial).map_err(generic)?;
-    let mut writer = crate::segment::Writer::new(BufWriter::new(file)).map_err(generic)?;
-
     let mut stmt = conn.prepare(&format!(
         "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
          ORDER BY i.send_ts, i.message_id, i.destination"
     ))?;
-    let mut hot = stmt.query(params![scope, range.start, range.end])?;
-    let mut next_hot = hot.next()?.map(record_from_row).transpose()?;
-    // Records go to the writer a scan batch at a time: it keeps the row
-    // group it is building encoded, so the day is never in memory as
-    // records.
-    let mut out: Vec<InsightRecord> = Vec::with_capacity(SCAN_BATCH_ROWS);
-    let mut flush = |out: &mut Vec<InsightRecord>, force: bool| -> Result<(), StoreError> {
-        if out.len() >= SCAN_BATCH_ROWS || (force && !out.is_empty()) {
-            writer.push(out).map_err(generic)?;
-            out.clear();
-        }
-        Ok(())
-    };
-    if let Some(old) = old {
-        let segment = layout.open(scope, day, old).map_err(generic)?;
-        let everything = Selection::everything();
-        let all = |_: crate::filter::FilterFields<'_>| true;
-        for batch in segment
-            .scan(segment.groups_within(range), range, &everything, &all)
-            .map_err(generic)?
-        {
-            let (_, records) = batch.map_err(generic)?;
-            for record in records {
-                while let Some(h) = next_hot.take_if(|h| h.sort_key() <= record.sort_key()) {
-                    let replaces = h.sort_key() == record.sort_key();
-                    out.push(h);
-                    next_hot = hot.next()?.map(record_from_row).transpose()?;
-                    if replaces {
-                        break;
-                    }
-                }
-                if out.last().is_none_or(|last| last.sort_key() != record.sort_key()) {
-                    out.push(record);
-                }
-                flush(&mut out, false)?;
-            }
-        }
-    }
-    while let Some(h) = next_hot.take() {
-        out.push(h);
-        next_hot = hot.next()?.map(record_from_row).transpose()?;
-        flush(&mut out, false)?;
-    }
-    flush(&mut out, true)?;
-    let rows = writer.rows() as u64;
-    let file = writer
-        .finish()
-        .map_err(generic)?
-        .into_inner()
-        .map_err(|e| generic(e.into_error()))?;
+    let rows = stmt
+        .query_map(params![scope, range.start, range.end], record_from_row)?
+        .map(|row| row.map_err(StoreError::from));
+    let old = old
+        .map(|old| layout.open(scope, day, old))
+        .transpose()
+        .map_err(generic)?;
+    let (rows, out) = settled::write_day(BufWriter::new(file), old.as_ref(), range, rows, super::BACKEND)?;
+    let file = out.into_inner().map_err(|e| generic(e.into_error()))?;
     file.sync_all().map_err(generic)?;
     std::fs::rename(&partial, path).map_err(generic)?;
     sync_dirs(dir, &layout.root).map_err(generic)?;
