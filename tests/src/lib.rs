@@ -751,6 +751,9 @@ impl S3Server {
 pub struct PgServer {
     /// The server.
     pub server: Server,
+    /// The S3 server's `http://127.0.0.1:PORT`, whose bucket `managed`
+    /// holds the server's exports and segments.
+    pub s3_endpoint: String,
     _s3: S3Server,
     base: String,
     schema: String,
@@ -795,9 +798,19 @@ impl PgServer {
             "a-signing-secret-of-at-least-32-bytes!!",
         ];
         all.extend_from_slice(args);
-        let server = Server::start(&all).await;
+        // Any key does for moto; without one the S3 client asks the
+        // machine's instance metadata.
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "moto"),
+            ("AWS_SECRET_ACCESS_KEY", "moto"),
+            ("AWS_REGION", "us-east-1"),
+        ];
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = Server::start_with_env(temp.path(), &all, &env).await;
+        server._temp = Some(temp);
         Some(PgServer {
             server,
+            s3_endpoint: s3.endpoint.clone(),
             _s3: s3,
             base,
             schema,

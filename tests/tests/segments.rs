@@ -109,6 +109,67 @@ async fn deliveries(client: &aws_sdk_sesv2::Client) -> i64 {
     metric_total(client, Metric::Delivery, T0, T0 + 3 * 86_400).await
 }
 
+/// Where a server keeps its segments.
+enum Segments {
+    /// `events.segments/` in the data dir (SQLite).
+    Folder(PathBuf),
+    /// `events.segments/` in the managed bucket of an S3 server (PostgreSQL).
+    Bucket(String),
+}
+
+impl Segments {
+    /// The segment files, as paths under `events.segments/`, sorted.
+    async fn names(&self) -> Vec<String> {
+        match self {
+            Segments::Folder(dir) => parquet_files(dir)
+                .iter()
+                .map(|f| f.strip_prefix(dir).expect("under").display().to_string())
+                .collect(),
+            Segments::Bucket(endpoint) => {
+                let listing = ses_export_tests::http_client()
+                    .get(format!("{endpoint}/managed?list-type=2&prefix=events.segments/"))
+                    .send()
+                    .await
+                    .expect("list the bucket")
+                    .text()
+                    .await
+                    .expect("listing");
+                let mut names: Vec<String> = listing
+                    .split("<Key>")
+                    .skip(1)
+                    .filter_map(|k| k.split("</Key>").next())
+                    .filter_map(|k| k.strip_prefix("events.segments/"))
+                    .map(str::to_owned)
+                    .collect();
+                names.sort();
+                names
+            }
+        }
+    }
+
+    async fn wait_for(&self, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let names = self.names().await;
+            if done(&names) {
+                return names;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what} after 30 s: {names:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The server flags that settle every ended day at once.
+const SETTLE_AT_ONCE: [&str; 6] = [
+    "--settle-days",
+    "0",
+    "--settle-quiet-seconds",
+    "0",
+    "--compact-every-seconds",
+    "1",
+];
+
 /// Days settle into segments in the data dir (where DuckDB reads them,
 /// Hive partitions as columns); a Delivery that arrives after its day
 /// settled shows at once in GetMessageInsights, BatchGetMetricData and an
@@ -116,37 +177,9 @@ async fn deliveries(client: &aws_sdk_sesv2::Client) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_event_for_a_settled_day_shows_at_once() {
     let dir = tempfile::tempdir().expect("dir");
-    let args = [
-        "--settle-days",
-        "0",
-        "--settle-quiet-seconds",
-        "0",
-        "--compact-every-seconds",
-        "1",
-    ];
-    let server = Server::start_in(dir.path(), &args).await;
-    let body = record("Send", "m-1", 1) + &record("Send", "m-2", 1) + &record("Send", "m-3", 2);
-    assert_eq!(server.ingest(body.as_bytes()).await["accepted"], 3);
-
-    // Both days settle within a few of the compactor's rounds.
+    let server = Server::start_in(dir.path(), &SETTLE_AT_ONCE).await;
     let segments = dir.path().join("events.segments");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while parquet_files(&segments).len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "no segments after 30 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let files = parquet_files(&segments);
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.strip_prefix(&segments).expect("under").display().to_string())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "account=000000000000/region=us-east-1/day=2024-01-01/part-1.parquet",
-            "account=000000000000/region=us-east-1/day=2024-01-02/part-1.parquet",
-        ]
-    );
+    late_event_shows_at_once(&server, &Segments::Folder(segments.clone())).await;
 
     // What docs/operations.md shows a user: DuckDB over the data dir.
     let glob = format!("{}/**/*.parquet", segments.display());
@@ -159,6 +192,33 @@ async fn a_late_event_for_a_settled_day_shows_at_once() {
             "000000000000|us-east-1|2024-01-01|2\n000000000000|us-east-1|2024-01-02|1\n"
         );
     }
+}
+
+/// The same on PostgreSQL: the segments are objects in the cluster's
+/// bucket, under the same Hive layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_for_a_settled_day_shows_at_once_on_postgres() {
+    let Some(pg) = ses_export_tests::PgServer::start("segments", &SETTLE_AT_ONCE).await else {
+        return;
+    };
+    let bucket = Segments::Bucket(pg.s3_endpoint.clone());
+    late_event_shows_at_once(&pg.server, &bucket).await;
+    pg.finish().await;
+}
+
+async fn late_event_shows_at_once(server: &Server, segments: &Segments) {
+    let body = record("Send", "m-1", 1) + &record("Send", "m-2", 1) + &record("Send", "m-3", 2);
+    assert_eq!(server.ingest(body.as_bytes()).await["accepted"], 3);
+
+    // Both days settle within a few of the compactor's rounds.
+    let names = segments.wait_for("no segments", |names| names.len() >= 2).await;
+    assert_eq!(
+        names,
+        [
+            "account=000000000000/region=us-east-1/day=2024-01-01/part-1.parquet",
+            "account=000000000000/region=us-east-1/day=2024-01-02/part-1.parquet",
+        ]
+    );
 
     // The late Delivery, then at once: every API shows it.
     let client = server.client();
@@ -216,14 +276,19 @@ async fn a_late_event_for_a_settled_day_shows_at_once() {
         "{lines:?}"
     );
 
-    // The next rounds fold the late record into a new generation of its day.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !parquet_files(&segments).iter().any(|f| f.ends_with("part-2.parquet")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the late record was not folded in"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The next rounds fold the late record into a new generation of its
+    // day, and the one it replaces goes.
+    let names = segments
+        .wait_for("the late record was not folded in", |names| {
+            names.iter().any(|n| n.ends_with("part-2.parquet")) && names.len() == 2
+        })
+        .await;
+    assert_eq!(
+        names,
+        [
+            "account=000000000000/region=us-east-1/day=2024-01-01/part-2.parquet",
+            "account=000000000000/region=us-east-1/day=2024-01-02/part-1.parquet",
+        ]
+    );
     assert_eq!(deliveries(&client).await, 1);
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ses_export_core::backend::postgres::{self, PgEventStore, PgJobStore};
+use ses_export_core::backend::postgres::{self, PgEventStore, PgJobStore, SegmentBucket};
 use ses_export_core::event_store::{EventStore, conformance};
 use ses_export_core::job::{self, JobStore};
 
@@ -41,6 +41,303 @@ async fn postgres_event_store_conforms() {
         .expect("trigger");
     conformance::check_failed_batch_leaves_nothing(&PgEventStore::new(pool)).await;
     drop_schemas(&base, "events").await;
+}
+
+/// A bucket (a folder here; the cluster test runs one on an S3 server)
+/// and a cache, in `dir`.
+fn bucket(dir: &std::path::Path) -> SegmentBucket {
+    static BUCKETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let folder = dir.join(format!("bucket-{n}"));
+    std::fs::create_dir_all(&folder).expect("bucket");
+    let store = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
+    SegmentBucket::new(Arc::new(store), &dir.join(format!("cache-{n}")), 64 << 20).expect("cache")
+}
+
+/// A store whose settled days are segments in a bucket.
+async fn settled_store(base: &str, dir: &std::path::Path, test: &str) -> PgEventStore {
+    let pool = postgres::connect(&schema(base, test).await, 4).await.expect("connect");
+    PgEventStore::with_segments(pool, bucket(dir))
+}
+
+/// The same suite with every day settled into a segment in the bucket
+/// after each batch, late records kept beside it (merged at read) or
+/// folded in at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_event_store_conforms_with_settled_days() {
+    let Some(base) = database_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    for fold_ratio in [0, u64::MAX] {
+        conformance::run(|| {
+            let (base, dir) = (base.clone(), dir.path().to_owned());
+            async move {
+                let store = settled_store(&base, &dir, "settled").await;
+                Box::new(conformance::SettledAfterEachBatch::new(Box::new(store), fold_ratio)) as Box<dyn EventStore>
+            }
+        })
+        .await;
+    }
+    drop_schemas(&base, "settled").await;
+}
+
+/// A database from before segments (its days all in the row tables) opens
+/// with every day listed for the compactor, which moves them into the
+/// bucket with nothing lost; and a store opened without the bucket then
+/// refuses to read rather than miss the settled days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_before_segments_move_into_them() {
+    use futures_util::TryStreamExt;
+    use ses_export_core::clock::Interval;
+    use ses_export_core::event_store::CompactionPlan;
+    use ses_export_core::event_store::conformance::{account, generated};
+    let Some(base) = database_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = schema(&base, "upgrade").await;
+    let segments = bucket(dir.path());
+    let pool = postgres::connect(&url, 4).await.expect("connect");
+    let store = PgEventStore::with_segments(pool.clone(), segments.clone());
+    store.write_batch(&account(), generated(23, 600)).await.expect("ingest");
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let state = |store: PgEventStore| async move {
+        let records: Vec<_> = store
+            .scan_insights(&account(), everything)
+            .try_collect()
+            .await
+            .expect("scan");
+        let counts = store.daily_counts(&account(), everything).await.expect("counts");
+        let first = store
+            .message_insights(&account(), &records[0].message_id)
+            .await
+            .expect("message");
+        let reputation = store.reputation(&account(), 10_000).await.expect("reputation");
+        (records, counts, first, reputation)
+    };
+    let before = state(store.clone()).await;
+    // The previous schema: no catalog, no work list.
+    pool.get()
+        .await
+        .expect("client")
+        .batch_execute("DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 6;")
+        .await
+        .expect("the previous version");
+    drop((store, pool));
+    let pool = postgres::connect(&url, 4).await.expect("connect and migrate");
+    let store = PgEventStore::with_segments(pool.clone(), segments);
+    let plan = CompactionPlan {
+        settled_before: i64::MAX / 2,
+        quiet_since: i64::MAX,
+        fold_ratio: 16,
+    };
+    let done = store.compact(&plan).await.expect("compact");
+    assert!(done.segments > 0, "{done:?}");
+    assert_eq!(state(store).await, before);
+    let rows: i64 = pool
+        .get()
+        .await
+        .expect("client")
+        .query_one("SELECT count(*) FROM ses_insights", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 0, "every day moved into the bucket");
+    let blind = PgEventStore::new(pool);
+    let refused = blind
+        .scan_insights(&account(), everything)
+        .try_collect::<Vec<_>>()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a store without the bucket must not miss settled days"
+    );
+    drop_schemas(&base, "upgrade").await;
+}
+
+/// What a server killed in the middle of a compaction leaves in the
+/// bucket (an object uploaded but never named by the catalog, a retired
+/// generation not yet deleted) is neither read nor overwritten: the next
+/// compaction of the day writes a generation above both and deletes them,
+/// and every record is there once, with its flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_compaction_leaves_is_never_read() {
+    use futures_util::TryStreamExt;
+    use ses_export_core::clock::Interval;
+    use ses_export_core::event_store::CompactionPlan;
+    use ses_export_core::event_store::conformance::{account, generated, reference_records};
+    let Some(base) = database_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = dir.path().join("bucket");
+    std::fs::create_dir_all(&folder).expect("bucket");
+    let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
+    let segments = SegmentBucket::new(Arc::new(objects), &dir.path().join("cache"), 64 << 20).expect("cache");
+    let pool = postgres::connect(&schema(&base, "killed").await, 4)
+        .await
+        .expect("connect");
+    let store = PgEventStore::with_segments(pool, segments);
+    let stream = generated(31, 300);
+    let (first, late) = stream.split_at(stream.len() * 2 / 3);
+    store.write_batch(&account(), first.to_vec()).await.expect("ingest");
+    let plan = CompactionPlan {
+        settled_before: i64::MAX / 2,
+        quiet_since: i64::MAX,
+        fold_ratio: u64::MAX,
+    };
+    assert!(store.compact(&plan).await.expect("settle").segments > 0);
+    // Each settled day: a generation 2 that was uploaded and never named
+    // (not even a Parquet file), and a retired generation 0.
+    let days: Vec<std::path::PathBuf> = walk(&folder)
+        .into_iter()
+        .filter(|f| f.ends_with("part-1.parquet"))
+        .map(|f| f.parent().expect("day").to_owned())
+        .collect();
+    assert!(!days.is_empty());
+    for day in &days {
+        std::fs::write(day.join("part-2.parquet"), b"half an upload").expect("orphan");
+        std::fs::copy(day.join("part-1.parquet"), day.join("part-0.parquet")).expect("retired");
+    }
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let scan = |store: PgEventStore| async move {
+        store
+            .scan_insights(&account(), everything)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("scan")
+    };
+    // Late events for every day, read at once beside the live generation.
+    store.write_batch(&account(), late.to_vec()).await.expect("late");
+    let expected = reference_records(&stream);
+    assert_eq!(scan(store.clone()).await, expected);
+    // A day with late records is folded into generation 3, and the rest
+    // of it is gone; a day without waits for its next compaction.
+    assert!(store.compact(&plan).await.expect("fold").segments > 0);
+    assert_eq!(scan(store.clone()).await, expected);
+    for day in &days {
+        let names: Vec<String> = walk(day)
+            .iter()
+            .filter_map(|f| f.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect();
+        if names.iter().any(|n| n == "part-3.parquet") {
+            assert_eq!(names, ["part-3.parquet"], "{}", day.display());
+        } else {
+            assert_eq!(names, ["part-0.parquet", "part-1.parquet", "part-2.parquet"]);
+        }
+    }
+    drop_schemas(&base, "killed").await;
+}
+
+/// Scans while late events arrive and compactions (two servers' worth)
+/// fold them in: every scan sees each record once, in order, and none with
+/// a flag it will not end with; at the end, the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_during_compactions_see_each_record_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures_util::TryStreamExt;
+    use ses_export_core::clock::Interval;
+    use ses_export_core::event::EventKind;
+    use ses_export_core::event_store::CompactionPlan;
+    use ses_export_core::event_store::conformance::{account, generated, reference_records};
+    let Some(base) = database_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = schema(&base, "concurrent").await;
+    let folder = dir.path().join("bucket");
+    std::fs::create_dir_all(&folder).expect("bucket");
+    let server = |cache: &str| {
+        let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
+        SegmentBucket::new(Arc::new(objects), &dir.path().join(cache), 64 << 20).expect("cache")
+    };
+    let store = PgEventStore::with_segments(postgres::connect(&url, 8).await.expect("connect"), server("cache-1"));
+    // A second server on the same database and bucket, with a cache of its own.
+    let other = PgEventStore::with_segments(postgres::connect(&url, 4).await.expect("connect"), server("cache-2"));
+    let stream = generated(21, 400);
+    let mut expected = reference_records(&stream);
+    expected.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let (sends, rest): (Vec<_>, Vec<_>) = stream.iter().cloned().partition(|e| e.kind == EventKind::Send);
+    store.write_batch(&account(), sends).await.expect("sends");
+    let plan = CompactionPlan {
+        settled_before: i64::MAX / 2,
+        quiet_since: i64::MAX,
+        fold_ratio: u64::MAX,
+    };
+    store.compact(&plan).await.expect("settle");
+    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let records = |store: PgEventStore| async move {
+        store
+            .scan_insights(&account(), everything)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("scan")
+    };
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            for chunk in rest.chunks(25) {
+                store
+                    .write_batch(&account(), chunk.to_vec())
+                    .await
+                    .expect("late events");
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let compactors: Vec<_> = [store.clone(), other]
+        .into_iter()
+        .map(|store| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut folded = 0;
+                while !done.load(Ordering::Relaxed) {
+                    folded += store.compact(&plan).await.expect("fold").segments;
+                }
+                folded
+            })
+        })
+        .collect();
+    let finals: std::collections::HashMap<_, _> = expected.iter().map(|r| (r.sort_key(), r.flags)).collect();
+    let mut scans = 0;
+    while !done.load(Ordering::Relaxed) || scans == 0 {
+        let seen = records(store.clone()).await;
+        for pair in seen.windows(2) {
+            assert!(
+                pair[0].sort_key() < pair[1].sort_key(),
+                "in order, once: {:?}",
+                pair[1].sort_key()
+            );
+        }
+        for got in &seen {
+            let end = finals.get(&got.sort_key()).expect("a record of the stream");
+            assert_eq!(got.flags.union(*end), *end, "{}", got.message_id);
+        }
+        scans += 1;
+    }
+    writer.await.expect("writer");
+    let mut folded = 0;
+    for compactor in compactors {
+        folded += compactor.await.expect("compactor");
+    }
+    assert!(folded > 0 && scans > 1, "{folded} folds, {scans} scans");
+    store.compact(&plan).await.expect("last fold");
+    assert_eq!(records(store.clone()).await, expected);
+    drop_schemas(&base, "concurrent").await;
+}
+
+/// The files under `dir`, sorted.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +400,7 @@ async fn databases_before_the_revised_definitions_are_rederived() {
         .expect("client")
         .batch_execute(
             "UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
-             DROP TABLE ses_learned; DELETE FROM ses_export_migrations WHERE version >= 3;",
+             DROP TABLE ses_learned, ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 3;",
         )
         .await
         .expect("the previous version");
@@ -151,7 +448,7 @@ async fn databases_before_multi_recipient_complaints_taught_are_rederived() {
     pool.get()
         .await
         .expect("client")
-        .batch_execute("DELETE FROM ses_export_migrations WHERE version >= 4;")
+        .batch_execute("DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 4;")
         .await
         .expect("the previous version");
     drop(pool);
@@ -200,7 +497,7 @@ async fn databases_before_regions_are_the_default_regions() {
              UPDATE ses_learned SET account = split_part(account, '/', 1); \
              UPDATE export_jobs SET account = split_part(account, '/', 1); \
              UPDATE rate_buckets SET account = split_part(account, '/', 1); \
-             DELETE FROM ses_export_migrations WHERE version >= 5;",
+             DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 5;",
         )
         .await
         .expect("the previous version");

@@ -153,7 +153,8 @@ pub struct Config {
 
     /// Whole UTC days a day's records stay in the row store after the day
     /// ends; then they settle into a columnar segment (Parquet, beside the
-    /// database). Events for a settled day still count at once.
+    /// database; with PostgreSQL, in the managed bucket). Events for a
+    /// settled day still count at once.
     #[arg(long, env = "SES_EXPORT_SETTLE_DAYS", default_value_t = 3)]
     pub settle_days: u32,
 
@@ -165,6 +166,12 @@ pub struct Config {
     /// Seconds between two looks for days to settle.
     #[arg(long, env = "SES_EXPORT_COMPACT_EVERY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub compact_every_seconds: u64,
+
+    /// With PostgreSQL: MiB of settled days' segments a server keeps in
+    /// its data dir, fetched from the managed bucket (the least recently
+    /// read go first).
+    #[arg(long, env = "SES_EXPORT_SEGMENT_CACHE_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_cache_mib: u64,
 
     /// Delete managed export files this many days after their job ended; 0
     /// keeps them forever. The job's record stays.

@@ -157,12 +157,22 @@ async fn postgres_backends(
         .map_err(|e| format!("--database-url: {e}"))?;
     let storage =
         Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
+    let cache = config.data_dir.join("segment-cache");
+    let segments = ses_export_core::backend::postgres::SegmentBucket::in_storage(
+        &storage,
+        &cache,
+        config.segment_cache_mib.saturating_mul(1 << 20),
+    )
+    .map_err(|e| format!("segment cache {}: {e}", cache.display()))?;
     let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
         RateLimits::Aws => Arc::new(ses_export_core::backend::postgres::PgRateLimiter::new(pool.clone())),
         RateLimits::Off => Arc::new(Unlimited),
     };
     Ok(Backends {
-        events: Arc::new(ses_export_core::backend::postgres::PgEventStore::new(pool.clone())),
+        events: Arc::new(ses_export_core::backend::postgres::PgEventStore::with_segments(
+            pool.clone(),
+            segments,
+        )),
         jobs: Arc::new(ses_export_core::backend::postgres::PgJobStore::new(pool)),
         limiter,
         storage,

@@ -26,6 +26,21 @@ pub(crate) type Sink<'s> = &'s mut dyn FnMut(Vec<InsightRecord>) -> Result<bool,
 /// Records a scan hands on at a time.
 pub(crate) const CHUNK: usize = 512;
 
+/// The records of chunks a scan's producer sends, as a stream.
+pub(crate) fn stream_chunks(
+    mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<InsightRecord>, StoreError>>,
+) -> crate::event_store::InsightStream {
+    use futures_util::StreamExt;
+    let chunks = futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx));
+    Box::pin(chunks.flat_map(|chunk| {
+        let items: Vec<Result<InsightRecord, StoreError>> = match chunk {
+            Ok(records) => records.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(items)
+    }))
+}
+
 /// Hands `records` on in chunks.
 pub(crate) fn send(mut records: Vec<InsightRecord>, sink: Sink<'_>) -> Result<bool, StoreError> {
     while records.len() > CHUNK {

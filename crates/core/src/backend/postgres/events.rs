@@ -12,23 +12,29 @@ use futures_util::{StreamExt, TryStreamExt};
 use ses_export_model::types::BounceType;
 use tokio_postgres::Row;
 
+use super::segments::{self, DAY_LOCK, SegmentBucket};
 use super::{BACKEND, boxed};
 use crate::Scope;
-use crate::clock::{Interval, Millis};
+use crate::backend::settled::{self, CHUNK, Lookup};
+use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
 use crate::event_store::{
-    BatchOutcome, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter, SCAN_CHECK_ROWS,
-    ScanControl, StoreError, StoredEvent,
+    BatchOutcome, Compacted, CompactionPlan, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter,
+    SCAN_CHECK_ROWS, ScanControl, StoreError, StoredEvent,
 };
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
+use crate::segment::{Segment, SegmentFile};
 use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 /// The PostgreSQL [`EventStore`].
 #[derive(Debug, Clone)]
 pub struct PgEventStore {
     pool: Pool,
+    /// Where settled days' segments live; without one, every day stays in
+    /// the row tables (and a database that has segments is refused).
+    segments: Option<SegmentBucket>,
     /// Events written since the tables' statistics were last refreshed.
     unanalyzed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -93,6 +99,8 @@ fn record_at(row: &Row, at: usize) -> InsightRecord {
 struct PgTxn<'a> {
     tx: &'a deadpool_postgres::Transaction<'a>,
     account: &'a str,
+    /// Settled days' segments, where a record the table lacks may be.
+    segments: Option<&'a SegmentBucket>,
 }
 
 impl PgTxn<'_> {
@@ -113,6 +121,78 @@ impl PgTxn<'_> {
             .map_err(generic)?;
         Ok(())
     }
+
+    /// Holds the leases of the batch's days shared: no compaction folds a
+    /// day while a batch reads its segment and writes its rows.
+    async fn lock_days(&mut self, events: &[SesEvent]) -> Result<(), StoreError> {
+        let mut days: Vec<i64> = events.iter().map(|e| day_of(e.mail.timestamp)).collect();
+        days.sort_unstable();
+        days.dedup();
+        self.tx
+            .execute(
+                &format!("SELECT pg_advisory_xact_lock_shared({DAY_LOCK}) FROM unnest($2::int8[]) AS d ORDER BY d"),
+                &[&self.account, &days],
+            )
+            .await
+            .map_err(generic)?;
+        Ok(())
+    }
+
+    /// The flags settled days' segments hold for the records at `missing`
+    /// (which the table does not hold), a day at a time.
+    async fn settled_flags(
+        &mut self,
+        bucket: &SegmentBucket,
+        records: &[(InsightRecord, EventFlags)],
+        missing: Vec<usize>,
+        flags: &mut [Option<EventFlags>],
+    ) -> Result<(), StoreError> {
+        let mut by_day: std::collections::BTreeMap<i64, Vec<usize>> = std::collections::BTreeMap::new();
+        for i in missing {
+            by_day.entry(day_of(records[i].0.send_timestamp)).or_default().push(i);
+        }
+        let days: Vec<i64> = by_day.keys().copied().collect();
+        let settled = self
+            .tx
+            .query(
+                "SELECT day, generation FROM ses_segments WHERE account = $1 AND day = ANY($2)",
+                &[&self.account, &days],
+            )
+            .await
+            .map_err(generic)?;
+        for row in settled {
+            let (day, generation): (i64, i64) = (row.get(0), row.get(1));
+            let Some(path) = bucket.open(self.account, day, generation).await? else {
+                continue;
+            };
+            let asks: Vec<(usize, InsightRecord)> = by_day
+                .remove(&day)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| (i, records[i].0.clone()))
+                .collect();
+            let found = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, Option<EventFlags>)>, StoreError> {
+                let segment = open_segment(&path)?;
+                let mut lookup = Lookup::default();
+                let mut segment = Some(segment);
+                asks.into_iter()
+                    .map(|(i, r)| Ok((i, lookup.flags(&r, BACKEND, |_| Ok(segment.take()))?)))
+                    .collect()
+            })
+            .await
+            .map_err(generic)??;
+            for (i, found) in found {
+                flags[i] = found;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens a segment file.
+fn open_segment(path: &std::path::Path) -> Result<Segment<SegmentFile>, StoreError> {
+    let file = SegmentFile::open(path).map_err(generic)?;
+    Segment::open(file).map_err(generic)
 }
 
 impl BatchTxn for PgTxn<'_> {
@@ -207,14 +287,21 @@ impl BatchTxn for PgTxn<'_> {
             .iter()
             .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
             .collect();
-        Ok(records
+        let mut flags: Vec<Option<EventFlags>> = records
             .iter()
             .map(|(r, _)| {
                 old_flags
                     .get(&(r.send_timestamp, r.message_id.clone(), r.destination.clone()))
                     .map(|f| EventFlags(u16::try_from(*f).unwrap_or(0)))
             })
-            .collect())
+            .collect();
+        if let Some(bucket) = self.segments {
+            let missing: Vec<usize> = (0..records.len()).filter(|i| flags[*i].is_none()).collect();
+            if !missing.is_empty() {
+                self.settled_flags(bucket, records, missing, &mut flags).await?;
+            }
+        }
+        Ok(flags)
     }
 
     async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError> {
@@ -240,6 +327,22 @@ impl BatchTxn for PgTxn<'_> {
                         .collect::<Vec<_>>(),
                     &r.iter().map(|r| i32::from(r.flags.0)).collect::<Vec<_>>(),
                 ],
+            )
+            .await
+            .map_err(generic)?;
+        // The days written, for the compactor. A day marked within the
+        // last second is left alone: batches of one day from several
+        // ingests would otherwise queue on its row's lock.
+        let mut days: Vec<i64> = r.iter().map(|r| day_of(r.send_timestamp)).collect();
+        days.sort_unstable();
+        days.dedup();
+        self.tx
+            .execute(
+                "INSERT INTO ses_hot_days (account, day, last_write) SELECT $1, d, $3::int8 FROM unnest($2::int8[]) AS d \
+                 WHERE NOT EXISTS (SELECT 1 FROM ses_hot_days h WHERE h.account = $1 AND h.day = d \
+                 AND h.last_write >= $3::int8 - 1000) \
+                 ON CONFLICT (account, day) DO UPDATE SET last_write = EXCLUDED.last_write",
+                &[&self.account, &days, &crate::clock::now()],
             )
             .await
             .map_err(generic)?;
@@ -272,65 +375,201 @@ impl PgEventStore {
     pub fn new(pool: Pool) -> Self {
         PgEventStore {
             pool,
+            segments: None,
             unanalyzed: std::sync::Arc::default(),
         }
     }
 
+    /// A store over `pool` whose settled days are segments in `segments`
+    /// (the cluster's bucket): every server of a cluster must be given the
+    /// same bucket.
+    pub fn with_segments(pool: Pool, segments: SegmentBucket) -> Self {
+        PgEventStore {
+            segments: Some(segments),
+            ..PgEventStore::new(pool)
+        }
+    }
+
     /// The insight records of `interval`, in export order; with a filter,
-    /// only those it keeps, each row judged before it is built.
+    /// only those it keeps, each row judged before it is built. Read in
+    /// one snapshot of the database (catalog and rows agree) by a task that
+    /// hands records on a chunk at a time.
     fn scan(
         &self,
         account: &Scope,
         interval: Interval,
         keep: Option<(RecordFilter, std::sync::Arc<ScanControl>)>,
     ) -> InsightStream {
-        let pool = self.pool.clone();
-        let account = account.to_string();
-        let stream = futures_util::stream::once(async move {
-            let client = pool.get().await.map_err(generic)?;
-            let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
-                 ORDER BY i.send_ts, i.message_id, i.destination"
-            );
-            let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
-                vec![Box::new(account), Box::new(interval.start), Box::new(interval.end)];
-            let rows = client
-                .query_raw(
-                    &sql,
-                    params
-                        .iter()
-                        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
-                )
-                .await
-                .map_err(generic)?;
-            let mut read: u64 = 0;
-            let control = keep.as_ref().map(|(_, control)| std::sync::Arc::clone(control));
-            // The connection lives as long as the stream of its rows.
-            let records = rows
-                .take_while(move |_| {
-                    read += 1;
-                    let stopped = read.is_multiple_of(SCAN_CHECK_ROWS) && control.as_ref().is_some_and(|c| c.stopped());
-                    std::future::ready(!stopped)
-                })
-                .try_filter_map(move |row| {
-                    let _keep = &client;
-                    let kept = match &keep {
-                        None => true,
-                        Some((keep, control)) => {
-                            control.scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            keep.keeps(filter_fields(&row))
-                        }
-                    };
-                    std::future::ready(Ok(kept.then(|| record(&row))))
-                })
-                .map_err(generic);
-            Ok::<_, StoreError>(records)
-        });
-        Box::pin(stream.try_flatten())
+        let (out, rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
+        let reader = Reader {
+            pool: self.pool.clone(),
+            segments: self.segments.clone(),
+            scope: account.to_string(),
+            keep,
+            out,
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = reader.run(interval).await {
+                        let _ = reader.out.send(Err(e)).await;
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = reader.out.try_send(Err(generic(e)));
+            }
+        }
+        settled::stream_chunks(rx)
+    }
+
+    /// Every record of `scope` in `interval` that `keep` keeps.
+    async fn records_in(
+        &self,
+        scope: &Scope,
+        interval: Interval,
+        keep: RecordFilter,
+    ) -> Result<Vec<InsightRecord>, StoreError> {
+        self.scan(scope, interval, Some((keep, std::sync::Arc::default())))
+            .try_collect()
+            .await
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(generic)
+    }
+}
+
+/// One scan, run by a task of its own: catalog and rows in one snapshot,
+/// hot stretches streamed from the table, settled days from their segment
+/// (fetched into the cache) merged with the day's late rows on a blocking
+/// thread.
+struct Reader {
+    pool: Pool,
+    segments: Option<SegmentBucket>,
+    scope: String,
+    keep: Option<(RecordFilter, std::sync::Arc<ScanControl>)>,
+    out: tokio::sync::mpsc::Sender<Result<Vec<InsightRecord>, StoreError>>,
+}
+
+/// The rows of a stretch of time, in export order.
+const SCAN_SQL: &str =
+    "WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 ORDER BY i.send_ts, i.message_id, i.destination";
+
+impl Reader {
+    async fn run(&self, interval: Interval) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(generic)?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(generic)?;
+        let days: Vec<(i64, i64)> = if interval.is_empty() {
+            Vec::new()
+        } else {
+            tx.query(
+                "SELECT day, generation FROM ses_segments WHERE account = $1 AND day BETWEEN $2 AND $3 ORDER BY day",
+                &[&self.scope, &day_of(interval.start), &day_of(interval.end)],
+            )
+            .await
+            .map_err(generic)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        };
+        let bucket = match (&self.segments, days.is_empty()) {
+            (Some(bucket), _) => Some(bucket),
+            (None, true) => None,
+            (None, false) => {
+                return Err(generic(std::io::Error::other(
+                    "this database keeps settled days as segments in a bucket, and the store was opened \
+                     without one (PgEventStore::with_segments)",
+                )));
+            }
+        };
+        let mut cursor = interval.start;
+        for ((day, generation), bucket) in days
+            .into_iter()
+            .zip(std::iter::repeat_with(|| bucket.into_iter()).flatten())
+        {
+            // A day whose objects retention took meanwhile is read as a hot
+            // one: what the snapshot's rows hold of it.
+            let Some(path) = bucket.open(&self.scope, day, generation).await? else {
+                continue;
+            };
+            let part = Interval::new(
+                day_start(day).max(interval.start),
+                (day_start(day) + DAY_MILLIS - 1).min(interval.end),
+            );
+            if cursor < part.start && !self.hot(&tx, Interval::new(cursor, part.start - 1)).await? {
+                return Ok(());
+            }
+            let late: Vec<InsightRecord> = tx
+                .query(
+                    &format!("SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} {SCAN_SQL}"),
+                    &[&self.scope, &part.start, &part.end],
+                )
+                .await
+                .map_err(generic)?
+                .iter()
+                .map(record)
+                .collect();
+            let (keep, out) = (self.keep.clone(), self.out.clone());
+            let go_on = tokio::task::spawn_blocking(move || {
+                let segment = open_segment(&path)?;
+                let keep = keep.as_ref().map(|(keep, control)| (keep, &**control));
+                settled::merge_day(&segment, part, late, keep, BACKEND, &mut |chunk| {
+                    Ok(out.blocking_send(Ok(chunk)).is_ok())
+                })
+            })
+            .await
+            .map_err(generic)??;
+            if !go_on {
+                return Ok(());
+            }
+            cursor = part.end.saturating_add(1);
+        }
+        if cursor <= interval.end {
+            self.hot(&tx, Interval::new(cursor, interval.end)).await?;
+        }
+        Ok(())
+    }
+
+    /// The records of hot days in `part`, streamed from the table.
+    async fn hot(&self, tx: &deadpool_postgres::Transaction<'_>, part: Interval) -> Result<bool, StoreError> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.scope, &part.start, &part.end];
+        let rows = tx
+            .query_raw(
+                &format!("SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} {SCAN_SQL}"),
+                params,
+            )
+            .await
+            .map_err(generic)?;
+        let mut rows = std::pin::pin!(rows);
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut read: u64 = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(generic)?;
+            read += 1;
+            if let Some((keep, control)) = &self.keep {
+                // Rows read, not rows kept: a filter that keeps nothing
+                // still hears a cancel or a shutdown.
+                if read.is_multiple_of(SCAN_CHECK_ROWS) && control.stopped() {
+                    return Ok(false);
+                }
+                control.scanned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !keep.keeps(filter_fields(&row)) {
+                    continue;
+                }
+            }
+            chunk.push(record(&row));
+            if chunk.len() == CHUNK && self.out.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(chunk.is_empty() || self.out.send(Ok(chunk)).await.is_ok())
     }
 }
 
@@ -342,8 +581,12 @@ impl EventStore for PgEventStore {
         let mut txn = PgTxn {
             tx: &tx,
             account: account.as_str(),
+            segments: self.segments.as_ref(),
         };
         txn.lock_messages(&events).await?;
+        if self.segments.is_some() {
+            txn.lock_days(&events).await?;
+        }
         let outcome = apply_batch(&mut txn, &events).await?;
         tx.commit().await.map_err(generic)?;
         let written = self
@@ -382,9 +625,9 @@ impl EventStore for PgEventStore {
         self.scan(account, interval, Some((keep, control)))
     }
 
-    async fn message_insights(&self, account: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
+    async fn message_insights(&self, scope: &Scope, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
         let client = self.client().await?;
-        let account = account.as_str();
+        let account = scope.as_str();
         let Some(message) = client
             .query_opt(
                 "SELECT send_ts, from_address, subject, tags FROM ses_messages WHERE account = $1 AND message_id = $2",
@@ -397,22 +640,21 @@ impl EventStore for PgEventStore {
         };
         let send_ts: Millis = message.get(0);
         let tags: String = message.get(3);
-        let mut recipients: Vec<RecipientDetail> = client
-            .query(
-                "SELECT destination, isp, recipient_count FROM ses_insights \
-                 WHERE account = $1 AND send_ts = $2 AND message_id = $3 ORDER BY destination",
-                &[&account, &send_ts, &message_id],
-            )
-            .await
-            .map_err(generic)?
-            .iter()
+        let id = message_id.to_owned();
+        let of_message = RecordFilter::new(false, move |f| f.message_id == id);
+        let records = self
+            .records_in(scope, Interval::new(send_ts, send_ts), of_message)
+            .await?;
+        let mut recipients: Vec<RecipientDetail> = records
+            .into_iter()
             .map(|r| RecipientDetail {
-                destination: r.get(0),
-                isp: r.get(1),
-                recipient_count: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
+                destination: r.destination,
+                isp: r.isp,
+                recipient_count: r.recipient_count,
                 events: Vec::new(),
             })
             .collect();
+        recipients.sort_by(|a, b| a.destination.cmp(&b.destination));
         for row in client
             .query(
                 "SELECT recipient, ts, kind, bounce_type, bounce_sub_type, diagnostic_code, complaint_sub_type, \
@@ -445,25 +687,72 @@ impl EventStore for PgEventStore {
         }))
     }
 
+    async fn compact(&self, plan: &CompactionPlan) -> Result<Compacted, StoreError> {
+        let Some(bucket) = &self.segments else {
+            return Ok(Compacted::default());
+        };
+        let mut client = self.client().await?;
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
+             ORDER BY i.send_ts, i.message_id, i.destination"
+        );
+        let mut done = Compacted::default();
+        let mut failed = None;
+        for (scope, day) in segments::candidates(&client, plan).await? {
+            // A day that fails (the bucket unreachable, say) stays as it
+            // was; the others still settle.
+            match segments::compact_day(&mut client, bucket, &scope, day, plan, &sql, record).await {
+                Ok(step) => {
+                    done.segments += step.segments;
+                    done.rows += step.rows;
+                }
+                Err(e) => {
+                    tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if done.segments == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.client().await?.execute("SELECT 1", &[]).await.map_err(generic)?;
         Ok(())
     }
 
     async fn reputation(&self, scope: &Scope, sends: usize) -> Result<crate::vdm::Reputation, StoreError> {
-        let client = self.client().await?;
-        let limit = i64::try_from(sends).unwrap_or(i64::MAX);
-        let rows = client
+        // The days that hold records, newest first, each day's eligible
+        // records newest first, until there are enough.
+        let days: Vec<i64> = self
+            .client()
+            .await?
             .query(
-                "SELECT flags FROM ses_insights WHERE account = $1 AND recipient_count = 1 \
-                 AND lower(destination) NOT LIKE '%@simulator.amazonses.com' ORDER BY send_ts DESC LIMIT $2",
-                &[&scope.as_str(), &limit],
+                "SELECT day FROM ses_hot_days WHERE account = $1 UNION SELECT day FROM ses_segments \
+                 WHERE account = $1 ORDER BY day DESC",
+                &[&scope.as_str()],
             )
             .await
-            .map_err(generic)?;
-        Ok(crate::vdm::Reputation::of(
-            rows.iter().map(|r| EventFlags(r.get::<_, i32>(0) as u16)),
-        ))
+            .map_err(generic)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut latest: Vec<EventFlags> = Vec::new();
+        for day in days {
+            if latest.len() >= sends {
+                break;
+            }
+            let eligible = RecordFilter::new(false, |f| {
+                f.recipient_count == 1 && !crate::insight::is_simulator(f.destination)
+            });
+            let whole = Interval::new(day_start(day), day_start(day) + DAY_MILLIS - 1);
+            let mut records = self.records_in(scope, whole, eligible).await?;
+            records.sort_by_key(|r| std::cmp::Reverse(r.send_timestamp));
+            latest.extend(records.iter().take(sends - latest.len()).map(|r| r.flags));
+        }
+        Ok(crate::vdm::Reputation::of(latest))
     }
 
     async fn scopes(&self) -> Result<Vec<Scope>, StoreError> {
@@ -497,21 +786,36 @@ impl EventStore for PgEventStore {
             .await
             .map_err(generic)?
             .len();
+        let mut dropped: Vec<(String, i64)> = Vec::new();
         if deleted < max_messages {
-            tx.execute(
-                "DELETE FROM ses_metric_days WHERE day < $1",
-                &[&crate::clock::day_of(before)],
-            )
-            .await
-            .map_err(generic)?;
+            let day = day_of(before);
+            tx.execute("DELETE FROM ses_metric_days WHERE day < $1", &[&day])
+                .await
+                .map_err(generic)?;
+            tx.execute("DELETE FROM ses_hot_days WHERE day < $1", &[&day])
+                .await
+                .map_err(generic)?;
+            dropped = tx
+                .query(
+                    "DELETE FROM ses_segments WHERE day < $1 RETURNING account, day",
+                    &[&day],
+                )
+                .await
+                .map_err(generic)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
         }
         tx.commit().await.map_err(generic)?;
+        if let Some(bucket) = &self.segments {
+            segments::delete_days(bucket, &dropped).await;
+        }
         Ok(deleted as u64)
     }
 
-    async fn daily_counts(&self, account: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
+    async fn daily_counts(&self, scope: &Scope, interval: Interval) -> Result<Vec<DailyCounts>, StoreError> {
         let client = self.client().await?;
-        let account = account.as_str();
+        let account = scope.as_str();
         let split = interval.split_days();
         let mut rows = Vec::new();
         if let Some((first, last)) = split.whole_days {
@@ -541,18 +845,9 @@ impl EventStore for PgEventStore {
                 });
             }
         }
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
-             AND i.recipient_count = 1"
-        );
         for part in split.partial {
-            let records: Vec<InsightRecord> = client
-                .query(&sql, &[&account, &part.start, &part.end])
-                .await
-                .map_err(generic)?
-                .iter()
-                .map(record)
-                .collect();
+            let single = RecordFilter::new(false, |f| f.recipient_count == 1);
+            let records = self.records_in(scope, part, single).await?;
             rows.extend(recount(records.iter()));
         }
         let mut rows = merge_daily(rows);

@@ -14,6 +14,7 @@
 mod events;
 mod jobs;
 mod limits;
+mod segments;
 mod tls;
 
 use std::str::FromStr;
@@ -24,6 +25,7 @@ pub use deadpool_postgres::{self, Pool};
 pub use events::PgEventStore;
 pub use jobs::PgJobStore;
 pub use limits::PgRateLimiter;
+pub use segments::SegmentBucket;
 
 pub(crate) const BACKEND: &str = "postgres";
 
@@ -148,6 +150,9 @@ UPDATE ses_learned SET account = account || '/' || current_setting('ses_export.d
 UPDATE export_jobs SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 UPDATE rate_buckets SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 "#,
+    // Settled days as segments in the bucket, and the compactor's work list
+    // (docs/ARCHITECTURE.md, "the columnar engine").
+    segments::SCHEMA,
 ];
 
 /// The schema versions whose migrations re-derive flags, lessons and

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use ses_export_model::types::BounceType;
 
@@ -687,7 +686,7 @@ fn stream_records(
     interval: Interval,
     keep: Option<(RecordFilter, Arc<ScanControl>)>,
 ) -> InsightStream {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<InsightRecord>, StoreError>>(4);
     let no_runtime = tx.clone();
     let inner = Arc::clone(inner);
     let producer = move || {
@@ -714,14 +713,7 @@ fn stream_records(
             let _ = no_runtime.try_send(Err(generic(e)));
         }
     }
-    let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Box::pin(chunks.flat_map(|chunk| {
-        let items: Vec<Result<InsightRecord, StoreError>> = match chunk {
-            Ok(records) => records.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        futures_util::stream::iter(items)
-    }))
+    crate::backend::settled::stream_chunks(rx)
 }
 
 /// Every record of `scope` in `interval` that `keep` keeps, read within
@@ -1037,6 +1029,8 @@ impl EventStore for SqliteEventStore {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
 
     /// A store made by the first schema (text copied into every insight
