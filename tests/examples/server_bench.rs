@@ -273,13 +273,17 @@ async fn best_export(server: &Server, source: impl Fn() -> ExportDataSource) -> 
 async fn wait_until_settled(dir: &std::path::Path) -> (u64, u64) {
     fn files(dir: &std::path::Path) -> (u64, u64) {
         let mut found = (0, 0);
-        let mut stack = vec![dir.join("events.segments")];
+        // SQLite's segments, or (PostgreSQL) the cache a compaction puts
+        // each segment it uploads into.
+        let mut stack = vec![dir.join("events.segments"), dir.join("segment-cache")];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
                 if path.is_dir() {
                     stack.push(path);
-                } else if let Ok(meta) = entry.metadata() {
+                } else if path.extension().is_some_and(|e| e == "parquet")
+                    && let Ok(meta) = entry.metadata()
+                {
                     found = (found.0 + 1, found.1 + meta.len());
                 }
             }

@@ -37,6 +37,9 @@ pub struct PgEventStore {
     segments: Option<SegmentBucket>,
     /// Events written since the tables' statistics were last refreshed.
     unanalyzed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Rows compactions moved out of `ses_insights` since it was last
+    /// vacuumed.
+    unvacuumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Events written after which the store refreshes the planner's statistics
@@ -44,6 +47,13 @@ pub struct PgEventStore {
 /// until it does the planner joins a scan's rows to their messages one
 /// lookup at a time (twice as slow on a fresh million).
 const ANALYZE_EVERY: u64 = 250_000;
+
+/// Rows compactions move out of `ses_insights` after which the compactor
+/// vacuums it: until then the table keeps their dead tuples and the
+/// planner's statistics count them, so it reads a day's (now few) late
+/// rows by scanning the whole table (measured: 100 ms a day, 3 s an export
+/// of a month, against 6 ms after).
+const VACUUM_EVERY: u64 = 50_000;
 
 fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Generic {
@@ -377,6 +387,7 @@ impl PgEventStore {
             pool,
             segments: None,
             unanalyzed: std::sync::Arc::default(),
+            unvacuumed: std::sync::Arc::default(),
         }
     }
 
@@ -710,6 +721,19 @@ impl EventStore for PgEventStore {
                     tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
                     failed.get_or_insert(e);
                 }
+            }
+        }
+        let moved = self
+            .unvacuumed
+            .fetch_add(done.rows, std::sync::atomic::Ordering::Relaxed)
+            + done.rows;
+        if moved >= VACUUM_EVERY {
+            self.unvacuumed.store(0, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = client
+                .batch_execute("VACUUM (ANALYZE) ses_insights, ses_hot_days")
+                .await
+            {
+                tracing::warn!(error = %e, "vacuuming the row store after compactions failed");
             }
         }
         match failed {
