@@ -311,7 +311,9 @@ Profiles of the release server under the load above (`perf record -p PID`), and 
   runs beside it (a day at a time, holding the writer while it writes the day's file).
 - **Ingest, backfill.** Events and messages are now keyed by send day first (with a narrow
   index from message id to day for `GetMessageInsights`), so a batch's inserts land in the days
-  its window holds: 12.8k → 19–21k events/s. (That index keyed by a hash of the id made live
+  its window holds: 12.8k → 19–21k events/s at 1M; at 10M it falls to about 10k (not profiled
+  at that size; the likely cause, unchecked, is that the recent days' trees outgrow what the page
+  cache keeps beside 17 GB of input). (That index keyed by a hash of the id made live
   ingest 40 % slower, every message a random insert; keyed by the id, which SES begins with the
   send time, live ingest appends to it.) The profile still shows SQLite's pages: reading them back from the
   OS cache (`_copy_to_iter`, 14 %), the WAL's checksums and writes (12 %), B-tree descents: a

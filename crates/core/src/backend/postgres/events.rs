@@ -490,21 +490,15 @@ impl Reader {
             .map(|r| (r.get(0), r.get(1)))
             .collect()
         };
-        let bucket = match (&self.segments, days.is_empty()) {
-            (Some(bucket), _) => Some(bucket),
-            (None, true) => None,
-            (None, false) => {
-                return Err(generic(std::io::Error::other(
-                    "this database keeps settled days as segments in a bucket, and the store was opened \
-                     without one (PgEventStore::with_segments)",
-                )));
-            }
-        };
+        if !days.is_empty() && self.segments.is_none() {
+            return Err(generic(std::io::Error::other(
+                "this database keeps settled days as segments in a bucket, and the store was opened \
+                 without one (PgEventStore::with_segments)",
+            )));
+        }
         let mut cursor = interval.start;
-        for ((day, generation), bucket) in days
-            .into_iter()
-            .zip(std::iter::repeat_with(|| bucket.into_iter()).flatten())
-        {
+        for (day, generation) in days {
+            let Some(bucket) = &self.segments else { break };
             // A day whose objects retention took meanwhile is read as a hot
             // one: what the snapshot's rows hold of it.
             let Some(path) = bucket.open(&self.scope, day, generation).await? else {
