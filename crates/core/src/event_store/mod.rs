@@ -252,6 +252,42 @@ pub struct Compacted {
     pub rows: u64,
 }
 
+/// A compaction round's days, one at a time: a day that fails (a full
+/// disk, the bucket away) is logged and stays in the row store, the
+/// others still settle; the round fails only when no day compacted.
+#[derive(Debug, Default)]
+pub(crate) struct CompactionRound {
+    done: Compacted,
+    failed: Option<StoreError>,
+}
+
+impl CompactionRound {
+    pub(crate) fn record(&mut self, scope: &str, day: i64, result: Result<Compacted, StoreError>) {
+        match result {
+            Ok(step) => {
+                self.done.segments += step.segments;
+                self.done.rows += step.rows;
+            }
+            Err(e) => {
+                tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// What the round did so far.
+    pub(crate) fn done(&self) -> Compacted {
+        self.done
+    }
+
+    pub(crate) fn finish(self) -> Result<Compacted, StoreError> {
+        match self.failed {
+            Some(e) if self.done.segments == 0 => Err(e),
+            _ => Ok(self.done),
+        }
+    }
+}
+
 /// A scan checks [`ScanControl::stop`] at least this often, in rows read.
 pub const SCAN_CHECK_ROWS: u64 = 10_000;
 

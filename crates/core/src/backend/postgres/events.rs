@@ -20,8 +20,8 @@ use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
 use crate::event_store::{
-    BatchOutcome, Compacted, CompactionPlan, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter,
-    SCAN_CHECK_ROWS, ScanControl, StoreError, StoredEvent,
+    BatchOutcome, Compacted, CompactionPlan, CompactionRound, EventStore, InsightStream, MessageDetail,
+    RecipientDetail, RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError, StoredEvent,
 };
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
@@ -701,22 +701,12 @@ impl EventStore for PgEventStore {
             "SELECT {RECORD_COLUMNS} FROM {RECORD_TABLES} WHERE i.account = $1 AND i.send_ts BETWEEN $2 AND $3 \
              ORDER BY i.send_ts, i.message_id, i.destination"
         );
-        let mut done = Compacted::default();
-        let mut failed = None;
+        let mut round = CompactionRound::default();
         for (scope, day) in segments::candidates(&client, plan).await? {
-            // A day that fails (the bucket unreachable, say) stays as it
-            // was; the others still settle.
-            match segments::compact_day(&mut client, bucket, &scope, day, plan, &sql, record).await {
-                Ok(step) => {
-                    done.segments += step.segments;
-                    done.rows += step.rows;
-                }
-                Err(e) => {
-                    tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
-                    failed.get_or_insert(e);
-                }
-            }
+            let step = segments::compact_day(&mut client, bucket, &scope, day, plan, &sql, record).await;
+            round.record(&scope, day, step);
         }
+        let done = round.done();
         let moved = self
             .unvacuumed
             .fetch_add(done.rows, std::sync::atomic::Ordering::Relaxed)
@@ -730,10 +720,7 @@ impl EventStore for PgEventStore {
                 tracing::warn!(error = %e, "vacuuming the row store after compactions failed");
             }
         }
-        match failed {
-            Some(e) if done.segments == 0 => Err(e),
-            _ => Ok(done),
-        }
+        round.finish()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -24,8 +24,8 @@ use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
 use crate::event_store::{
-    BatchOutcome, Compacted, CompactionPlan, EventStore, InsightStream, MessageDetail, RecipientDetail, RecordFilter,
-    ScanControl, StoreError, StoredEvent,
+    BatchOutcome, Compacted, CompactionPlan, CompactionRound, EventStore, InsightStream, MessageDetail,
+    RecipientDetail, RecordFilter, ScanControl, StoreError, StoredEvent,
 };
 use crate::insight::{EventFlags, InsightRecord};
 use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
@@ -985,27 +985,14 @@ impl EventStore for SqliteEventStore {
         let plan = *plan;
         tokio::task::spawn_blocking(move || {
             let days = segments::candidates(&lock(&inner.writer), &plan)?;
-            let mut done = Compacted::default();
-            let mut failed = None;
+            let mut round = CompactionRound::default();
             for (scope, day) in days {
                 // The writer is taken a day at a time: ingest goes on
-                // between days. A day that fails (a full disk, say) stays
-                // as it was; the others still settle.
-                match segments::compact_day(&mut lock(&inner.writer), &inner.layout, &scope, day, &plan) {
-                    Ok(step) => {
-                        done.segments += step.segments;
-                        done.rows += step.rows;
-                    }
-                    Err(e) => {
-                        tracing::warn!(scope, day, error = %e, "a day could not be compacted; it stays in the row store");
-                        failed.get_or_insert(e);
-                    }
-                }
+                // between days.
+                let step = segments::compact_day(&mut lock(&inner.writer), &inner.layout, &scope, day, &plan);
+                round.record(&scope, day, step);
             }
-            match failed {
-                Some(e) if done.segments == 0 => Err(e),
-                _ => Ok(done),
-            }
+            round.finish()
         })
         .await
         .map_err(generic)?
