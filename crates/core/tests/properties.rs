@@ -150,14 +150,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     /// The same on PostgreSQL (whose ingest is its own set-based driver of
-    /// the shared phases), when the test database is set.
+    /// the shared phases), its settled days in a bucket (a folder here),
+    /// when the test database is set.
     #[test]
     fn postgres_rollups_equal_a_recount(case in case(120)) {
         if let Some(base) = common::database_url() {
             runtime().block_on(async {
+                use ses_export_core::backend::postgres::{PgEventStore, SegmentBucket};
+                let dir = tempfile::tempdir().expect("temp dir");
+                let bucket = dir.path().join("bucket");
+                std::fs::create_dir_all(&bucket).expect("bucket");
+                let objects = object_store::local::LocalFileSystem::new_with_prefix(&bucket).expect("bucket");
+                let segments = SegmentBucket::new(std::sync::Arc::new(objects), &dir.path().join("cache"), 64 << 20)
+                    .expect("cache");
                 let url = common::schema(&base, "properties").await;
                 let pool = ses_export_core::backend::postgres::connect(&url, 4).await.expect("connect");
-                let result = check(&ses_export_core::backend::postgres::PgEventStore::new(pool), &case).await;
+                let result = check(&PgEventStore::with_segments(pool, segments), &case).await;
                 common::drop_schemas(&base, "properties").await;
                 result
             })?;
