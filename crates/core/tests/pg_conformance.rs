@@ -229,13 +229,6 @@ async fn what_a_killed_compaction_leaves_is_never_read() {
 /// a flag it will not end with; at the end, the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_during_compactions_see_each_record_once() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use futures_util::TryStreamExt;
-    use ses_export_core::clock::Interval;
-    use ses_export_core::event::EventKind;
-    use ses_export_core::event_store::CompactionPlan;
-    use ses_export_core::event_store::conformance::{account, generated, reference_records};
     let Some(base) = database_url() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let url = schema(&base, "concurrent").await;
@@ -248,78 +241,53 @@ async fn scans_during_compactions_see_each_record_once() {
     let store = PgEventStore::with_segments(postgres::connect(&url, 8).await.expect("connect"), server("cache-1"));
     // A second server on the same database and bucket, with a cache of its own.
     let other = PgEventStore::with_segments(postgres::connect(&url, 4).await.expect("connect"), server("cache-2"));
-    let stream = generated(21, 400);
-    let mut expected = reference_records(&stream);
-    expected.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    let (sends, rest): (Vec<_>, Vec<_>) = stream.iter().cloned().partition(|e| e.kind == EventKind::Send);
-    store.write_batch(&account(), sends).await.expect("sends");
+    let compactors: Vec<Arc<dyn EventStore>> = vec![Arc::new(store.clone()), Arc::new(other)];
+    conformance::check_scans_during_compactions(Arc::new(store), compactors).await;
+    drop_schemas(&base, "concurrent").await;
+}
+
+/// Retention drops a settled day whole: its catalog row and its objects in
+/// the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_settled_days_from_the_bucket() {
+    use ses_export_core::event_store::CompactionPlan;
+    use ses_export_core::event_store::conformance::{account, generated};
+    let Some(base) = database_url() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = dir.path().join("bucket");
+    std::fs::create_dir_all(&folder).expect("bucket");
+    let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
+    let segments = SegmentBucket::new(Arc::new(objects), &dir.path().join("cache"), 64 << 20).expect("cache");
+    let pool = postgres::connect(&schema(&base, "retention").await, 4)
+        .await
+        .expect("connect");
+    let store = PgEventStore::with_segments(pool.clone(), segments);
+    let stream = generated(37, 200);
+    let last = stream.iter().map(|e| e.mail.timestamp).max().expect("events");
+    store.write_batch(&account(), stream).await.expect("ingest");
     let plan = CompactionPlan {
         settled_before: i64::MAX / 2,
         quiet_since: i64::MAX,
         fold_ratio: u64::MAX,
     };
-    store.compact(&plan).await.expect("settle");
-    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
-    let records = |store: PgEventStore| async move {
-        store
-            .scan_insights(&account(), everything)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("scan")
-    };
-
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (store, done) = (store.clone(), Arc::clone(&done));
-        tokio::spawn(async move {
-            for chunk in rest.chunks(25) {
-                store
-                    .write_batch(&account(), chunk.to_vec())
-                    .await
-                    .expect("late events");
-            }
-            done.store(true, Ordering::Relaxed);
-        })
-    };
-    let compactors: Vec<_> = [store.clone(), other]
-        .into_iter()
-        .map(|store| {
-            let done = Arc::clone(&done);
-            tokio::spawn(async move {
-                let mut folded = 0;
-                while !done.load(Ordering::Relaxed) {
-                    folded += store.compact(&plan).await.expect("fold").segments;
-                }
-                folded
-            })
-        })
-        .collect();
-    let finals: std::collections::HashMap<_, _> = expected.iter().map(|r| (r.sort_key(), r.flags)).collect();
-    let mut scans = 0;
-    while !done.load(Ordering::Relaxed) || scans == 0 {
-        let seen = records(store.clone()).await;
-        for pair in seen.windows(2) {
-            assert!(
-                pair[0].sort_key() < pair[1].sort_key(),
-                "in order, once: {:?}",
-                pair[1].sort_key()
-            );
-        }
-        for got in &seen {
-            let end = finals.get(&got.sort_key()).expect("a record of the stream");
-            assert_eq!(got.flags.union(*end), *end, "{}", got.message_id);
-        }
-        scans += 1;
-    }
-    writer.await.expect("writer");
-    let mut folded = 0;
-    for compactor in compactors {
-        folded += compactor.await.expect("compactor");
-    }
-    assert!(folded > 0 && scans > 1, "{folded} folds, {scans} scans");
-    store.compact(&plan).await.expect("last fold");
-    assert_eq!(records(store.clone()).await, expected);
-    drop_schemas(&base, "concurrent").await;
+    assert!(store.compact(&plan).await.expect("settle").segments > 1);
+    let days = walk(&folder).len();
+    assert!(days > 1, "{days} objects");
+    // Everything before the last day goes; the last day stays.
+    let cutoff = ses_export_core::clock::day_start(ses_export_core::clock::day_of(last));
+    while store.expire(cutoff, 1_000).await.expect("expire") == 1_000 {}
+    let left = walk(&folder);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let catalog: i64 = pool
+        .get()
+        .await
+        .expect("client")
+        .query_one("SELECT count(*) FROM ses_segments", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(catalog, 1);
+    drop_schemas(&base, "retention").await;
 }
 
 /// The files under `dir`, sorted.

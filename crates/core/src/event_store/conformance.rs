@@ -814,6 +814,84 @@ pub async fn check_expire_keeps_the_young(store: &dyn EventStore) {
     assert!(again.accepted > 0 && again.duplicates == 0, "{again:?}");
 }
 
+/// Scans while late events arrive and `compactors` (the store itself, or
+/// other servers on the same data) settle and fold days: every scan sees
+/// each record once, in order, and none with a flag it will not end with
+/// (a record appears when its first event does, so a scan sees a part of
+/// the final records); at the end, the reference. For backends that keep
+/// settled days as segments.
+pub async fn check_scans_during_compactions(
+    store: std::sync::Arc<dyn EventStore>,
+    compactors: Vec<std::sync::Arc<dyn EventStore>>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stream = generated(21, 400);
+    let mut expected = reference_records(&stream);
+    expected.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    let (sends, rest): (Vec<_>, Vec<_>) = stream.iter().cloned().partition(|e| e.kind == EventKind::Send);
+    let plan = super::CompactionPlan {
+        settled_before: Millis::MAX / 2,
+        quiet_since: Millis::MAX,
+        fold_ratio: u64::MAX,
+    };
+    ingest(&*store, &account(), sends).await;
+    store.compact(&plan).await.expect("settle");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+        tokio::spawn(async move {
+            for chunk in rest.chunks(25) {
+                store
+                    .write_batch(&account(), chunk.to_vec())
+                    .await
+                    .expect("late events");
+                tokio::task::yield_now().await;
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let compactors: Vec<_> = compactors
+        .into_iter()
+        .map(|compactor| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut folded = 0;
+                while !done.load(Ordering::Relaxed) {
+                    folded += compactor.compact(&plan).await.expect("fold").segments;
+                }
+                folded
+            })
+        })
+        .collect();
+    let finals: HashMap<_, _> = expected.iter().map(|r| (r.sort_key(), r.flags)).collect();
+    let mut scans = 0;
+    while !done.load(Ordering::Relaxed) || scans == 0 {
+        let seen = scan_all(&*store, &account()).await;
+        for pair in seen.windows(2) {
+            assert!(
+                pair[0].sort_key() < pair[1].sort_key(),
+                "in order, once: {:?}",
+                pair[1].sort_key()
+            );
+        }
+        for got in &seen {
+            let end = finals.get(&got.sort_key()).expect("a record of the stream");
+            assert_eq!(got.flags.union(*end), *end, "{}", got.message_id);
+        }
+        scans += 1;
+    }
+    writer.await.expect("writer");
+    let mut folded = 0;
+    for compactor in compactors {
+        folded += compactor.await.expect("compactor");
+    }
+    assert!(folded > 0 && scans > 1, "{folded} folds, {scans} scans");
+    store.compact(&plan).await.expect("last fold");
+    assert_eq!(scan_all(&*store, &account()).await, expected);
+}
+
 /// A store that the next large batch will fill: it must fail whole, leaving
 /// what was kept before untouched, and keep working afterwards.
 pub async fn check_failed_batch_leaves_nothing(store_that_fills: &dyn EventStore) {
