@@ -80,6 +80,10 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         "--bin",
         "ses-export-server",
         "-p",
+        "ses-export-cli",
+        "--bin",
+        "ses-export",
+        "-p",
         "ses-export-tests",
         "--example",
         "server_bench",
@@ -188,7 +192,8 @@ pub fn run(args: &[&str]) -> Result<(), String> {
         }
     }
 
-    let report = render(&sets, &bare, &duck_version, &options);
+    let binaries = binary_sizes(&target.join("release"))?;
+    let report = render(&sets, &bare, &duck_version, &binaries, &options);
     let out = root.join("docs/benchmarks.md");
     std::fs::write(&out, &report).map_err(|e| format!("writing {}: {e}", out.display()))?;
     println!("\n{report}");
@@ -226,7 +231,18 @@ fn ms(v: &Value) -> String {
     format!("{:.1} ms", f(v) * 1000.0)
 }
 
-fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options) -> String {
+/// What `cargo install` gives: the release binaries' sizes.
+fn binary_sizes(release: &Path) -> Result<String, String> {
+    let size = |name: &str| {
+        let path = release.join(name);
+        std::fs::metadata(&path)
+            .map(|m| format!("`{name}` {:.1} MB", m.len() as f64 / 1e6))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    Ok(format!("{}, {}", size("ses-export-server")?, size("ses-export")?))
+}
+
+fn render(sets: &[DataSet], bare: &Value, duck_version: &str, binaries: &str, options: &Options) -> String {
     let mut out = String::from("# Benchmarks\n\n");
     let sizes: Vec<String> = options.sizes.iter().map(u64::to_string).collect();
     let _ = writeln!(
@@ -255,6 +271,10 @@ fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options)
     );
     let _ = writeln!(
         out,
+        "Binaries as `cargo install` builds them (the release profile, stripped): {binaries}.\n"
+    );
+    let _ = writeln!(
+        out,
         "Data: `crates/core/src/generate.rs` (seed 2026, 30 days). *live*: message ids begin with the send time, as \
          SES makes them; *backfill*: ids random and events shuffled across windows of 100,000 messages, as many \
          Firehose files delivered in parallel arrive.\n"
@@ -271,7 +291,8 @@ fn render(sets: &[DataSet], bare: &Value, duck_version: &str, options: &Options)
 const ANALYSIS: &str = "\
 ## Where the time goes
 
-Profiles of the release server under the load above (`perf record -p PID`), and what was tried.
+Profiles of the release server under the load above (`perf record -p PID` on the same code built with
+`--profile profiling`: the release build with symbols), and what was tried.
 
 - **GetExportJob.** Before this step a quarter of the server's time was context switches: every read
   hopped to a blocking thread and queued behind the job store's one connection (held across fsyncs by

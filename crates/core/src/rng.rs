@@ -85,6 +85,7 @@ pub fn mix(mut z: u64) -> u64 {
 }
 
 /// A stable 64-bit hash of byte strings under a seed (FNV-1a, then mixed).
+#[cfg(any(feature = "service", test))]
 pub fn hash(seed: u64, parts: &[&[u8]]) -> u64 {
     let mut h = 0xCBF2_9CE4_8422_2325 ^ mix(seed);
     for part in parts {

@@ -255,12 +255,14 @@ pub struct Compacted {
 /// A compaction round's days, one at a time: a day that fails (a full
 /// disk, the bucket away) is logged and stays in the row store, the
 /// others still settle; the round fails only when no day compacted.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Default)]
 pub(crate) struct CompactionRound {
     done: Compacted,
     failed: Option<StoreError>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl CompactionRound {
     pub(crate) fn record(&mut self, scope: &str, day: i64, result: Result<Compacted, StoreError>) {
         match result {

@@ -303,6 +303,7 @@ pub(crate) fn by_region(counts: impl IntoIterator<Item = (Region, JobStatus, u64
 }
 
 /// The region of a scope key as a store keeps it (`ACCOUNT/REGION`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn region_of(key: &str) -> Option<Region> {
     key.parse::<Scope>().ok().map(|scope| scope.region().clone())
 }
