@@ -30,7 +30,6 @@ pub struct IngestError {
 
 /// Why an ingest stopped.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum IngestFailure {
     /// The input could not be read (a broken gzip stream, a closed pipe).
     Read(std::io::Error),

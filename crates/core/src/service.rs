@@ -27,9 +27,10 @@ pub use crate::query::DEFAULT_MAX_RESULTS;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub use crate::signing::DOWNLOAD_PATH;
 
-/// An operation's failure, as the wire will name it.
+/// An operation's failure, as the wire will name it. A new kind of failure
+/// is a new variant here and a new arm in the server's wire mapping, which
+/// has no catch-all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ServiceError {
     /// The request breaks a rule (`BadRequestException`, 400).
     BadRequest(String),
@@ -39,9 +40,44 @@ pub enum ServiceError {
     LimitExceeded(String),
     /// The operation's rate limit is spent (`TooManyRequestsException`).
     TooManyRequests(String),
-    /// The detail is for the log, never for the caller.
-    Internal(String),
+    /// The service's own machinery failed (a store, the bucket, a task):
+    /// for the log, with its causes, never for the caller.
+    Internal(InternalError),
 }
+
+/// What made an operation fail inside the service, with its causes
+/// (`source()`), shared so that [`ServiceError`] stays `Clone`.
+#[derive(Debug, Clone)]
+pub struct InternalError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl InternalError {
+    /// Wraps the error that made the operation fail.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        InternalError(Arc::new(error))
+    }
+}
+
+impl std::fmt::Display for InternalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InternalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two internal errors are equal when they say the same (tests compare
+/// outcomes; the causes are for the log).
+impl PartialEq for InternalError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for InternalError {}
 
 impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,13 +85,26 @@ impl std::fmt::Display for ServiceError {
             ServiceError::BadRequest(m)
             | ServiceError::NotFound(m)
             | ServiceError::LimitExceeded(m)
-            | ServiceError::TooManyRequests(m)
-            | ServiceError::Internal(m) => f.write_str(m),
+            | ServiceError::TooManyRequests(m) => f.write_str(m),
+            ServiceError::Internal(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for ServiceError {}
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Internal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InternalError> for ServiceError {
+    fn from(e: InternalError) -> Self {
+        ServiceError::Internal(e)
+    }
+}
 
 impl From<InputError> for ServiceError {
     fn from(e: InputError) -> Self {
@@ -63,8 +112,8 @@ impl From<InputError> for ServiceError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(e.to_string())
+fn internal(e: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
+    ServiceError::Internal(InternalError::new(e))
 }
 
 fn invalid(violations: Vec<Violation>) -> Result<(), ServiceError> {

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use ses_export_core::ingest::{IngestError, IngestFailure, IngestReport};
-use ses_export_core::service::ServiceError;
+use ses_export_core::service::{InternalError, ServiceError};
 use ses_export_core::{AccountId, Scope};
 use ses_export_model::{AuthErrorCode, ErrorCode};
 
@@ -149,7 +149,7 @@ async fn check_gzip_size(body: &ReadBody, bound: u64) -> Result<(), WireError> {
     let bytes = body.clone();
     let size = tokio::task::spawn_blocking(move || expanded_size(bytes, bound))
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        .map_err(|e| ServiceError::Internal(InternalError::new(e)))?;
     if size > bound {
         return Err(WireError::bad_request(format!(
             "The decompressed body is larger than the limit of {bound} bytes."
@@ -209,8 +209,8 @@ fn ingest_error(e: IngestError) -> WireError {
         IngestFailure::Read(read) => WireError::bad_request(format!(
             "The body could not be read past a point: {read}. The events before it were kept."
         )),
-        store => {
-            let mut error = WireError::from(ServiceError::Internal(store.to_string()));
+        IngestFailure::Store(store) => {
+            let mut error = WireError::from(ServiceError::Internal(InternalError::new(store)));
             error.message.push_str(" The events counted as accepted were kept.");
             error
         }

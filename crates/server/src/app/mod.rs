@@ -17,7 +17,7 @@ use axum::routing::{MethodFilter, get, on, post};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use ses_export_core::destination::BucketAccess;
-use ses_export_core::service::{DOWNLOAD_PATH, ExportService, ServiceError};
+use ses_export_core::service::{DOWNLOAD_PATH, ExportService, InternalError, ServiceError};
 use ses_export_core::{AccountId, Region, Scope};
 use ses_export_model::AuthErrorCode;
 use ses_export_model::error::ErrorBody;
@@ -274,9 +274,8 @@ impl From<ServiceError> for WireError {
             ServiceError::NotFound(m) => WireError::of(ErrorCode::NotFoundException, m),
             ServiceError::LimitExceeded(m) => WireError::of(ErrorCode::LimitExceededException, m),
             ServiceError::TooManyRequests(m) => WireError::of(ErrorCode::TooManyRequestsException, m),
-            // `Internal`, and whatever a later core adds.
-            detail => {
-                tracing::error!(error = %detail, "internal error");
+            ServiceError::Internal(detail) => {
+                tracing::error!(error = %ses_export_core::error_chain(&detail), "internal error");
                 WireError::of(
                     ErrorCode::InternalServiceErrorException,
                     "The service could not process the request; try again.",
@@ -333,7 +332,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(e) => WireError::from(ServiceError::Internal(e.to_string())).into_response(),
+        Err(e) => WireError::from(ServiceError::Internal(InternalError::new(e))).into_response(),
     }
 }
 
