@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use ses_export_model::Timestamp;
 use ses_export_model::types::{
-    MessageInsightsDataSource, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName,
+    CreateExportJobRequest, ExportSourceType, MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName,
     MetricsDataSource,
 };
+use ses_export_model::{InputError, Timestamp};
 
 use crate::Scope;
 use crate::clock::{Interval, day_of, day_start};
@@ -28,23 +28,119 @@ pub fn interval(start: Timestamp, end: Timestamp) -> Interval {
     Interval::new(start.as_millis(), end.as_millis())
 }
 
-/// The insight query of a message-insights export.
-pub fn insight_query(source: &MessageInsightsDataSource, seed: u64) -> Result<InsightQuery, String> {
-    let parse = |filters: &Option<MessageInsightsFilters>| match filters {
-        Some(f) => InsightFilter::parse(f).map_err(|_| "The message-insights filters are not valid.".to_owned()),
-        None => Ok(InsightFilter::default()),
-    };
-    Ok(InsightQuery {
-        interval: interval(source.start_date, source.end_date),
-        include: parse(&source.include)?,
-        exclude: parse(&source.exclude)?,
-        max_results: source.max_results.map_or(DEFAULT_MAX_RESULTS, |n| n.max(1) as usize),
-        seed,
-    })
+/// A `CreateExportJob` request that keeps every rule: the model's
+/// constraints (`MaxResults` within 1–10,000, lengths, patterns) and the
+/// service's (`rules::create_export_job`: one data source, dates in order,
+/// filters that parse). Built only by validation ([`TryFrom`], and when a
+/// job store reads one back), kept on the job, and the only input the
+/// service's export API takes, so an embedder cannot hand a job an
+/// unbounded sample.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "CreateExportJobRequest", into = "CreateExportJobRequest")]
+pub struct ExportQuery {
+    request: CreateExportJobRequest,
+    source: Source,
+}
+
+/// What an [`ExportQuery`] selects, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Metrics,
+    Insights(Box<InsightsSource>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InsightsSource {
+    include: InsightFilter,
+    exclude: InsightFilter,
+    max_results: usize,
+}
+
+impl TryFrom<CreateExportJobRequest> for ExportQuery {
+    type Error = InputError;
+
+    fn try_from(request: CreateExportJobRequest) -> Result<Self, InputError> {
+        let mut violations = ses_export_model::violations(&request);
+        if violations.is_empty() {
+            violations = crate::rules::create_export_job(&request);
+        }
+        if !violations.is_empty() {
+            return Err(InputError::Invalid(violations));
+        }
+        let source = match &request.export_data_source.message_insights_data_source {
+            None => Source::Metrics,
+            Some(insights) => {
+                let parse = |filters: &Option<MessageInsightsFilters>| match filters {
+                    // The rules have parsed them; a failure here is one more
+                    // way to say they do not parse.
+                    Some(f) => InsightFilter::parse(f)
+                        .map_err(|_| InputError::Malformed("The message-insights filters are not valid.".to_owned())),
+                    None => Ok(InsightFilter::default()),
+                };
+                Source::Insights(Box::new(InsightsSource {
+                    include: parse(&insights.include)?,
+                    exclude: parse(&insights.exclude)?,
+                    max_results: insights
+                        .max_results
+                        .and_then(|n| usize::try_from(n).ok())
+                        .unwrap_or(DEFAULT_MAX_RESULTS),
+                }))
+            }
+        };
+        Ok(ExportQuery { request, source })
+    }
+}
+
+impl From<ExportQuery> for CreateExportJobRequest {
+    fn from(query: ExportQuery) -> Self {
+        query.request
+    }
+}
+
+impl ExportQuery {
+    /// The request as sent (the model members only), which `GetExportJob`
+    /// returns unchanged.
+    pub fn request(&self) -> &CreateExportJobRequest {
+        &self.request
+    }
+
+    /// `METRICS_DATA` or `MESSAGE_INSIGHTS`.
+    pub fn source_type(&self) -> ExportSourceType {
+        match self.source {
+            Source::Metrics => ExportSourceType::MetricsData,
+            Source::Insights(_) => ExportSourceType::MessageInsights,
+        }
+    }
+
+    /// A message-insights export's selection, sampled under `seed`.
+    pub fn insights(&self, seed: u64) -> Option<InsightQuery> {
+        let (Source::Insights(parsed), Some(source)) = (
+            &self.source,
+            &self.request.export_data_source.message_insights_data_source,
+        ) else {
+            return None;
+        };
+        Some(InsightQuery {
+            interval: interval(source.start_date, source.end_date),
+            include: parsed.include.clone(),
+            exclude: parsed.exclude.clone(),
+            max_results: parsed.max_results,
+            seed,
+        })
+    }
+
+    /// A metrics export's question.
+    pub fn metrics(&self) -> Option<MetricsQuery> {
+        self.request
+            .export_data_source
+            .metrics_data_source
+            .as_ref()
+            .map(metrics_query)
+    }
 }
 
 /// The metrics query of a metrics export; dimensions in column order.
-pub fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
+fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
     MetricsQuery {
         interval: interval(source.start_date, source.end_date),
         dimensions: source

@@ -17,7 +17,7 @@ use crate::ids::uuid_v4;
 use crate::job::{ExportJob, JobFilter, JobStore, JobStoreError, JobUpdate};
 use crate::limits::{LimitedOperation, RateLimiter};
 use crate::page_token;
-use crate::query::{self, interval};
+use crate::query::{self, ExportQuery, interval};
 use crate::rules;
 use crate::signing::{self, SigningKey};
 use crate::worker::{JobSignals, WorkerConfig, Workers};
@@ -260,17 +260,17 @@ impl ExportService {
         }
     }
 
-    /// `CreateExportJob`; `buckets` are those the caller may name in
-    /// `S3Url`.
+    /// `CreateExportJob` of a validated request
+    /// (`ExportQuery::try_from(request)`); `buckets` are those the caller
+    /// may name in `S3Url`.
     pub async fn create_export_job(
         &self,
         account: &Scope,
         buckets: &BucketAccess,
-        input: CreateExportJobRequest,
+        query: ExportQuery,
     ) -> Result<CreateExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::CreateExportJob).await?;
-        invalid(rules::create_export_job(&input))?;
-        if let Some(url) = &input.export_destination.s3_url {
+        if let Some(url) = &query.request().export_destination.s3_url {
             if self.config.strict {
                 return Err(ServiceError::BadRequest(
                     "S3Url is not supported: the export is kept by the service; download it from the \
@@ -292,17 +292,12 @@ impl ExportService {
                 )));
             }
         }
-        let source_type = if input.export_data_source.metrics_data_source.is_some() {
-            ExportSourceType::MetricsData
-        } else {
-            ExportSourceType::MessageInsights
-        };
         let job = ExportJob {
             account: account.clone(),
             job_id: uuid_v4().map_err(internal)?,
-            source_type,
+            source_type: query.source_type(),
             status: JobStatus::Created,
-            request: input,
+            query,
             created: Timestamp::now().as_millis(),
             completed: None,
             failure: None,
@@ -347,7 +342,7 @@ impl ExportService {
     ) -> Result<GetExportJobResponse, ServiceError> {
         self.throttle(account, LimitedOperation::GetExportJob).await?;
         let job = self.job(account, &input.job_id).await?;
-        let mut destination = job.request.export_destination.clone();
+        let mut destination = job.query.request().export_destination.clone();
         if job.status == JobStatus::Completed
             && let Some(key) = &job.output_key
         {
@@ -363,7 +358,7 @@ impl ExportService {
             export_source_type: Some(job.source_type.clone()),
             job_status: Some(job.status.clone()),
             export_destination: Some(destination),
-            export_data_source: Some(job.request.export_data_source.clone()),
+            export_data_source: Some(job.query.request().export_data_source.clone()),
             created_timestamp: Timestamp::from_millis(job.created),
             completed_timestamp: job.completed.and_then(Timestamp::from_millis),
             failure_info: job.failure.as_ref().map(|message| FailureInfo {

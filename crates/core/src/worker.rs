@@ -17,7 +17,7 @@ use crate::clock::now;
 use crate::destination::{ExportWriter, StagedExport, Storage, s3_target};
 use crate::event_store::EventStore;
 use crate::job::{ExportJob, JobStatistics, JobStore, JobUpdate};
-use crate::query::{insight_query, metrics_query, select_insights, select_metrics};
+use crate::query::{select_insights, select_metrics};
 use crate::rng;
 use crate::rows::{RowWriter, insight_cells, metric_cells, metric_columns};
 
@@ -250,14 +250,12 @@ enum Outcome {
 /// Runs the export of `job`, writing its file; stops early when `cancelled`.
 async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<AtomicBool>) -> Outcome {
     let hold_until = tokio::time::Instant::now() + workers.config.min_job_duration;
-    let request = &job.request;
-    let format = request.export_destination.data_format.clone();
+    let format = job.query.request().export_destination.data_format.clone();
     let (columns, rows, statistics) = match job.source_type {
         ExportSourceType::MetricsData => {
-            let Some(source) = &request.export_data_source.metrics_data_source else {
+            let Some(query) = job.query.metrics() else {
                 return Outcome::Failed("The job has no MetricsDataSource.".to_owned());
             };
-            let query = metrics_query(source);
             match select_metrics(&*workers.events, &job.account, &query).await {
                 Ok(selection) => {
                     let rows: Vec<_> = selection.rows.iter().map(metric_cells).collect();
@@ -271,13 +269,9 @@ async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<A
             }
         }
         _ => {
-            let Some(source) = &request.export_data_source.message_insights_data_source else {
-                return Outcome::Failed("The job has no MessageInsightsDataSource.".to_owned());
-            };
             let seed = rng::hash(0, &[job.account.as_str().as_bytes(), job.job_id.as_bytes()]);
-            let query = match insight_query(source, seed) {
-                Ok(q) => q,
-                Err(e) => return Outcome::Failed(e),
+            let Some(query) = job.query.insights(seed) else {
+                return Outcome::Failed("The job has no MessageInsightsDataSource.".to_owned());
             };
             match select_insights(&*workers.events, &job.account, &query, cancelled).await {
                 Ok(selection) => {
@@ -306,7 +300,7 @@ async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<A
     }
 
     let writer = RowWriter::new(format, columns);
-    let (bucket, key, output_key) = match &request.export_destination.s3_url {
+    let (bucket, key, output_key) = match &job.query.request().export_destination.s3_url {
         Some(url) => {
             let Some((bucket, key)) = s3_target(url, &job.job_id, writer.extension()) else {
                 return Outcome::Failed(format!("S3Url {url} does not name a bucket and key."));
@@ -345,7 +339,7 @@ async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<A
 
 /// Where a job's file goes, as the user would name it.
 fn destination(job: &ExportJob) -> String {
-    match &job.request.export_destination.s3_url {
+    match &job.query.request().export_destination.s3_url {
         Some(url) => url.clone(),
         None => "the workers's export storage".to_owned(),
     }

@@ -600,3 +600,59 @@ async fn daily_volumes_count_on_the_send_day() {
         [(T0, 1), (T0 + D, 1), (T0 + 2 * D, 0), (T0 + 3 * D, 0), (T0 + 4 * D, 0)]
     );
 }
+
+/// An embedder builds the service's export input only by validation: the
+/// model's constraints (`MaxResults` within 1–10,000 bounds the sample's
+/// memory) and the service's rules, whether it builds the request in Rust
+/// or a job store reads one back as JSON.
+#[test]
+fn export_queries_are_built_only_by_validation() {
+    use ses_export_core::query::ExportQuery;
+    use ses_export_model::InputError;
+    use ses_export_model::types::CreateExportJobRequest;
+    let request = |max_results: Value| -> CreateExportJobRequest {
+        serde_json::from_value(json!({
+            "ExportDataSource": {"MessageInsightsDataSource": {
+                "StartDate": 1_704_067_200, "EndDate": 1_704_153_600, "MaxResults": max_results}},
+            "ExportDestination": {"DataFormat": "CSV"}
+        }))
+        .expect("the model's shape")
+    };
+    for (max_results, kept) in [
+        (json!(null), Some(1000)),
+        (json!(1), Some(1)),
+        (json!(10_000), Some(10_000)),
+        (json!(0), None),
+        (json!(-1), None),
+        (json!(10_001), None),
+        (json!(i32::MAX), None),
+    ] {
+        let built = ExportQuery::try_from(request(max_results.clone()));
+        match kept {
+            Some(n) => {
+                let query = built.expect("in range");
+                assert_eq!(query.insights(7).map(|q| q.max_results), Some(n), "{max_results}");
+            }
+            None => {
+                let Err(InputError::Invalid(violations)) = built else {
+                    panic!("MaxResults {max_results} was accepted");
+                };
+                assert!(
+                    violations.iter().any(|v| v.path.ends_with("maxResults")),
+                    "{violations:?}"
+                );
+                let stored = serde_json::to_value(request(max_results.clone())).expect("json");
+                assert!(serde_json::from_value::<ExportQuery>(stored).is_err(), "{max_results}");
+            }
+        }
+    }
+    // The service's own rules too: the end before the start.
+    let mut backwards = request(json!(10));
+    let source = backwards
+        .export_data_source
+        .message_insights_data_source
+        .as_mut()
+        .expect("insights");
+    std::mem::swap(&mut source.start_date, &mut source.end_date);
+    assert!(ExportQuery::try_from(backwards).is_err());
+}

@@ -92,7 +92,11 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     };
     let job_id = f
         .service
-        .create_export_job(&account, &BucketAccess::Any, request)
+        .create_export_job(
+            &account,
+            &BucketAccess::Any,
+            ses_export_core::query::ExportQuery::try_from(request).expect("a valid request"),
+        )
         .await
         .expect("create")
         .job_id

@@ -30,4 +30,4 @@ mod validate;
 pub use error::{AuthErrorCode, ErrorCode};
 pub use operation::{Operation, OperationSpec};
 pub use timestamp::Timestamp;
-pub use validate::{InputError, Violation, parse_input};
+pub use validate::{InputError, Violation, parse_input, violations};

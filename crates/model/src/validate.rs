@@ -126,6 +126,16 @@ pub fn parse_input<T: Shaped + DeserializeOwned>(body: &[u8], labels: &[(&str, &
     serde_json::from_value(value).map_err(|e| InputError::Malformed(format!("Unable to parse request body: {e}")))
 }
 
+/// Every violation of the model's constraints in a typed input, as
+/// [`parse_input`] would report them for its JSON: what a caller that
+/// builds inputs in Rust (an embedder of the service) is held to.
+pub fn violations<T: Shaped + serde::Serialize>(input: &T) -> Vec<Violation> {
+    match serde_json::to_value(input) {
+        Ok(value) => check(T::SHAPE, &value),
+        Err(e) => vec![Violation::new("", None, format!("Member could not be encoded: {e}"))],
+    }
+}
+
 /// Every violation of `shape`'s constraints in `value`: cheap ones first,
 /// then patterns.
 pub(crate) fn check(shape: &'static Shape, value: &Value) -> Vec<Violation> {

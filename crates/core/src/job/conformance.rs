@@ -12,6 +12,7 @@ use ses_export_model::types::{
 
 use super::{ExportJob, JobFilter, JobStatistics, JobStore, JobStoreError, JobUpdate};
 use crate::Scope;
+use crate::query::ExportQuery;
 
 /// Runs every check, each on a fresh store from `new_store`.
 pub async fn run<F, Fut>(new_store: F)
@@ -58,7 +59,7 @@ pub fn job(account_n: u8, id: &str, created: i64) -> ExportJob {
         job_id: id.to_owned(),
         source_type: ExportSourceType::MessageInsights,
         status: JobStatus::Created,
-        request,
+        query: ExportQuery::try_from(request).expect("a valid request"),
         created,
         completed: None,
         failure: None,
@@ -213,7 +214,7 @@ pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
     assert!(missing.is_none());
     // The request comes back as it went in, fractional timestamp and all.
     let stored = store.get(&account(1), "j").await.expect("get").expect("exists");
-    assert_eq!(stored.request, job_fixture_request());
+    assert_eq!(stored.query, self::job(1, "j", 1).query);
 }
 
 /// Concurrent claims hand each job to exactly one caller.
@@ -371,8 +372,4 @@ pub async fn check_export_retention(store: &dyn JobStore) {
         .expect("get")
         .expect("the job stays");
     assert_eq!((kept.status, kept.output_key), (JobStatus::Completed, None));
-}
-
-fn job_fixture_request() -> CreateExportJobRequest {
-    job(1, "j", 1).request
 }

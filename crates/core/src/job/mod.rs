@@ -9,9 +9,10 @@ pub mod conformance;
 use std::fmt;
 
 use async_trait::async_trait;
-use ses_export_model::types::{CreateExportJobRequest, ExportSourceType, JobStatus};
+use ses_export_model::types::{ExportSourceType, JobStatus};
 
 use crate::clock::Millis;
+use crate::query::ExportQuery;
 use crate::{Region, Scope};
 
 /// One export job.
@@ -26,9 +27,8 @@ pub struct ExportJob {
     pub source_type: ExportSourceType,
     /// Where the job is in its life.
     pub status: JobStatus,
-    /// The request as sent (the model members only), returned unchanged by
-    /// `GetExportJob`.
-    pub request: CreateExportJobRequest,
+    /// The request as sent, validated; `GetExportJob` returns it unchanged.
+    pub query: ExportQuery,
     /// When the job was created.
     pub created: Millis,
     /// Set when the job ends: completed, failed or cancelled.

@@ -17,6 +17,7 @@ use axum::routing::{MethodFilter, get, on, post};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use ses_export_core::destination::BucketAccess;
+use ses_export_core::query::ExportQuery;
 use ses_export_core::service::{DOWNLOAD_PATH, ExportService, InternalError, ServiceError};
 use ses_export_core::{AccountId, Region, Scope};
 use ses_export_model::AuthErrorCode;
@@ -173,12 +174,9 @@ trait Serve: Operation + Send + 'static {
 }
 
 impl Serve for operation::CreateExportJob {
-    fn serve(
-        s: &ExportService,
-        c: &Caller,
-        input: Self::Input,
-    ) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {
-        s.create_export_job(&c.scope, &c.buckets, input)
+    async fn serve(s: &ExportService, c: &Caller, input: Self::Input) -> Result<Self::Output, ServiceError> {
+        let query = ExportQuery::try_from(input)?;
+        s.create_export_job(&c.scope, &c.buckets, query).await
     }
 }
 

@@ -38,7 +38,7 @@ fn job(row: &Row) -> Result<ExportJob, JobStoreError> {
         job_id: row.get(1),
         source_type: ExportSourceType::from(row.get::<_, String>(2)),
         status: JobStatus::from(row.get::<_, String>(3)),
-        request: serde_json::from_str(&request).map_err(generic)?,
+        query: serde_json::from_str(&request).map_err(generic)?,
         created: row.get(5),
         completed: row.get(6),
         failure: row.get(7),
@@ -134,7 +134,7 @@ impl JobStore for PgJobStore {
         if active as usize >= max_active {
             return Err(JobStoreError::TooManyActive { limit: max_active });
         }
-        let request = serde_json::to_string(&job.request).map_err(generic)?;
+        let request = serde_json::to_string(&job.query).map_err(generic)?;
         let inserted = tx
             .execute(
                 &format!(

@@ -179,7 +179,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
         job_id: row.get(1)?,
         source_type: ExportSourceType::from(row.get::<_, String>(2)?),
         status: JobStatus::from(row.get::<_, String>(3)?),
-        request: serde_json::from_str(&request).map_err(|e| bad(Box::new(e)))?,
+        query: serde_json::from_str(&request).map_err(|e| bad(Box::new(e)))?,
         created: row.get(5)?,
         completed: row.get(6)?,
         failure: row.get(7)?,
@@ -261,7 +261,7 @@ impl JobStore for SqliteJobStore {
             if active as usize >= max_active {
                 return Err(JobStoreError::TooManyActive { limit: max_active });
             }
-            let request = serde_json::to_string(&job.request).map_err(generic)?;
+            let request = serde_json::to_string(&job.query).map_err(generic)?;
             tx.execute(
                 &format!("INSERT INTO export_jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
