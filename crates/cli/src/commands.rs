@@ -110,7 +110,7 @@ fn explain(error: &Error, endpoint: &str) -> String {
 
 fn print(value: &impl serde::Serialize, output: &Output) -> Result<()> {
     let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
-    let text = output.render(&value)?;
+    let text = output.render(&value).map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())

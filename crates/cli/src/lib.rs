@@ -239,7 +239,7 @@ impl Cli {
     /// `AWS_ENDPOINT_URL_SESV2`, `AWS_ENDPOINT_URL`, the profile's
     /// `endpoint_url`) and the output (`--output`, `AWS_DEFAULT_OUTPUT`, the
     /// profile's `output`, json).
-    pub fn resolve(&mut self) -> Result<Format, String> {
+    pub fn resolve(&mut self) -> Result<Format, output::OutputError> {
         let profile = self.profile.clone();
         let setting = |key: &str| ses_export_client::credentials::profile_setting(profile.as_deref(), key);
         if self.endpoint_url.is_none() {
@@ -250,9 +250,13 @@ impl Cli {
         match self.output {
             Some(format) => Ok(format),
             None => match env("AWS_DEFAULT_OUTPUT") {
-                Some(text) => text.parse().map_err(|e| format!("AWS_DEFAULT_OUTPUT: {e}")),
+                Some(text) => text
+                    .parse()
+                    .map_err(|e: output::OutputError| e.of("AWS_DEFAULT_OUTPUT")),
                 None => match setting("output") {
-                    Some(text) => text.parse().map_err(|e| format!("the profile's output: {e}")),
+                    Some(text) => text
+                        .parse()
+                        .map_err(|e: output::OutputError| e.of("the profile's output")),
                     None => Ok(Format::Json),
                 },
             },

@@ -16,17 +16,60 @@ pub enum Format {
 }
 
 impl std::str::FromStr for Format {
-    type Err = String;
+    type Err = OutputError;
 
     /// `json`, `table` or `text`, as `AWS_DEFAULT_OUTPUT` and a profile's
     /// `output` say it (the AWS CLI's `yaml` forms are not offered).
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, OutputError> {
         match text.trim() {
             "json" => Ok(Format::Json),
             "table" => Ok(Format::Table),
             "text" => Ok(Format::Text),
-            other => Err(format!("output {other:?} is not json, table or text")),
+            other => Err(OutputError::new(format!("output {other:?} is not json, table or text"))),
         }
+    }
+}
+
+/// An output setting the CLI cannot use (`--query`, `AWS_DEFAULT_OUTPUT`, a
+/// profile's `output`), or a `--query` that fails on an answer; the
+/// JMESPath error beneath it is its `source()`.
+#[derive(Debug)]
+pub struct OutputError {
+    context: String,
+    source: Option<Box<jmespath::JmespathError>>,
+}
+
+impl OutputError {
+    fn new(context: String) -> Self {
+        OutputError { context, source: None }
+    }
+
+    fn query(context: String, source: jmespath::JmespathError) -> Self {
+        OutputError {
+            context,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The same error, said of `setting` (where the value came from).
+    pub(crate) fn of(mut self, setting: &str) -> Self {
+        self.context = format!("{setting}: {}", self.context);
+        self
+    }
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for OutputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -50,20 +93,25 @@ pub struct Output {
 
 impl Output {
     /// `query` compiled; its error names the expression.
-    pub fn new(format: Format, query: Option<&str>) -> Result<Output, String> {
+    pub fn new(format: Format, query: Option<&str>) -> Result<Output, OutputError> {
         let query = query
-            .map(|q| jmespath::compile(&legacy_literals(q)).map_err(|e| format!("--query {q:?} is not JMESPath: {e}")))
+            .map(|q| {
+                jmespath::compile(&legacy_literals(q))
+                    .map_err(|e| OutputError::query(format!("--query {q:?} is not JMESPath"), e))
+            })
             .transpose()?;
         Ok(Output { format, query })
     }
 
     /// The answer, queried, as text.
-    pub fn render(&self, value: &Value) -> Result<String, String> {
+    pub fn render(&self, value: &Value) -> Result<String, OutputError> {
         let Some(query) = &self.query else {
             return Ok(render(value, self.format));
         };
-        let found = query.search(value).map_err(|e| format!("--query: {e}"))?;
-        let found = serde_json::to_value(&*found).map_err(|e| format!("--query: {e}"))?;
+        let found = query
+            .search(value)
+            .map_err(|e| OutputError::query("--query".to_owned(), e))?;
+        let found = serde_json::to_value(&*found).map_err(|e| OutputError::new(format!("--query: {e}")))?;
         Ok(render(&found, self.format))
     }
 }

@@ -128,7 +128,7 @@ impl Client {
             .next()
             .unwrap_or_default()
             .to_owned();
-        let resolved = credentials::resolve(&config.resolve).map_err(Error::Config)?;
+        let resolved = credentials::resolve(&config.resolve).map_err(|e| Error::Config(e.to_string()))?;
         let http = crate::tls::http_client(config.ca_bundle.as_deref())?;
         Ok(Client {
             http,

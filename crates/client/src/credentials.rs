@@ -137,8 +137,31 @@ pub fn profile_setting(profile: Option<&str>, key: &str) -> Option<String> {
     section.get(key).cloned().filter(|v| !v.is_empty())
 }
 
+/// No credentials anywhere the AWS CLI looks: the arguments, the
+/// environment, the profile in the shared files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCredentials {
+    /// The profile looked for.
+    pub profile: String,
+    /// The shared credentials file looked in.
+    pub credentials_file: String,
+}
+
+impl std::fmt::Display for NoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile [{}] to {} \
+             (for a local ses-export-server, access key `test`, secret `test`)",
+            self.profile, self.credentials_file
+        )
+    }
+}
+
+impl std::error::Error for NoCredentials {}
+
 /// Resolves credentials and region.
-pub fn resolve(request: &Resolve) -> Result<Resolved, String> {
+pub fn resolve(request: &Resolve) -> Result<Resolved, NoCredentials> {
     let profile = request
         .profile
         .clone()
@@ -180,12 +203,9 @@ pub fn resolve(request: &Resolve) -> Result<Resolved, String> {
         .or_else(|| if explicit_profile { None } else { from_env() })
         .or_else(|| from_files(credentials_ini.get(&profile)))
         .or_else(|| from_files(config_section))
-        .ok_or_else(|| {
-            format!(
-                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile [{profile}] to {} \
-                 (for a local ses-export-server, access key `test`, secret `test`)",
-                credentials_file.map_or("~/.aws/credentials".to_owned(), |p| p.display().to_string())
-            )
+        .ok_or_else(|| NoCredentials {
+            profile: profile.clone(),
+            credentials_file: credentials_file.map_or("~/.aws/credentials".to_owned(), |p| p.display().to_string()),
         })?;
     let region = request
         .region

@@ -71,7 +71,7 @@ impl S3Reader {
     /// A reader of `endpoint` (AWS when `None`), signing as `resolve` says;
     /// `ca_bundle` as for [`crate::ClientConfig`].
     pub fn new(endpoint: Option<&str>, resolve: &Resolve, ca_bundle: Option<&Path>) -> Result<S3Reader, Error> {
-        let resolved = credentials::resolve(resolve).map_err(Error::Config)?;
+        let resolved = credentials::resolve(resolve).map_err(|e| Error::Config(e.to_string()))?;
         let http = crate::tls::http_client(ca_bundle)?;
         if let Some(endpoint) = endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

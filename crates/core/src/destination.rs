@@ -271,20 +271,34 @@ pub enum BucketAccess {
     Only(Vec<String>),
 }
 
+/// A bucket pattern [`BucketAccess::only`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketPatternError(pub String);
+
+impl std::fmt::Display for BucketPatternError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} is not a bucket name or a prefix of at least 3 characters followed by *",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BucketPatternError {}
+
 impl BucketAccess {
     /// A list of names and `prefix*` patterns; a pattern must keep at least
     /// three characters before its `*`, so no list reads as "any bucket" by
     /// accident.
-    pub fn only(patterns: Vec<String>) -> Result<Self, String> {
+    pub fn only(patterns: Vec<String>) -> Result<Self, BucketPatternError> {
         for pattern in &patterns {
             let stem = pattern.strip_suffix('*').unwrap_or(pattern);
             let stem_ok = stem
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
             if stem.len() < 3 || !stem_ok {
-                return Err(format!(
-                    "{pattern:?} is not a bucket name or a prefix of at least 3 characters followed by *"
-                ));
+                return Err(BucketPatternError(pattern.clone()));
             }
         }
         Ok(BucketAccess::Only(patterns))

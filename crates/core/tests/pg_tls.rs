@@ -10,7 +10,7 @@ use ses_export_core::backend::postgres;
 
 /// Whether the connection a pool hands out is encrypted.
 async fn encrypted(url: &str) -> Result<bool, String> {
-    let pool = postgres::connect(url, 1).await?;
+    let pool = postgres::connect(url, 1).await.map_err(|e| e.to_string())?;
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let row = client
         .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])

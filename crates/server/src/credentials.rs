@@ -10,6 +10,8 @@ use serde::Deserialize;
 use ses_export_core::destination::BucketAccess;
 use ses_export_core::{AccountId, Region};
 
+use crate::StartError;
+
 /// The development credential: access key `test`, secret `test`.
 pub const DEVELOPMENT_KEY: &str = "test";
 
@@ -175,13 +177,18 @@ impl Credentials {
     }
 
     /// Reads a credentials file; says which entry is wrong when one is.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, StartError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| StartError::caused(format!("reading {}", path.display()), e))?;
+        Self::parse(&text).map_err(|e| StartError::from(format!("{}: {e}", path.display())))
     }
 
     /// Reads a credentials file's text; says which entry is wrong when one is.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, StartError> {
+        Self::parse_text(text).map_err(StartError::from)
+    }
+
+    fn parse_text(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut map = HashMap::new();
         let mut intake = HashMap::new();
@@ -362,9 +369,21 @@ mod tests {
             "none unless listed"
         );
         let bad = ok.replace("\"111111111111\"\n", "\"111111111111\"\ns3_buckets = [\"*\"]\n");
-        assert!(Credentials::parse(&bad).expect_err("bare *").contains("s3_buckets"));
+        assert!(
+            Credentials::parse(&bad)
+                .expect_err("bare *")
+                .to_string()
+                .to_string()
+                .contains("s3_buckets")
+        );
         let bad_account = ok.replace("111111111111", "1111");
-        assert!(Credentials::parse(&bad_account).expect_err("bad").contains("entry 1"));
+        assert!(
+            Credentials::parse(&bad_account)
+                .expect_err("bad")
+                .to_string()
+                .to_string()
+                .contains("entry 1")
+        );
         assert!(Credentials::parse("").is_err());
         let intake = ok.replace(
             "\"111111111111\"\n",
@@ -394,11 +413,13 @@ mod tests {
         assert!(
             Credentials::parse(&bad_topic)
                 .expect_err("bad arn")
+                .to_string()
                 .contains("sns_topic_arns")
         );
         assert!(
             Credentials::parse(&format!("{ok}{ok}"))
                 .expect_err("twice")
+                .to_string()
                 .contains("twice")
         );
     }
@@ -412,9 +433,13 @@ mod tests {
         };
         let long_intake = "\"intake-key-0123456789abcdef\"";
         assert!(Credentials::parse(&entry("\"secret-one\"", long_intake)).is_ok());
-        let short = Credentials::parse(&entry("\"s\"", long_intake)).expect_err("one character");
+        let short = Credentials::parse(&entry("\"s\"", long_intake))
+            .expect_err("one character")
+            .to_string();
         assert!(short.contains("shorter than 8"), "{short}");
-        let short_intake = Credentials::parse(&entry("\"secret-one\"", "\"k\"")).expect_err("short key");
+        let short_intake = Credentials::parse(&entry("\"secret-one\"", "\"k\""))
+            .expect_err("short key")
+            .to_string();
         assert!(short_intake.contains("shorter than 16"), "{short_intake}");
         // A file TOML cannot read: the error names the place, not the text.
         for broken in [
@@ -422,7 +447,9 @@ mod tests {
             entry("[\"very-secret-value\"]", long_intake),
             entry("\"secret-one\"", "\"very-secret-value\"").replace("intake_keys = [", "intake_keys = "),
         ] {
-            let error = Credentials::parse(&broken).expect_err("not TOML of credentials");
+            let error = Credentials::parse(&broken)
+                .expect_err("not TOML of credentials")
+                .to_string();
             assert!(!error.contains("very-secret-value"), "{error}");
             assert!(error.contains("line "), "{error}");
         }

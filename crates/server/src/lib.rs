@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 mod connections;
 pub mod credentials;
+mod error;
 pub mod metrics;
 mod run;
 pub mod sigv4;
@@ -19,4 +20,5 @@ pub mod sns;
 mod throttle;
 mod tls;
 
+pub use error::StartError;
 pub use run::{build_state, run};

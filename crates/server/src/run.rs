@@ -24,6 +24,7 @@ use ses_export_core::limits::{RateLimiter, Unlimited};
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
 
+use crate::StartError;
 use crate::app::{AppState, app};
 use crate::config::{Config, RateLimits, S3Backend};
 use crate::connections::{Connections, Watched};
@@ -42,7 +43,7 @@ struct Backends {
 
 /// Builds the shared state from `config`: opens (and migrates) the
 /// databases, storage and keys. Errors say what to fix.
-pub async fn build_state(config: &Config) -> Result<AppState, String> {
+pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     let data_dir = &config.data_dir;
     secure_data_dir(data_dir)?;
     let credentials = match &config.credentials {
@@ -51,12 +52,12 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
             Credentials::load(path)?
         }
         None if !config.listen.ip().is_loopback() && !config.allow_dev_credential => {
-            return Err(format!(
+            return Err(StartError::from(format!(
                 "--listen {} is reachable from other machines, and without --credentials the server would accept \
                  the development credential (test / test) that anyone knows: give --credentials FILE, listen on \
                  127.0.0.1, or pass --allow-dev-credential if that is really what you want",
                 config.listen
-            ));
+            )));
         }
         None => {
             tracing::warn!(
@@ -72,7 +73,9 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
     let backend = match (config.s3_backend, &config.s3_endpoint_url) {
         (Some(S3Backend::Local), Some(_)) => {
-            return Err("--s3-endpoint-url needs --s3-backend aws (or no --s3-backend)".to_owned());
+            return Err(StartError::from(
+                "--s3-endpoint-url needs --s3-backend aws (or no --s3-backend)".to_owned(),
+            ));
         }
         (Some(S3Backend::Local), None) | (None, None) => BucketBackend::Local(data_dir.join("buckets")),
         (_, endpoint) => BucketBackend::S3 {
@@ -80,11 +83,11 @@ pub async fn build_state(config: &Config) -> Result<AppState, String> {
         },
     };
     if matches!(backend, BucketBackend::S3 { .. }) && !cfg!(feature = "s3") {
-        return Err(
+        return Err(StartError::from(
             "--s3-endpoint-url / --s3-backend aws: this ses-export-server was built without S3 support \
              (build it with --features s3)"
                 .to_owned(),
-        );
+        ));
     }
     let Backends {
         events,
@@ -343,7 +346,7 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Runs the server until SIGTERM or Ctrl-C, then stops within
 /// `--shutdown-timeout`: no new connections, requests in flight finish,
 /// workers stop at their next safe point, the databases are closed.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,

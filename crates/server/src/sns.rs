@@ -215,7 +215,7 @@ impl std::fmt::Debug for Sns {
 impl Sns {
     /// Trusting the platform's roots for SNS's HTTPS, or only `trust_ca`'s
     /// certificates; SNS's host, or only `cert_host`.
-    pub fn new(trust_ca: Option<&Path>, cert_host: Option<&str>) -> Result<Sns, String> {
+    pub fn new(trust_ca: Option<&Path>, cert_host: Option<&str>) -> Result<Sns, crate::StartError> {
         // A test CA is read (and refused) at start; the platform's roots
         // are read on the first fetch, so a server no SNS topic feeds
         // never reads them.
@@ -227,7 +227,10 @@ impl Sns {
                 let mut roots = rustls::RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(format!("--sns-trust-ca {}: no certificate in it", path.display()));
+                    return Err(crate::StartError::from(format!(
+                        "--sns-trust-ca {}: no certificate in it",
+                        path.display()
+                    )));
                 }
                 Some(roots)
             }

@@ -11,12 +11,12 @@ use tokio_rustls::TlsAcceptor;
 
 /// The acceptor for `cert` (a PEM chain, the server's certificate first)
 /// and `key`; errors name the file and what is wrong with it.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, crate::StartError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
     if chain.is_empty() {
-        return Err(format!("--tls-cert {}: no PEM certificate in it", cert.display()));
+        return Err(format!("--tls-cert {}: no PEM certificate in it", cert.display()).into());
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))

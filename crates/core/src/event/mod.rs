@@ -4,7 +4,7 @@
 mod parse;
 mod reader;
 
-pub use parse::{EARLIEST_EVENT_MILLIS, MAX_EVENT_LEAD_MILLIS, parse_record};
+pub use parse::{EARLIEST_EVENT_MILLIS, MAX_EVENT_LEAD_MILLIS, RecordError, parse_record};
 pub use reader::{
     EventReader, Line, LineError, MAX_LINE_BYTES, MAX_REASON_BYTES, ParsedLine, bounded_reason, gzip_reader,
     line_too_long, open_events, read_line,

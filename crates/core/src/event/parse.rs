@@ -131,7 +131,31 @@ fn check_bounds(mail: &Mail, named: usize) -> Result<(), String> {
 ///
 /// One envelope is unwrapped, never more: an SNS `Message` or an
 /// EventBridge `detail` that is itself an envelope is not an SES record.
-pub fn parse_record(text: &str) -> Result<SesEvent, String> {
+pub fn parse_record(text: &str) -> Result<SesEvent, RecordError> {
+    parse(text).map_err(RecordError)
+}
+
+/// Why a line is not an SES record we keep, in the words an ingest report
+/// gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError(String);
+
+impl RecordError {
+    /// The reason, for a report.
+    pub fn into_reason(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+fn parse(text: &str) -> Result<SesEvent, String> {
     let raw: RawRecord<RawRecord> = raw_record(text)?;
     if raw.event_type.is_some() || raw.notification_type.is_some() {
         return event(raw);

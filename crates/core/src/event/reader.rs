@@ -95,7 +95,7 @@ impl<R: BufRead> Iterator for EventReader<R> {
             }
             return Some(Ok(ParsedLine {
                 line,
-                result: parse_record(text).map_err(bounded_reason),
+                result: parse_record(text).map_err(|e| bounded_reason(e.into_reason())),
             }));
         }
         None
