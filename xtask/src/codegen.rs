@@ -1,5 +1,5 @@
-//! `cargo xtask codegen`: generates `crates/model`'s code from the vendored
-//! model. Every assumption about the model is asserted: a shape kind, trait
+//! `cargo xtask codegen`: generates `crates/model`'s code, and the server's
+//! per-operation dispatch, from the vendored model. Every assumption about the model is asserted: a shape kind, trait
 //! or binding the generator does not know is an error, never a silent skip.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,6 +90,7 @@ impl Model {
             ("crates/model/src/schema/generated.rs", rustfmt(&self.schema()?)?),
             ("crates/model/src/operation/generated.rs", rustfmt(&self.operations()?)?),
             ("crates/model/src/error/generated.rs", rustfmt(&self.errors()?)?),
+            ("crates/server/src/app/dispatch.rs", rustfmt(&self.dispatch()?)?),
         ])
     }
 
@@ -513,6 +514,57 @@ impl Model {
             out,
             "/// Every operation, in the order of the model.\npub static OPERATIONS: &[&OperationSpec] = &[{}];",
             statics.join(", ")
+        )
+        .ok();
+        Ok(out)
+    }
+
+    // ---- server: app/dispatch.rs --------------------------------------------
+
+    /// The server's dispatch: an `Operations` trait with one method per
+    /// operation (what serving the API means), each operation's `Serve`
+    /// through it, and every operation's route.
+    fn dispatch(&self) -> Result<String> {
+        let mut out = String::from(HEADER);
+        out.push_str(
+            "//! The server's dispatch, one entry per operation of the model: `Operations`\n\
+             //! is what serving the API takes (a new operation in the model is a new\n\
+             //! method to write), `Serve` hands each operation's input to its method,\n\
+             //! and `routes` mounts every operation.\n\n",
+        );
+        out.push_str(
+            "use std::future::Future;\nuse std::sync::Arc;\n\nuse axum::Router;\n             use ses_export_core::service::{ExportService, ServiceError};\nuse ses_export_model::{operation, types};\n\n             use super::{AppState, Caller, Serve, route};\n\n",
+        );
+        out.push_str("/// The operations of the model, each from its typed input to its typed output.\npub(crate) trait Operations {\n");
+        let mut serves = String::new();
+        let mut routes: Vec<String> = Vec::new();
+        for (name, op) in &self.operations {
+            let input = op["input"]["shape"]
+                .as_str()
+                .ok_or_else(|| format!("{name}: no input"))?;
+            let output = op["output"]["shape"]
+                .as_str()
+                .ok_or_else(|| format!("{name}: no output"))?;
+            let method = rust_field(name);
+            writeln!(
+                out,
+                "/// `{name}`.\nfn {method}(&self, caller: &Caller, input: types::{input}) -> impl Future<Output = Result<types::{output}, ServiceError>> + Send;\n"
+            )
+            .ok();
+            writeln!(
+                serves,
+                "impl Serve for operation::{name} {{\n fn serve(service: &ExportService, caller: &Caller, input: Self::Input) -> impl Future<Output = Result<Self::Output, ServiceError>> + Send {{\n Operations::{method}(service, caller, input)\n }}\n}}\n"
+            )
+            .ok();
+            routes.push(format!("route::<operation::{name}>(router)"));
+        }
+        out.push_str("}\n\n");
+        out.push_str(&serves);
+        let last = routes.pop().ok_or("the model has no operations")?;
+        let lets: String = routes.iter().map(|r| format!("let router = {r};\n")).collect();
+        writeln!(
+            out,
+            "/// Every operation's route.\npub(crate) fn routes(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {{\n{lets}{last}\n}}"
         )
         .ok();
         Ok(out)
