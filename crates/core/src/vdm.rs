@@ -31,7 +31,7 @@ pub fn slot(metric: &Metric) -> Option<usize> {
 
 /// A volume per metric.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MetricCounts(pub [i64; 10]);
+pub struct MetricCounts(pub [i64; METRICS.len()]);
 
 impl MetricCounts {
     /// What one eligible message and recipient with `flags` adds to each

@@ -16,3 +16,32 @@ pub mod postgres;
 mod settled;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+/// The rollup tables' metric columns, made from [`crate::vdm::METRICS`]: a
+/// metric's column is its wire name in lower case (`PERMANENT_BOUNCE` is
+/// `permanent_bounce`), in slot order, so a new metric is an entry there
+/// and a migration adding its column, not a statement to edit by position.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod rollup {
+    use crate::vdm::METRICS;
+
+    /// The columns, in slot order.
+    pub(crate) fn columns() -> Vec<String> {
+        METRICS.iter().map(|m| m.as_str().to_ascii_lowercase()).collect()
+    }
+
+    /// `c1, c2, ...`.
+    pub(crate) fn column_list() -> String {
+        columns().join(", ")
+    }
+
+    /// The upsert's sums: `c = old.c + excluded.c, ...` (`old` names the
+    /// stored row; empty for SQLite, where a bare column is it).
+    pub(crate) fn sums(old: &str) -> String {
+        columns()
+            .iter()
+            .map(|c| format!("{c} = {old}{c} + excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -15,6 +15,7 @@ use tokio_postgres::Row;
 use super::segments::{self, DAY_LOCK, SegmentBucket};
 use super::{BACKEND, boxed};
 use crate::Scope;
+use crate::backend::rollup;
 use crate::backend::settled::{self, CHUNK, Lookup};
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
@@ -826,9 +827,11 @@ impl EventStore for PgEventStore {
         if let Some((first, last)) = split.whole_days {
             for r in client
                 .query(
-                    "SELECT day, email_identity, configuration_set, isp, tenant_name, send, complaint, permanent_bounce, \
-                     transient_bounce, open, click, delivery, delivery_open, delivery_click, delivery_complaint \
-                     FROM ses_metric_days WHERE account = $1 AND day BETWEEN $2 AND $3",
+                    &format!(
+                        "SELECT day, email_identity, configuration_set, isp, tenant_name, {} FROM ses_metric_days \
+                         WHERE account = $1 AND day BETWEEN $2 AND $3",
+                        rollup::column_list()
+                    ),
                     &[&account, &first, &last],
                 )
                 .await
@@ -877,50 +880,36 @@ async fn add_rollups(
     account: &str,
     rollups: &[((i64, DimensionValues), MetricCounts)],
 ) -> Result<(), StoreError> {
-    if !rollups.is_empty() {
-        let k = rollups;
-        let slot = |i: usize| k.iter().map(|(_, c)| c.0[i]).collect::<Vec<i64>>();
-        tx.execute(
-            "INSERT INTO ses_metric_days AS m (account, day, email_identity, configuration_set, isp, tenant_name, \
-                 send, complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, \
-                 delivery_click, delivery_complaint) \
-                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], \
-                 $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
-                 $16::int8[]) \
-                 ON CONFLICT (account, day, email_identity, configuration_set, isp, tenant_name) DO UPDATE SET \
-                 send = m.send + EXCLUDED.send, complaint = m.complaint + EXCLUDED.complaint, \
-                 permanent_bounce = m.permanent_bounce + EXCLUDED.permanent_bounce, \
-                 transient_bounce = m.transient_bounce + EXCLUDED.transient_bounce, open = m.open + EXCLUDED.open, \
-                 click = m.click + EXCLUDED.click, delivery = m.delivery + EXCLUDED.delivery, \
-                 delivery_open = m.delivery_open + EXCLUDED.delivery_open, \
-                 delivery_click = m.delivery_click + EXCLUDED.delivery_click, \
-                 delivery_complaint = m.delivery_complaint + EXCLUDED.delivery_complaint",
-            &[
-                &account,
-                &k.iter().map(|((d, _), _)| *d).collect::<Vec<_>>(),
-                &k.iter()
-                    .map(|((_, v), _)| v.email_identity.as_str())
-                    .collect::<Vec<_>>(),
-                &k.iter()
-                    .map(|((_, v), _)| v.configuration_set.as_str())
-                    .collect::<Vec<_>>(),
-                &k.iter().map(|((_, v), _)| v.isp.as_str()).collect::<Vec<_>>(),
-                &k.iter().map(|((_, v), _)| v.tenant_name.as_str()).collect::<Vec<_>>(),
-                &slot(0),
-                &slot(1),
-                &slot(2),
-                &slot(3),
-                &slot(4),
-                &slot(5),
-                &slot(6),
-                &slot(7),
-                &slot(8),
-                &slot(9),
-            ],
+    static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let arrays: Vec<String> = (0..MetricCounts::default().0.len())
+            .map(|i| format!("${}::int8[]", i + 7))
+            .collect();
+        format!(
+            "INSERT INTO ses_metric_days AS m (account, day, email_identity, configuration_set, isp, tenant_name, {}) \
+             SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], {}) \
+             ON CONFLICT (account, day, email_identity, configuration_set, isp, tenant_name) DO UPDATE SET {}",
+            rollup::column_list(),
+            arrays.join(", "),
+            rollup::sums("m.")
         )
-        .await
-        .map_err(generic)?;
+    });
+    if rollups.is_empty() {
+        return Ok(());
     }
+    let k = rollups;
+    let days: Vec<i64> = k.iter().map(|((d, _), _)| *d).collect();
+    let dimension = |f: fn(&DimensionValues) -> &str| k.iter().map(|((_, v), _)| f(v)).collect::<Vec<&str>>();
+    let identities = dimension(|v| &v.email_identity);
+    let sets = dimension(|v| &v.configuration_set);
+    let isps = dimension(|v| &v.isp);
+    let tenants = dimension(|v| &v.tenant_name);
+    let slots: Vec<Vec<i64>> = (0..MetricCounts::default().0.len())
+        .map(|i| k.iter().map(|(_, c)| c.0[i]).collect())
+        .collect();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&account, &days, &identities, &sets, &isps, &tenants];
+    params.extend(slots.iter().map(|s| s as &(dyn tokio_postgres::types::ToSql + Sync)));
+    tx.execute(UPSERT.as_str(), &params).await.map_err(generic)?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use super::scan::{RECORD_COLUMNS, Scan, record_from_offset_row};
 use super::segments::{self, Layout, Snapshot};
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::Scope;
+use crate::backend::rollup;
 use crate::backend::settled::Lookup;
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
@@ -604,37 +605,29 @@ impl SqliteTxn<'_> {
     }
 
     fn add_rollup(&mut self, day: i64, d: &DimensionValues, delta: &MetricCounts) -> Result<(), StoreError> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, send, \
-             complaint, permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
-             delivery_complaint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-             ON CONFLICT DO UPDATE SET send = send + excluded.send, complaint = complaint + excluded.complaint, \
-             permanent_bounce = permanent_bounce + excluded.permanent_bounce, \
-             transient_bounce = transient_bounce + excluded.transient_bounce, open = open + excluded.open, \
-             click = click + excluded.click, delivery = delivery + excluded.delivery, \
-             delivery_open = delivery_open + excluded.delivery_open, \
-             delivery_click = delivery_click + excluded.delivery_click, \
-             delivery_complaint = delivery_complaint + excluded.delivery_complaint",
-        )?;
-        let c = &delta.0;
-        stmt.execute(params![
-            self.account,
-            day,
-            d.email_identity,
-            d.configuration_set,
-            d.isp,
-            d.tenant_name,
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            c[8],
-            c[9],
-        ])?;
+        static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let places: Vec<String> = (0..MetricCounts::default().0.len())
+                .map(|i| format!("?{}", i + 7))
+                .collect();
+            format!(
+                "INSERT INTO metric_days (account, day, email_identity, configuration_set, isp, tenant_name, {}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, {}) ON CONFLICT DO UPDATE SET {}",
+                rollup::column_list(),
+                places.join(", "),
+                rollup::sums("")
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&UPSERT)?;
+        let keys: [&dyn rusqlite::ToSql; 6] = [
+            &self.account,
+            &day,
+            &d.email_identity,
+            &d.configuration_set,
+            &d.isp,
+            &d.tenant_name,
+        ];
+        let counts = delta.0.iter().map(|c| c as &dyn rusqlite::ToSql);
+        stmt.execute(rusqlite::params_from_iter(keys.into_iter().chain(counts)))?;
         Ok(())
     }
 }
@@ -859,11 +852,11 @@ impl EventStore for SqliteEventStore {
             let split = interval.split_days();
             let mut rows = Vec::new();
             if let Some((first, last)) = split.whole_days {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT day, email_identity, configuration_set, isp, tenant_name, send, complaint, \
-                     permanent_bounce, transient_bounce, open, click, delivery, delivery_open, delivery_click, \
-                     delivery_complaint FROM metric_days WHERE account = ?1 AND day BETWEEN ?2 AND ?3",
-                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT day, email_identity, configuration_set, isp, tenant_name, {} FROM metric_days \
+                     WHERE account = ?1 AND day BETWEEN ?2 AND ?3",
+                    rollup::column_list()
+                ))?;
                 let mut query = stmt.query(params![account, first, last])?;
                 while let Some(r) = query.next()? {
                     let mut counts = MetricCounts::default();
