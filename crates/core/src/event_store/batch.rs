@@ -10,7 +10,7 @@ use super::{BatchOutcome, StoreError};
 use crate::clock::{Millis, day_of};
 use crate::event::{EventId, EventKind, SesEvent};
 use crate::insight::{EventFlags, InsightRecord, is_simulator};
-use crate::vdm::{DimensionValues, Lesson, MetricCounts};
+use crate::vdm::{DailyCounts, DimensionValues, Lesson, MetricCounts};
 
 /// One event for one recipient, ready to be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub trait BatchTxn {
     /// existed, updating its flags.
     async fn put_records(&mut self, records: &[(InsightRecord, bool)]) -> Result<(), StoreError>;
     /// Adds each delta to the rollup of its day and dimension values.
-    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError>;
+    async fn add_rollups(&mut self, rollups: &[DailyCounts]) -> Result<(), StoreError>;
     /// Keeps the account's lessons (once each; lessons are never forgotten).
     async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError>;
 }
@@ -276,7 +276,7 @@ pub struct Merged {
     /// Records whose flags changed, with whether they existed before.
     pub records: Vec<(InsightRecord, bool)>,
     /// Rollup deltas by day and dimension values, in key order.
-    pub rollups: Vec<((i64, DimensionValues), MetricCounts)>,
+    pub rollups: Vec<DailyCounts>,
 }
 
 /// Step 3: given the stored flags of each touched record (`None` for a new
@@ -302,22 +302,28 @@ pub fn merge_flags(touched: Vec<(InsightRecord, EventFlags)>, old: &[Option<Even
         }
         merged.records.push((record, old.is_some()));
     }
-    merged.rollups = rollups.into_iter().collect();
-    merged.rollups.sort_by(|a, b| a.0.cmp(&b.0));
+    merged.rollups = daily(rollups);
+    merged
+        .rollups
+        .sort_by(|a, b| (a.day, &a.dimensions).cmp(&(b.day, &b.dimensions)));
     merged
 }
 
 /// Daily counts of records, computed from their flags: what rollups hold,
 /// recounted (for partial days, and as the reference in tests).
-pub fn recount<'a>(records: impl Iterator<Item = &'a InsightRecord>) -> Vec<super::DailyCounts> {
+pub fn recount<'a>(records: impl Iterator<Item = &'a InsightRecord>) -> Vec<DailyCounts> {
     let mut sums: HashMap<(i64, DimensionValues), MetricCounts> = HashMap::new();
     for record in records.filter(|r| r.counts_toward_metrics() && r.flags.sent()) {
         *sums
             .entry((day_of(record.send_timestamp), record.dimensions()))
             .or_default() += MetricCounts::of(record.flags);
     }
+    daily(sums)
+}
+
+fn daily(sums: HashMap<(i64, DimensionValues), MetricCounts>) -> Vec<DailyCounts> {
     sums.into_iter()
-        .map(|((day, dimensions), counts)| super::DailyCounts {
+        .map(|((day, dimensions), counts)| DailyCounts {
             day,
             dimensions,
             counts,

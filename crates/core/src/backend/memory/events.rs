@@ -180,10 +180,11 @@ impl BatchTxn for MemoryTxn<'_> {
         Ok(())
     }
 
-    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
-        for (key, delta) in rollups {
-            *self.data.rollups.entry(key.clone()).or_default() += *delta;
-            self.undo.push(Undo::Rollup(key.clone(), *delta));
+    async fn add_rollups(&mut self, rollups: &[DailyCounts]) -> Result<(), StoreError> {
+        for r in rollups {
+            let key = (r.day, r.dimensions.clone());
+            *self.data.rollups.entry(key.clone()).or_default() += r.counts;
+            self.undo.push(Undo::Rollup(key, r.counts));
         }
         Ok(())
     }

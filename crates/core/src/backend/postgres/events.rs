@@ -360,7 +360,7 @@ impl BatchTxn for PgTxn<'_> {
         Ok(())
     }
 
-    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
+    async fn add_rollups(&mut self, rollups: &[DailyCounts]) -> Result<(), StoreError> {
         add_rollups(self.tx, self.account, rollups).await
     }
 
@@ -878,7 +878,7 @@ impl EventStore for PgEventStore {
 async fn add_rollups(
     tx: &deadpool_postgres::Transaction<'_>,
     account: &str,
-    rollups: &[((i64, DimensionValues), MetricCounts)],
+    rollups: &[DailyCounts],
 ) -> Result<(), StoreError> {
     static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let arrays: Vec<String> = (0..MetricCounts::default().0.len())
@@ -897,14 +897,14 @@ async fn add_rollups(
         return Ok(());
     }
     let k = rollups;
-    let days: Vec<i64> = k.iter().map(|((d, _), _)| *d).collect();
-    let dimension = |f: fn(&DimensionValues) -> &str| k.iter().map(|((_, v), _)| f(v)).collect::<Vec<&str>>();
+    let days: Vec<i64> = k.iter().map(|r| r.day).collect();
+    let dimension = |f: fn(&DimensionValues) -> &str| k.iter().map(|r| f(&r.dimensions)).collect::<Vec<&str>>();
     let identities = dimension(|v| &v.email_identity);
     let sets = dimension(|v| &v.configuration_set);
     let isps = dimension(|v| &v.isp);
     let tenants = dimension(|v| &v.tenant_name);
     let slots: Vec<Vec<i64>> = (0..MetricCounts::default().0.len())
-        .map(|i| k.iter().map(|(_, c)| c.0[i]).collect())
+        .map(|i| k.iter().map(|r| r.counts.0[i]).collect())
         .collect();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         vec![&account, &days, &identities, &sets, &isps, &tenants];
@@ -1004,11 +1004,7 @@ pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<
         by_account.entry(account).or_default().push(record_at(row, 1));
     }
     for (account, records) in by_account {
-        let rollups: Vec<((i64, DimensionValues), MetricCounts)> = recount(records.iter())
-            .into_iter()
-            .map(|c| ((c.day, c.dimensions), c.counts))
-            .collect();
-        add_rollups(tx, &account, &rollups).await?;
+        add_rollups(tx, &account, &recount(records.iter())).await?;
     }
     Ok(())
 }

@@ -658,10 +658,10 @@ impl BatchTxn for SqliteTxn<'_> {
         Ok(())
     }
 
-    async fn add_rollups(&mut self, rollups: &[((i64, DimensionValues), MetricCounts)]) -> Result<(), StoreError> {
+    async fn add_rollups(&mut self, rollups: &[DailyCounts]) -> Result<(), StoreError> {
         rollups
             .iter()
-            .try_for_each(|((day, dimensions), delta)| self.add_rollup(*day, dimensions, delta))
+            .try_for_each(|r| self.add_rollup(r.day, &r.dimensions, &r.counts))
     }
 
     async fn learn(&mut self, lessons: &[(Lesson, String)]) -> Result<(), StoreError> {
