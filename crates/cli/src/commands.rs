@@ -168,6 +168,7 @@ fn typed<T: Shaped + serde::de::DeserializeOwned>(mut value: Value, what: &str) 
     serde_json::from_value(value).map_err(|e| format!("{what}: {e}"))
 }
 
+/// Runs `cli`'s command; the exit code it ends with (SPEC §11).
 pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
     let fail = |e: Error| explain(&e, cli.endpoint());
     match &cli.command {
@@ -176,27 +177,11 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             export_destination,
             cli_input_json,
         } => {
-            let mut request = match cli_input_json {
-                Some(text) => json_arg("--cli-input-json", text)?,
-                None => json!({}),
-            };
-            if let Some(text) = export_data_source {
-                request["ExportDataSource"] = json_arg("--export-data-source", text)?;
-            }
-            if let Some(text) = export_destination {
-                request["ExportDestination"] = json_arg("--export-destination", text)?;
-            }
-            for (member, flag) in [
-                ("ExportDataSource", "--export-data-source"),
-                ("ExportDestination", "--export-destination"),
-            ] {
-                if request.get(member).is_none() {
-                    return Err(format!(
-                        "{flag} is required (or give the whole request with --cli-input-json)"
-                    ));
-                }
-            }
-            let input: CreateExportJobRequest = typed(request, "the request")?;
+            let input = create_request(
+                cli_input_json.as_deref(),
+                export_data_source.as_deref(),
+                export_destination.as_deref(),
+            )?;
             print(
                 &client(cli).await?.create_export_job(input).await.map_err(fail)?,
                 output,
@@ -216,19 +201,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 export_source_type: export_source_type.as_deref().map(ExportSourceType::from),
                 job_status: job_status.as_deref().map(JobStatus::from),
             };
-            let client = client(cli).await?;
-            let mut jobs = Vec::new();
-            let mut stream = std::pin::pin!(client.list_all_export_jobs(input));
-            while let Some(job) = stream.next().await {
-                jobs.push(job.map_err(fail)?);
-            }
-            print(
-                &ListExportJobsResponse {
-                    export_jobs: Some(jobs),
-                    next_token: None,
-                },
-                output,
-            )?;
+            print(&list_all(&client(cli).await?, input).await.map_err(fail)?, output)?;
         }
         Command::CancelExportJob { job_id } => {
             print(
@@ -236,75 +209,8 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 output,
             )?;
         }
-        Command::Wait { job_id, timeout } => {
-            let client = client(cli).await?;
-            let started = Instant::now();
-            let bar = std::io::stderr().is_terminal().then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
-            let mut last = String::new();
-            let wait = client.wait_for_job(job_id, Duration::from_secs(1), |job| {
-                let status = job.job_status.as_ref().map_or("?".to_owned(), ToString::to_string);
-                let line = format!("{job_id}: {status} ({}s)", started.elapsed().as_secs());
-                match &bar {
-                    Some(bar) => bar.set_message(line),
-                    None if status != last => eprintln!("{line}"),
-                    None => {}
-                }
-                last = status;
-            });
-            let job = tokio::time::timeout(Duration::from_secs(*timeout), wait)
-                .await
-                .map_err(|_| format!("{job_id} had not ended after {timeout} s"))?
-                .map_err(fail)?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            print(&job, output)?;
-            if job.job_status != Some(JobStatus::Completed) {
-                let reason = job
-                    .failure_info
-                    .and_then(|f| f.error_message)
-                    .map_or_else(String::new, |m| format!(": {m}"));
-                eprintln!(
-                    "ses-export: job {job_id} ended {}{reason}",
-                    job.job_status.map_or_else(String::new, |s| s.to_string())
-                );
-                return Ok(exit::JOB_DID_NOT_COMPLETE);
-            }
-        }
-        Command::Download { job_id, out } => {
-            let client = client(cli).await?;
-            let job = client.get_export_job(job_id).await.map_err(fail)?;
-            if job.job_status != Some(JobStatus::Completed) {
-                return Err(format!(
-                    "job {job_id} is {}, not COMPLETED: run `ses-export wait --job-id {job_id}` first",
-                    job.job_status.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
-                ));
-            }
-            let url = job
-                .export_destination
-                .as_ref()
-                .and_then(|d| d.s3_url.clone())
-                .ok_or("the job has no download URL")?;
-            if url.starts_with("s3://") {
-                return Err(format!(
-                    "job {job_id} wrote its file to {url}; fetch it from there (for example `aws s3 cp {url} .`)"
-                ));
-            }
-            let extension = match job.export_destination.map(|d| d.data_format) {
-                Some(DataFormat::Json) => "json",
-                _ => "csv",
-            };
-            let path = out.clone().unwrap_or_else(|| format!("{job_id}.{extension}").into());
-            let bytes = client.download(&url, &path).await.map_err(fail)?;
-            print(
-                &json!({"JobId": job_id, "Path": path.display().to_string(), "Bytes": bytes}),
-                output,
-            )?;
-        }
+        Command::Wait { job_id, timeout } => return wait(cli, output, job_id, *timeout).await,
+        Command::Download { job_id, out } => download(cli, output, job_id, out.as_deref()).await?,
         Command::Ingest {
             files,
             chunk_bytes,
@@ -330,7 +236,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             if failed {
                 return Ok(exit::ERROR);
             }
-            if report["rejected"].as_u64().unwrap_or(0) > 0 {
+            if report.rejected() > 0 {
                 return Ok(exit::LINES_REJECTED);
             }
         }
@@ -342,52 +248,15 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
             out,
             send,
         } => {
-            let start = match start {
-                Some(text) => parse_iso8601(text)
-                    .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
-                    .ok_or_else(|| format!("--start {text:?} is not an ISO 8601 time"))?,
-                None => {
-                    let now = ses_export_client::model::Timestamp::now().as_millis();
-                    (now.div_euclid(DAY_MILLIS) - i64::from(*days)) * DAY_MILLIS
-                }
-            };
-            let config = GeneratorConfig::new(*seed, *messages, start, *days);
+            let config = GeneratorConfig::new(*seed, *messages, seed_start(start.as_deref(), *days)?, *days);
             if *send {
-                let client = client(cli).await?;
-                let mut body = Vec::new();
-                let mut report = json!({"accepted": 0, "duplicates": 0, "rejected": 0});
-                let mut events = EventGenerator::new(config).peekable();
-                while events.peek().is_some() {
-                    body.clear();
-                    for line in events.by_ref().take(10_000) {
-                        body.extend_from_slice(line.as_bytes());
-                        body.push(b'\n');
-                    }
-                    let part = client.ingest(&body).await.map_err(fail)?;
-                    for (key, n) in [
-                        ("accepted", part.accepted),
-                        ("duplicates", part.duplicates),
-                        ("rejected", part.rejected),
-                    ] {
-                        report[key] = json!(report[key].as_u64().unwrap_or(0) + n);
-                    }
-                }
-                print(&report, output)?;
-                if report["rejected"].as_u64().unwrap_or(0) > 0 {
+                let totals = send_generated(&client(cli).await?, config).await.map_err(fail)?;
+                print(&totals, output)?;
+                if totals.rejected > 0 {
                     return Ok(exit::LINES_REJECTED);
                 }
             } else {
-                let result = match out {
-                    Some(path) => std::fs::File::create(path)
-                        .and_then(|file| ses_export_core::generate::write_events(&config, file)),
-                    None => ses_export_core::generate::write_events(&config, std::io::stdout().lock()),
-                };
-                match result {
-                    Ok(_) => {}
-                    // `ses-export seed | head` closes the pipe early; that is fine.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                    Err(e) => return Err(format!("writing the events: {e}")),
-                }
+                write_generated(&config, out.as_deref())?;
             }
         }
         Command::GetMessageInsights { message_id } => {
@@ -400,16 +269,7 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
                 output,
             )?;
         }
-        Command::Completion { shell } => {
-            use clap::CommandFactory;
-            let shell = match shell {
-                Shell::Bash => clap_complete::Shell::Bash,
-                Shell::Zsh => clap_complete::Shell::Zsh,
-                Shell::Fish => clap_complete::Shell::Fish,
-                Shell::Powershell => clap_complete::Shell::PowerShell,
-            };
-            clap_complete::generate(shell, &mut Cli::command(), "ses-export", &mut std::io::stdout());
-        }
+        Command::Completion { shell } => completion(*shell),
         Command::BatchGetMetricData { queries } => {
             let queries = json_arg("--queries", queries)?;
             let input: BatchGetMetricDataRequest = typed(json!({"Queries": queries}), "--queries")?;
@@ -420,4 +280,192 @@ pub async fn run(cli: &Cli, output: &Output) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `create-export-job`'s request: `--cli-input-json`, then the members
+/// given as flags over it.
+fn create_request(
+    cli_input_json: Option<&str>,
+    export_data_source: Option<&str>,
+    export_destination: Option<&str>,
+) -> Result<CreateExportJobRequest> {
+    let mut request = match cli_input_json {
+        Some(text) => json_arg("--cli-input-json", text)?,
+        None => json!({}),
+    };
+    if let Some(text) = export_data_source {
+        request["ExportDataSource"] = json_arg("--export-data-source", text)?;
+    }
+    if let Some(text) = export_destination {
+        request["ExportDestination"] = json_arg("--export-destination", text)?;
+    }
+    for (member, flag) in [
+        ("ExportDataSource", "--export-data-source"),
+        ("ExportDestination", "--export-destination"),
+    ] {
+        if request.get(member).is_none() {
+            return Err(format!(
+                "{flag} is required (or give the whole request with --cli-input-json)"
+            ));
+        }
+    }
+    typed(request, "the request")
+}
+
+/// Every page of `list-export-jobs`, as one answer.
+async fn list_all(client: &Client, input: ListExportJobsRequest) -> std::result::Result<ListExportJobsResponse, Error> {
+    let mut jobs = Vec::new();
+    let mut stream = std::pin::pin!(client.list_all_export_jobs(input));
+    while let Some(job) = stream.next().await {
+        jobs.push(job?);
+    }
+    Ok(ListExportJobsResponse {
+        export_jobs: Some(jobs),
+        next_token: None,
+    })
+}
+
+/// `wait`: polls until the job ends, with a spinner on a terminal; exits 3
+/// unless it COMPLETED.
+async fn wait(cli: &Cli, output: &Output, job_id: &str, timeout: u64) -> Result<u8> {
+    let fail = |e: Error| explain(&e, cli.endpoint());
+    let client = client(cli).await?;
+    let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last = String::new();
+    let wait = client.wait_for_job(job_id, Duration::from_secs(1), |job| {
+        let status = job.job_status.as_ref().map_or("?".to_owned(), ToString::to_string);
+        let line = format!("{job_id}: {status} ({}s)", started.elapsed().as_secs());
+        match &bar {
+            Some(bar) => bar.set_message(line),
+            None if status != last => eprintln!("{line}"),
+            None => {}
+        }
+        last = status;
+    });
+    let job = tokio::time::timeout(Duration::from_secs(timeout), wait)
+        .await
+        .map_err(|_| format!("{job_id} had not ended after {timeout} s"))?
+        .map_err(fail)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print(&job, output)?;
+    if job.job_status != Some(JobStatus::Completed) {
+        let reason = job
+            .failure_info
+            .and_then(|f| f.error_message)
+            .map_or_else(String::new, |m| format!(": {m}"));
+        eprintln!(
+            "ses-export: job {job_id} ended {}{reason}",
+            job.job_status.map_or_else(String::new, |s| s.to_string())
+        );
+        return Ok(exit::JOB_DID_NOT_COMPLETE);
+    }
+    Ok(0)
+}
+
+/// `download`: a COMPLETED job's file, to `out` or `JOB_ID.csv|json`.
+async fn download(cli: &Cli, output: &Output, job_id: &str, out: Option<&std::path::Path>) -> Result<()> {
+    let fail = |e: Error| explain(&e, cli.endpoint());
+    let client = client(cli).await?;
+    let job = client.get_export_job(job_id).await.map_err(fail)?;
+    if job.job_status != Some(JobStatus::Completed) {
+        return Err(format!(
+            "job {job_id} is {}, not COMPLETED: run `ses-export wait --job-id {job_id}` first",
+            job.job_status.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+        ));
+    }
+    let url = job
+        .export_destination
+        .as_ref()
+        .and_then(|d| d.s3_url.clone())
+        .ok_or("the job has no download URL")?;
+    if url.starts_with("s3://") {
+        return Err(format!(
+            "job {job_id} wrote its file to {url}; fetch it from there (for example `aws s3 cp {url} .`)"
+        ));
+    }
+    let extension = match job.export_destination.map(|d| d.data_format) {
+        Some(DataFormat::Json) => "json",
+        _ => "csv",
+    };
+    let path = out.map_or_else(|| format!("{job_id}.{extension}").into(), std::path::Path::to_path_buf);
+    let bytes = client.download(&url, &path).await.map_err(fail)?;
+    print(
+        &json!({"JobId": job_id, "Path": path.display().to_string(), "Bytes": bytes}),
+        output,
+    )
+}
+
+/// `seed --start`: a day or a time; by default `days` days before today.
+fn seed_start(start: Option<&str>, days: u32) -> Result<i64> {
+    match start {
+        Some(text) => parse_iso8601(text)
+            .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
+            .ok_or_else(|| format!("--start {text:?} is not an ISO 8601 time")),
+        None => {
+            let now = ses_export_client::model::Timestamp::now().as_millis();
+            Ok((now.div_euclid(DAY_MILLIS) - i64::from(days)) * DAY_MILLIS)
+        }
+    }
+}
+
+/// What `seed --send` ingested, summed over its bodies.
+#[derive(Debug, Default, serde::Serialize)]
+struct Totals {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+}
+
+/// `seed --send`: the generated events, 10,000 lines a body.
+async fn send_generated(client: &Client, config: GeneratorConfig) -> std::result::Result<Totals, Error> {
+    let mut totals = Totals::default();
+    let mut body = Vec::new();
+    let mut events = EventGenerator::new(config).peekable();
+    while events.peek().is_some() {
+        body.clear();
+        for line in events.by_ref().take(10_000) {
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+        }
+        let part: ses_export_client::model::ingest::IngestReport = client.ingest(&body).await?;
+        totals.accepted += part.accepted;
+        totals.duplicates += part.duplicates;
+        totals.rejected += part.rejected;
+    }
+    Ok(totals)
+}
+
+/// `seed`: the generated events as JSON Lines, to `out` or standard output.
+fn write_generated(config: &GeneratorConfig, out: Option<&std::path::Path>) -> Result<()> {
+    let result = match out {
+        Some(path) => {
+            std::fs::File::create(path).and_then(|file| ses_export_core::generate::write_events(config, file))
+        }
+        None => ses_export_core::generate::write_events(config, std::io::stdout().lock()),
+    };
+    match result {
+        Ok(_) => Ok(()),
+        // `ses-export seed | head` closes the pipe early; that is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("writing the events: {e}")),
+    }
+}
+
+/// `completion`: the shell's completion script, to standard output.
+fn completion(shell: Shell) {
+    use clap::CommandFactory;
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+        Shell::Powershell => clap_complete::Shell::PowerShell,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "ses-export", &mut std::io::stdout());
 }

@@ -43,7 +43,7 @@ pub(crate) struct Options {
 }
 
 /// What the inputs came to.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Tally {
     accepted: u64,
     duplicates: u64,
@@ -80,7 +80,7 @@ impl Tally {
 
 /// Ingests every input; the summary, and whether some input failed (an
 /// S3 object that could not be read: the rest were still ingested).
-pub(crate) async fn run(client: &Client, inputs: &[String], options: &Options) -> Result<(Value, bool), IngestError> {
+pub(crate) async fn run(client: &Client, inputs: &[String], options: &Options) -> Result<(Report, bool), IngestError> {
     let mut tally = Tally::default();
     let mut s3_summary = serde_json::Map::new();
     let mut failed = false;
@@ -97,16 +97,24 @@ pub(crate) async fn run(client: &Client, inputs: &[String], options: &Options) -
             file(client, input, options.chunk_bytes, &mut tally).await?;
         }
     }
-    let mut report = json!({
-        "accepted": tally.accepted,
-        "duplicates": tally.duplicates,
-        "rejected": tally.rejected,
-        "errors": tally.errors,
-    });
-    if let Value::Object(members) = &mut report {
-        members.extend(s3_summary);
+    Ok((Report { tally, s3: s3_summary }, failed))
+}
+
+/// What `ingest` answers: the totals and the first rejected lines, then
+/// what an S3 backfill adds (its objects, the failed ones).
+#[derive(serde::Serialize)]
+pub(crate) struct Report {
+    #[serde(flatten)]
+    tally: Tally,
+    #[serde(flatten)]
+    s3: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    /// Lines that were not events.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.tally.rejected
     }
-    Ok((report, failed))
 }
 
 /// A file, or standard input for `-`.
