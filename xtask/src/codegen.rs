@@ -469,12 +469,7 @@ impl Model {
         for (name, op) in &self.operations {
             let stat = screaming(name);
             let http = &op["http"];
-            let input = op["input"]["shape"]
-                .as_str()
-                .ok_or_else(|| format!("{name}: no input"))?;
-            let output = op["output"]["shape"]
-                .as_str()
-                .ok_or_else(|| format!("{name}: no output"))?;
+            let (input, output) = io_shapes(name, op)?;
             let labels = self.labels(input)?;
             let errors: Vec<String> = op["errors"]
                 .as_array()
@@ -539,12 +534,7 @@ impl Model {
         let mut serves = String::new();
         let mut routes: Vec<String> = Vec::new();
         for (name, op) in &self.operations {
-            let input = op["input"]["shape"]
-                .as_str()
-                .ok_or_else(|| format!("{name}: no input"))?;
-            let output = op["output"]["shape"]
-                .as_str()
-                .ok_or_else(|| format!("{name}: no output"))?;
+            let (input, output) = io_shapes(name, op)?;
             let method = rust_field(name);
             writeln!(
                 out,
@@ -650,6 +640,16 @@ fn rust_field(name: &str) -> String {
 /// `CreateExportJobRequest` -> `CREATE_EXPORT_JOB_REQUEST`.
 fn screaming(name: &str) -> String {
     rust_field(name).trim_start_matches("r#").to_ascii_uppercase()
+}
+
+/// An operation's input and output shapes.
+fn io_shapes<'a>(name: &str, op: &'a Value) -> Result<(&'a str, &'a str)> {
+    let shape = |member: &str| {
+        op[member]["shape"]
+            .as_str()
+            .ok_or_else(|| format!("{name}: no {member}"))
+    };
+    Ok((shape("input")?, shape("output")?))
 }
 
 /// `TRANSIENT_BOUNCE` -> `TransientBounce`.
