@@ -13,14 +13,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
-#[cfg(feature = "sqlite")]
-use ses_export_core::backend::memory::TokenBuckets;
-#[cfg(feature = "sqlite")]
-use ses_export_core::backend::sqlite::{SqliteEventStore, SqliteJobStore};
+use ses_export_core::backend::{Database, OpenOptions, Stores};
 use ses_export_core::destination::{BucketBackend, Storage};
 use ses_export_core::event_store::EventStore;
 use ses_export_core::job::JobStore;
-use ses_export_core::limits::{RateLimiter, Unlimited};
+use ses_export_core::limits::RateLimiter;
 use ses_export_core::service::{ExportService, ServiceConfig};
 use ses_export_core::signing::SigningKey;
 
@@ -67,10 +64,9 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         }
     };
     let signing_secret = signing_secret(config)?;
-    let shared = config
-        .database_url
-        .as_deref()
-        .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+    let database = Database::from_url(config.database_url.as_deref(), data_dir)
+        .map_err(|e| StartError::caused("--database-url", e))?;
+    let shared = database.is_shared();
     let backend = match (config.s3_backend, &config.s3_endpoint_url) {
         (Some(S3Backend::Local), Some(_)) => {
             return Err(StartError::from(
@@ -95,11 +91,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
         limiter,
         storage,
         key,
-    } = if shared {
-        postgres_backends(config, backend, signing_secret.as_deref()).await?
-    } else {
-        sqlite_backends(config, backend, signing_secret.as_deref())?
-    };
+    } = backends(config, &database, backend, signing_secret.as_deref()).await?;
     let mut service_config = ServiceConfig::default();
     service_config.max_active_jobs = config.max_active_jobs;
     service_config.strict = config.strict;
@@ -130,115 +122,68 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
     })
 }
 
-/// A server of a cluster: jobs, events and limits in a shared PostgreSQL,
-/// exports in a shared bucket.
-#[cfg(feature = "postgres")]
-async fn postgres_backends(
+/// The stores `--database-url` names, with the storage and signing key
+/// that go with them: a sole server keeps exports in its data dir and may
+/// make its own key; servers sharing PostgreSQL must share a bucket and a
+/// secret.
+async fn backends(
     config: &Config,
+    database: &Database,
     backend: BucketBackend,
     signing_secret: Option<&str>,
-) -> Result<Backends, String> {
-    let url = config.database_url.as_deref().unwrap_or_default();
-    // Every server must find every export and trust every URL.
-    let (Some(bucket), BucketBackend::S3 { .. }) = (&config.managed_bucket, &backend) else {
-        return Err(
-            "with a PostgreSQL database, several servers share the jobs, so managed exports must live \
-                        where all of them can read them: give --managed-bucket NAME with --s3-endpoint-url URL \
-                        (or --s3-backend aws), not a local folder"
-                .to_owned(),
-        );
-    };
-    let Some(secret) = signing_secret else {
-        return Err(
-            "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
-                        and page tokens made by one server are valid on the others"
-                .to_owned(),
-        );
-    };
-    let pool = ses_export_core::backend::postgres::connect_with_default_region(url, 16, &config.default_region)
-        .await
-        .map_err(|e| format!("--database-url: {e}"))?;
-    let storage =
-        Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
-    let cache = config.data_dir.join("segment-cache");
-    let segments = ses_export_core::backend::postgres::SegmentBucket::in_storage(
-        &storage,
-        &cache,
-        config.segment_cache_mib.saturating_mul(1 << 20),
-    )
-    .map_err(|e| format!("segment cache {}: {e}", cache.display()))?;
-    let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-        RateLimits::Aws => Arc::new(ses_export_core::backend::postgres::PgRateLimiter::new(pool.clone())),
-        RateLimits::Off => Arc::new(Unlimited),
-    };
-    Ok(Backends {
-        events: Arc::new(ses_export_core::backend::postgres::PgEventStore::with_segments(
-            pool.clone(),
-            segments,
-        )),
-        jobs: Arc::new(ses_export_core::backend::postgres::PgJobStore::new(pool)),
-        limiter,
-        storage,
-        key: SigningKey::from_secret(secret.as_bytes()),
-    })
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres_backends(_: &Config, _: BucketBackend, _: Option<&str>) -> Result<Backends, String> {
-    Err(
-        "--database-url postgres://...: this ses-export-server was built without PostgreSQL support \
-         (build it with --features postgres)"
-            .to_owned(),
-    )
-}
-
-/// A sole server: SQLite databases and export files in the data dir.
-#[cfg(feature = "sqlite")]
-fn sqlite_backends(config: &Config, backend: BucketBackend, signing_secret: Option<&str>) -> Result<Backends, String> {
-    let data_dir = &config.data_dir;
-    let base = match config.database_url.as_deref() {
-        None => data_dir.clone(),
-        Some(url) if url.starts_with("sqlite://") => std::path::PathBuf::from(&url["sqlite://".len()..]),
-        Some(url) => {
-            return Err(format!(
-                "--database-url {url:?}: expected sqlite://DIR or postgres://..."
+) -> Result<Backends, StartError> {
+    let mut options = OpenOptions::new(config.default_region.clone());
+    options.rate_limits = matches!(config.rate_limits, RateLimits::Aws);
+    let (storage, key) = if database.is_shared() {
+        // Every server must find every export and trust every URL.
+        let (Some(bucket), BucketBackend::S3 { .. }) = (&config.managed_bucket, &backend) else {
+            return Err(StartError::from(
+                "with a PostgreSQL database, several servers share the jobs, so managed exports must live \
+                 where all of them can read them: give --managed-bucket NAME with --s3-endpoint-url URL \
+                 (or --s3-backend aws), not a local folder"
+                    .to_owned(),
+            ));
+        };
+        let Some(secret) = signing_secret else {
+            return Err(StartError::from(
+                "with a PostgreSQL database, give every server the same --signing-secret, so download URLs \
+                 and page tokens made by one server are valid on the others"
+                    .to_owned(),
+            ));
+        };
+        let storage =
+            Storage::with_managed_bucket(bucket, backend).map_err(|e| format!("--managed-bucket {bucket}: {e}"))?;
+        #[cfg(feature = "postgres")]
+        {
+            options.segments = Some((
+                storage.clone(),
+                config.data_dir.join("segment-cache"),
+                config.segment_cache_mib.saturating_mul(1 << 20),
             ));
         }
+        (storage, SigningKey::from_secret(secret.as_bytes()))
+    } else {
+        let data_dir = &config.data_dir;
+        let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
+        let key = match signing_secret {
+            Some(secret) => SigningKey::from_secret(secret.as_bytes()),
+            None => {
+                let path = data_dir.join("signing.key");
+                SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
+            }
+        };
+        (storage, key)
     };
-    std::fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
-    let (events_path, jobs_path) = (base.join("events.sqlite"), base.join("jobs.sqlite"));
-    let events = SqliteEventStore::open_with_default_region(&events_path, &config.default_region)
-        .map_err(|e| format!("opening {}: {e}", events_path.display()))?;
-    let jobs = SqliteJobStore::open_with_default_region(&jobs_path, &config.default_region)
-        .map_err(|e| format!("opening {}: {e}", jobs_path.display()))?;
-    let limiter: Arc<dyn RateLimiter> = match config.rate_limits {
-        RateLimits::Aws => Arc::new(TokenBuckets::aws()),
-        RateLimits::Off => Arc::new(Unlimited),
-    };
-    let storage = Storage::new(&data_dir.join("exports"), backend).map_err(|e| format!("opening storage: {e}"))?;
-    let key = match signing_secret {
-        Some(secret) => SigningKey::from_secret(secret.as_bytes()),
-        None => {
-            let path = data_dir.join("signing.key");
-            SigningKey::load_or_create(&path).map_err(|e| format!("reading {}: {e}", path.display()))?
-        }
-    };
+    let Stores { events, jobs, limiter } = ses_export_core::backend::open(database, options)
+        .await
+        .map_err(|e| StartError::caused("opening the database", e))?;
     Ok(Backends {
-        events: Arc::new(events),
-        jobs: Arc::new(jobs),
+        events,
+        jobs,
         limiter,
         storage,
         key,
     })
-}
-
-#[cfg(not(feature = "sqlite"))]
-fn sqlite_backends(_: &Config, _: BucketBackend, _: Option<&str>) -> Result<Backends, String> {
-    Err(
-        "this ses-export-server was built without SQLite support: give --database-url postgres://... \
-         (or build it with --features sqlite)"
-            .to_owned(),
-    )
 }
 
 /// The smallest signing secret accepted: 256 bits.

@@ -10,12 +10,17 @@
 //!   database, with cluster-wide leases and rate limits.
 
 pub mod memory;
+#[cfg(feature = "service")]
+mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod settled;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+#[cfg(feature = "service")]
+pub use open::{Database, OpenError, OpenOptions, Stores, open};
 
 /// The rollup tables' metric columns, made from [`crate::vdm::METRICS`]: a
 /// metric's column is its wire name in lower case (`PERMANENT_BOUNCE` is

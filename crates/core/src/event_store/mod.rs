@@ -278,6 +278,7 @@ impl CompactionRound {
     }
 
     /// What the round did so far.
+    #[cfg(feature = "postgres")]
     pub(crate) fn done(&self) -> Compacted {
         self.done
     }

@@ -21,6 +21,8 @@ use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 
+use super::OpenError;
+
 pub use deadpool_postgres::{self, Pool};
 pub use events::PgEventStore;
 pub use jobs::PgJobStore;
@@ -163,50 +165,11 @@ const REDERIVE_AT: &[usize] = &[3, 4];
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
 
-/// Why [`connect`] gave no pool: what to fix, and the driver's error
-/// beneath it (`source()`), if there is one.
-#[derive(Debug)]
-pub struct ConnectError {
-    context: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl ConnectError {
-    fn new(context: impl Into<String>) -> Self {
-        ConnectError {
-            context: context.into(),
-            source: None,
-        }
-    }
-
-    fn caused(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ConnectError {
-            context: context.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {}", self.context, crate::error_chain(&**source)),
-            None => f.write_str(&self.context),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
 /// Connects a pool to `url` (`postgres://...`, libpq-style parameters
 /// included: `?options=-c%20search_path%3Dmy_schema` picks a schema;
 /// `sslmode` and `sslrootcert` as libpq reads them, see the `tls` module) and
 /// brings the schema up to date.
-pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, ConnectError> {
+pub async fn connect(url: &str, max_connections: usize) -> Result<Pool, OpenError> {
     connect_with_default_region(url, max_connections, &crate::Region::us_east_1()).await
 }
 
@@ -216,13 +179,13 @@ pub async fn connect_with_default_region(
     url: &str,
     max_connections: usize,
     default_region: &crate::Region,
-) -> Result<Pool, ConnectError> {
-    let (url, tls) = tls::split(url).map_err(ConnectError::new)?;
-    let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| ConnectError::caused("database URL", e))?;
+) -> Result<Pool, OpenError> {
+    let (url, tls) = tls::split(url).map_err(OpenError::new)?;
+    let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| OpenError::caused("database URL", e))?;
     config.ssl_mode(tls.ssl_mode());
     let manager = Manager::from_config(
         config,
-        tls.connector().map_err(ConnectError::new)?,
+        tls.connector().map_err(OpenError::new)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -230,22 +193,22 @@ pub async fn connect_with_default_region(
     let pool = Pool::builder(manager)
         .max_size(max_connections)
         .build()
-        .map_err(|e| ConnectError::caused("database pool", e))?;
+        .map_err(|e| OpenError::caused("database pool", e))?;
     migrate(&pool, default_region).await?;
     Ok(pool)
 }
 
 /// [`connect`] with an owned URL and a small pool, for spawning.
-pub async fn connect_owned(url: String) -> Result<Pool, ConnectError> {
+pub async fn connect_owned(url: String) -> Result<Pool, OpenError> {
     connect(&url, 2).await
 }
 
-async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), ConnectError> {
+async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), OpenError> {
     let mut client = pool
         .get()
         .await
-        .map_err(|e| ConnectError::caused("connecting to PostgreSQL", e))?;
-    let failed = |e| ConnectError::caused("migrating the schema", e);
+        .map_err(|e| OpenError::caused("connecting to PostgreSQL", e))?;
+    let failed = |e| OpenError::caused("migrating the schema", e);
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -266,7 +229,7 @@ async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), Conn
     let version: i32 = row.get(0);
     let version = usize::try_from(version).unwrap_or(0);
     if version > MIGRATIONS.len() {
-        return Err(ConnectError::new(format!(
+        return Err(OpenError::new(format!(
             "the database is at schema version {version}, newer than this build's {}",
             MIGRATIONS.len()
         )));
@@ -274,7 +237,7 @@ async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), Conn
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.batch_execute(sql)
             .await
-            .map_err(|e| ConnectError::caused(format!("migration {}", i + 1), e))?;
+            .map_err(|e| OpenError::caused(format!("migration {}", i + 1), e))?;
         tx.execute(
             "INSERT INTO ses_export_migrations (version) VALUES ($1)",
             &[&(i as i32 + 1)],
@@ -288,7 +251,7 @@ async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), Conn
         tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
         events::rederive(&tx)
             .await
-            .map_err(|e| ConnectError::caused(format!("migration {}", MIGRATIONS.len()), e))?;
+            .map_err(|e| OpenError::caused(format!("migration {}", MIGRATIONS.len()), e))?;
     }
     tx.commit().await.map_err(failed)
 }
