@@ -50,3 +50,45 @@ pub(crate) mod rollup {
             .join(", ")
     }
 }
+
+/// Declares [`RECORD_COLUMNS`] and [`Col`], its positions, from one list.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! record_columns {
+    ($first:ident = $first_sql:literal $(, $name:ident = $sql:literal)* $(,)?) => {
+        /// The columns of an insight record as both databases select them
+        /// (`i`: the record's row, `m`: its message's); a row is read by
+        /// [`Col`], never by a number.
+        pub(crate) const RECORD_COLUMNS: &str = concat!($first_sql $(, ", ", $sql)*);
+
+        /// The position of each of [`RECORD_COLUMNS`].
+        #[derive(Debug, Clone, Copy)]
+        #[repr(usize)]
+        pub(crate) enum Col {
+            $first,
+            $($name,)*
+        }
+
+        impl Col {
+            /// The column's index in a row that starts [`RECORD_COLUMNS`]
+            /// at `at`.
+            pub(crate) fn at(self, at: usize) -> usize {
+                at + self as usize
+            }
+        }
+    };
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+record_columns!(
+    SendTs = "i.send_ts",
+    MessageId = "i.message_id",
+    Destination = "i.destination",
+    From = "m.from_address",
+    Subject = "m.subject",
+    Isp = "i.isp",
+    EmailIdentity = "i.email_identity",
+    ConfigurationSet = "i.configuration_set",
+    TenantName = "i.tenant_name",
+    RecipientCount = "i.recipient_count",
+    Flags = "i.flags",
+);

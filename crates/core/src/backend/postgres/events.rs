@@ -15,8 +15,8 @@ use tokio_postgres::Row;
 use super::segments::{self, DAY_LOCK, SegmentBucket};
 use super::{BACKEND, boxed};
 use crate::Scope;
-use crate::backend::rollup;
 use crate::backend::settled::{self, CHUNK, Lookup};
+use crate::backend::{Col, RECORD_COLUMNS, rollup};
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
 use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
@@ -63,9 +63,6 @@ fn generic(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     }
 }
 
-/// The columns of an insight record, its message's text joined in.
-const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
-                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
 /// The tables [`RECORD_COLUMNS`] come from.
 const RECORD_TABLES: &str =
     "ses_insights i LEFT JOIN ses_messages m ON m.account = i.account AND m.message_id = i.message_id";
@@ -76,33 +73,34 @@ fn record(row: &Row) -> InsightRecord {
 
 /// The fields filters look at, borrowed from a row of [`RECORD_COLUMNS`].
 fn filter_fields(row: &Row) -> FilterFields<'_> {
+    let c = |c: Col| c as usize;
     FilterFields {
-        message_id: row.get(1),
-        destination: row.get(2),
-        from_email_address: row.get(3),
-        subject: row.get(4),
-        isp: row.get(5),
-        tenant_name: row.get(8),
-        flags: EventFlags(u16::try_from(row.get::<_, i32>(10)).unwrap_or(0)),
-        recipient_count: u32::try_from(row.get::<_, i32>(9)).unwrap_or(1),
-        sample_hash: crate::insight::sample_hash(row.get(1), row.get(2)),
+        message_id: row.get(c(Col::MessageId)),
+        destination: row.get(c(Col::Destination)),
+        from_email_address: row.get(c(Col::From)),
+        subject: row.get(c(Col::Subject)),
+        isp: row.get(c(Col::Isp)),
+        tenant_name: row.get(c(Col::TenantName)),
+        flags: EventFlags(u16::try_from(row.get::<_, i32>(c(Col::Flags))).unwrap_or(0)),
+        recipient_count: u32::try_from(row.get::<_, i32>(c(Col::RecipientCount))).unwrap_or(1),
+        sample_hash: crate::insight::sample_hash(row.get(c(Col::MessageId)), row.get(c(Col::Destination))),
     }
 }
 
 /// A record from [`RECORD_COLUMNS`] starting at column `at`.
 fn record_at(row: &Row, at: usize) -> InsightRecord {
     InsightRecord {
-        send_timestamp: row.get(at),
-        message_id: row.get(at + 1),
-        destination: row.get(at + 2),
-        from_email_address: row.get(at + 3),
-        subject: row.get(at + 4),
-        isp: row.get(at + 5),
-        email_identity: row.get(at + 6),
-        configuration_set: row.get(at + 7),
-        tenant_name: row.get(at + 8),
-        recipient_count: u32::try_from(row.get::<_, i32>(at + 9)).unwrap_or(1),
-        flags: EventFlags(u16::try_from(row.get::<_, i32>(at + 10)).unwrap_or(0)),
+        send_timestamp: row.get(Col::SendTs.at(at)),
+        message_id: row.get(Col::MessageId.at(at)),
+        destination: row.get(Col::Destination.at(at)),
+        from_email_address: row.get(Col::From.at(at)),
+        subject: row.get(Col::Subject.at(at)),
+        isp: row.get(Col::Isp.at(at)),
+        email_identity: row.get(Col::EmailIdentity.at(at)),
+        configuration_set: row.get(Col::ConfigurationSet.at(at)),
+        tenant_name: row.get(Col::TenantName.at(at)),
+        recipient_count: u32::try_from(row.get::<_, i32>(Col::RecipientCount.at(at))).unwrap_or(1),
+        flags: EventFlags(u16::try_from(row.get::<_, i32>(Col::Flags.at(at))).unwrap_or(0)),
     }
 }
 

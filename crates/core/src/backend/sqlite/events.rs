@@ -15,10 +15,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use ses_export_model::types::BounceType;
 
-use super::scan::{RECORD_COLUMNS, Scan, record_from_offset_row};
+use super::scan::{Scan, record_from_offset_row};
 use super::segments::{self, Layout, Snapshot};
 use super::{BACKEND, Migration, fold_wal, lock, migrate};
 use crate::Scope;
+use crate::backend::RECORD_COLUMNS;
 use crate::backend::rollup;
 use crate::backend::settled::Lookup;
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};

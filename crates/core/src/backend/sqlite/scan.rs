@@ -8,25 +8,28 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::segments::Snapshot;
 use crate::backend::settled::{self, CHUNK, Sink};
+use crate::backend::{Col, RECORD_COLUMNS};
 use crate::clock::{DAY_MILLIS, Interval, day_of, day_start};
 use crate::event_store::{RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError};
 use crate::filter::FilterFields;
 use crate::insight::{EventFlags, InsightRecord};
 
-/// The columns of an insight record, its message's text joined in; the
-/// insight rows drive the scan (a LEFT JOIN keeps SQLite from reordering
-/// it), so records come in the insights key's order.
-pub(super) const RECORD_COLUMNS: &str = "i.send_ts, i.message_id, i.destination, m.from_address, m.subject, i.isp, \
-                              i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
 /// The tables [`RECORD_COLUMNS`] come from (a message row is keyed by its
-/// send day first, as the record's send time says).
+/// send day first, as the record's send time says). The insight rows drive
+/// the scan (a LEFT JOIN keeps SQLite from reordering it), so records come
+/// in the insights key's order.
 pub(super) const RECORD_TABLES: &str = "insights i LEFT JOIN messages m ON m.account = i.account \
      AND m.day = i.send_ts / 86400000 AND m.message_id = i.message_id";
 /// [`RECORD_COLUMNS`] without the message's text, from the insights alone:
 /// for scans whose filter does not read the text, which then fetch it only
 /// for the records they keep (a seek per kept record, not per row).
-const RECORD_COLUMNS_NO_TEXT: &str = "i.send_ts, i.message_id, i.destination, NULL, NULL, i.isp, \
-                                      i.email_identity, i.configuration_set, i.tenant_name, i.recipient_count, i.flags";
+static RECORD_COLUMNS_NO_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    RECORD_COLUMNS
+        .split(", ")
+        .map(|c| if c.starts_with("m.") { "NULL" } else { c })
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> {
     record_from_offset_row(row, 0)
@@ -35,23 +38,24 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<InsightRecord> 
 /// A record from [`RECORD_COLUMNS`] starting at column `at`.
 pub(super) fn record_from_offset_row(row: &Row<'_>, at: usize) -> rusqlite::Result<InsightRecord> {
     Ok(InsightRecord {
-        send_timestamp: row.get(at)?,
-        message_id: row.get(at + 1)?,
-        destination: row.get(at + 2)?,
-        from_email_address: row.get(at + 3)?,
-        subject: row.get(at + 4)?,
-        isp: row.get(at + 5)?,
-        email_identity: row.get(at + 6)?,
-        configuration_set: row.get(at + 7)?,
-        tenant_name: row.get(at + 8)?,
-        recipient_count: row.get(at + 9)?,
-        flags: EventFlags(row.get(at + 10)?),
+        send_timestamp: row.get(Col::SendTs.at(at))?,
+        message_id: row.get(Col::MessageId.at(at))?,
+        destination: row.get(Col::Destination.at(at))?,
+        from_email_address: row.get(Col::From.at(at))?,
+        subject: row.get(Col::Subject.at(at))?,
+        isp: row.get(Col::Isp.at(at))?,
+        email_identity: row.get(Col::EmailIdentity.at(at))?,
+        configuration_set: row.get(Col::ConfigurationSet.at(at))?,
+        tenant_name: row.get(Col::TenantName.at(at))?,
+        recipient_count: row.get(Col::RecipientCount.at(at))?,
+        flags: EventFlags(row.get(Col::Flags.at(at))?),
     })
 }
 
 /// The filter fields of a row of [`RECORD_COLUMNS`], borrowed.
 fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
-    let text = |i: usize| -> rusqlite::Result<Option<&'r str>> {
+    let text = |c: Col| -> rusqlite::Result<Option<&'r str>> {
+        let i = c as usize;
         match row.get_ref(i)? {
             rusqlite::types::ValueRef::Null => Ok(None),
             value => value
@@ -60,17 +64,20 @@ fn filter_fields<'r>(row: &'r Row<'_>) -> rusqlite::Result<FilterFields<'r>> {
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
         }
     };
-    let (message_id, destination) = (text(1)?.unwrap_or_default(), text(2)?.unwrap_or_default());
+    let (message_id, destination) = (
+        text(Col::MessageId)?.unwrap_or_default(),
+        text(Col::Destination)?.unwrap_or_default(),
+    );
     Ok(FilterFields {
         message_id,
         destination,
         sample_hash: crate::insight::sample_hash(message_id, destination),
-        from_email_address: text(3)?,
-        subject: text(4)?,
-        isp: text(5)?.unwrap_or_default(),
-        tenant_name: text(8)?,
-        flags: EventFlags(row.get(10)?),
-        recipient_count: row.get(9)?,
+        from_email_address: text(Col::From)?,
+        subject: text(Col::Subject)?,
+        isp: text(Col::Isp)?.unwrap_or_default(),
+        tenant_name: text(Col::TenantName)?,
+        flags: EventFlags(row.get(Col::Flags as usize)?),
+        recipient_count: row.get(Col::RecipientCount as usize)?,
     })
 }
 
@@ -121,8 +128,9 @@ impl Scan<'_> {
         let text_later = self.keep.is_some_and(|(keep, _)| keep.judges_before_text());
         let sql = if text_later {
             format!(
-                "SELECT {RECORD_COLUMNS_NO_TEXT} FROM insights i WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
-                 ORDER BY i.send_ts, i.message_id, i.destination"
+                "SELECT {} FROM insights i WHERE i.account = ?1 AND i.send_ts BETWEEN ?2 AND ?3 \
+                 ORDER BY i.send_ts, i.message_id, i.destination",
+                *RECORD_COLUMNS_NO_TEXT
             )
         } else {
             format!(

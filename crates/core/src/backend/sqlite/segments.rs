@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::scan::{RECORD_COLUMNS, RECORD_TABLES, record_from_row};
+use super::scan::{RECORD_TABLES, record_from_row};
+use crate::backend::RECORD_COLUMNS;
 use crate::backend::settled;
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event_store::{Compacted, CompactionPlan, StoreError};
