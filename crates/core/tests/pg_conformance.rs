@@ -43,15 +43,19 @@ async fn postgres_event_store_conforms() {
     drop_schemas(&base, "events").await;
 }
 
-/// A bucket (a folder here; the cluster test runs one on an S3 server)
-/// and a cache, in `dir`.
+/// A bucket that is the folder `folder` (the cluster test runs one on an
+/// S3 server), read through a server's cache in `cache`.
+fn folder_bucket(folder: &std::path::Path, cache: &std::path::Path) -> SegmentBucket {
+    std::fs::create_dir_all(folder).expect("bucket");
+    let objects = object_store::local::LocalFileSystem::new_with_prefix(folder).expect("bucket");
+    SegmentBucket::new(Arc::new(objects), cache, 64 << 20).expect("cache")
+}
+
+/// A bucket of its own and a cache, in `dir`.
 fn bucket(dir: &std::path::Path) -> SegmentBucket {
     static BUCKETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = BUCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let folder = dir.join(format!("bucket-{n}"));
-    std::fs::create_dir_all(&folder).expect("bucket");
-    let store = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
-    SegmentBucket::new(Arc::new(store), &dir.join(format!("cache-{n}")), 64 << 20).expect("cache")
+    folder_bucket(&dir.join(format!("bucket-{n}")), &dir.join(format!("cache-{n}")))
 }
 
 /// A store whose settled days are segments in a bucket.
@@ -166,9 +170,7 @@ async fn what_a_killed_compaction_leaves_is_never_read() {
     let Some(base) = database_url() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let folder = dir.path().join("bucket");
-    std::fs::create_dir_all(&folder).expect("bucket");
-    let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
-    let segments = SegmentBucket::new(Arc::new(objects), &dir.path().join("cache"), 64 << 20).expect("cache");
+    let segments = folder_bucket(&folder, &dir.path().join("cache"));
     let pool = postgres::connect(&schema(&base, "killed").await, 4)
         .await
         .expect("connect");
@@ -233,11 +235,7 @@ async fn scans_during_compactions_see_each_record_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = schema(&base, "concurrent").await;
     let folder = dir.path().join("bucket");
-    std::fs::create_dir_all(&folder).expect("bucket");
-    let server = |cache: &str| {
-        let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
-        SegmentBucket::new(Arc::new(objects), &dir.path().join(cache), 64 << 20).expect("cache")
-    };
+    let server = |cache: &str| folder_bucket(&folder, &dir.path().join(cache));
     let store = PgEventStore::with_segments(postgres::connect(&url, 8).await.expect("connect"), server("cache-1"));
     // A second server on the same database and bucket, with a cache of its own.
     let other = PgEventStore::with_segments(postgres::connect(&url, 4).await.expect("connect"), server("cache-2"));
@@ -255,9 +253,7 @@ async fn retention_deletes_settled_days_from_the_bucket() {
     let Some(base) = database_url() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let folder = dir.path().join("bucket");
-    std::fs::create_dir_all(&folder).expect("bucket");
-    let objects = object_store::local::LocalFileSystem::new_with_prefix(&folder).expect("bucket");
-    let segments = SegmentBucket::new(Arc::new(objects), &dir.path().join("cache"), 64 << 20).expect("cache");
+    let segments = folder_bucket(&folder, &dir.path().join("cache"));
     let pool = postgres::connect(&schema(&base, "retention").await, 4)
         .await
         .expect("connect");
