@@ -1,7 +1,8 @@
 //! The backends: where events, jobs and rate-limit buckets are kept. Each
 //! has the same layout (`events`, `jobs`, `limits` where it keeps its own,
-//! and its one migration scheme in `mod.rs`) and passes the same
-//! conformance suites (`event_store::conformance`, `job::conformance`).
+//! and in `mod.rs` how its transaction runs the one migration scheme,
+//! [`migrate`]) and passes the same conformance suites
+//! (`event_store::conformance`, `job::conformance`).
 //!
 //! - [`memory`]: always built; tests and throwaway servers.
 //! - [`sqlite`] (feature `sqlite`, default): the embedded default, one
@@ -10,6 +11,8 @@
 //!   database, with cluster-wide leases and rate limits.
 
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
 #[cfg(feature = "service")]
 mod open;
 #[cfg(feature = "postgres")]

@@ -41,6 +41,19 @@ pub struct PlannedEvent {
     pub complaint_feedback_type: Option<String>,
 }
 
+impl PlannedEvent {
+    /// The flag bit this event sets on its record: the one decision of what
+    /// an event means, for ingest and for a replay of kept events alike.
+    pub fn bit(&self) -> EventFlags {
+        // A bounce's subtype when the event is a bounce, else a complaint's.
+        let sub_type = match &self.bounce_type {
+            Some(_) => self.bounce_sub_type.as_deref(),
+            None => self.complaint_sub_type.as_deref(),
+        };
+        EventFlags::of(self.kind, self.bounce_type.as_ref(), sub_type)
+    }
+}
+
 /// What is kept once per message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow {
@@ -91,22 +104,51 @@ pub async fn apply_batch<T: BatchTxn + ?Sized>(txn: &mut T, events: &[SesEvent])
     if !folded.messages.is_empty() {
         txn.insert_messages(&folded.messages).await?;
     }
-    let old = if folded.touched.is_empty() {
+    write_back(txn, folded.touched, &folded.lessons).await?;
+    Ok(folded.outcome)
+}
+
+/// Replays kept events through the same steps as [`apply_batch`], for a
+/// migration that changes what events mean: each row of `kept` is a stored
+/// event with the record it belongs to. The caller clears what events
+/// derive first (records' flags to none, no rollups, nothing learned);
+/// replaying the store's events then, in chunks of any size, leaves what
+/// ingesting them afresh would.
+pub async fn replay<T: BatchTxn + ?Sized>(txn: &mut T, kept: &[(PlannedEvent, InsightRecord)]) -> Result<(), StoreError> {
+    let mut touched = Touched::default();
+    for (row, record) in kept {
+        touched.add(row, || InsightRecord {
+            flags: EventFlags::default(),
+            ..record.clone()
+        });
+    }
+    let (touched, lessons) = touched.finish();
+    write_back(txn, touched, &lessons).await
+}
+
+/// Steps 3 and 4 of a batch: merges what the touched records gain with
+/// their stored flags and writes the records, rollup deltas and lessons.
+async fn write_back<T: BatchTxn + ?Sized>(
+    txn: &mut T,
+    touched: Vec<(InsightRecord, EventFlags)>,
+    lessons: &[(Lesson, String)],
+) -> Result<(), StoreError> {
+    let old = if touched.is_empty() {
         Vec::new()
     } else {
-        txn.record_flags(&folded.touched).await?
+        txn.record_flags(&touched).await?
     };
-    let merged = merge_flags(folded.touched, &old);
+    let merged = merge_flags(touched, &old);
     if !merged.records.is_empty() {
         txn.put_records(&merged.records).await?;
     }
     if !merged.rollups.is_empty() {
         txn.add_rollups(&merged.rollups).await?;
     }
-    if !folded.lessons.is_empty() {
-        txn.learn(&folded.lessons).await?;
+    if !lessons.is_empty() {
+        txn.learn(lessons).await?;
     }
-    Ok(folded.outcome)
+    Ok(())
 }
 
 /// Runs [`apply_batch`] for a backend whose steps never wait (memory,
@@ -116,8 +158,16 @@ pub fn apply_batch_now<T: BatchTxn + ?Sized>(
     events: &[SesEvent],
     backend: &'static str,
 ) -> Result<BatchOutcome, StoreError> {
+    now(apply_batch(txn, events), backend)
+}
+
+/// Runs a step of a backend that never waits to its end, at once.
+pub fn now<T>(
+    step: impl Future<Output = Result<T, StoreError>>,
+    backend: &'static str,
+) -> Result<T, StoreError> {
     use futures_util::FutureExt;
-    apply_batch(txn, events).now_or_never().unwrap_or_else(|| {
+    step.now_or_never().unwrap_or_else(|| {
         Err(StoreError::Generic {
             backend,
             source: "an ingest step of a synchronous store waited".into(),
@@ -201,7 +251,9 @@ pub fn lesson(kind: EventKind, bit: EventFlags, record: &InsightRecord) -> Optio
     }
 }
 
-/// The flag bit of `event`.
+/// The flag bit of `event`, decided from the event as SES sent it (the
+/// reference implementation's path; ingest decides from its rows,
+/// [`PlannedEvent::bit`]).
 pub fn event_bit(event: &SesEvent) -> EventFlags {
     let sub_type = match (&event.bounce, &event.complaint) {
         (Some(bounce), _) => bounce.bounce_sub_type.as_deref(),
@@ -216,25 +268,13 @@ pub fn event_bit(event: &SesEvent) -> EventFlags {
 /// rows was new.
 pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]) -> Folded {
     let mut is_new = vec![false; events.len()];
-    let mut touched: HashMap<(Millis, &str, &str), (InsightRecord, EventFlags)> = HashMap::new();
-    let mut lessons: BTreeSet<(Lesson, String)> = BTreeSet::new();
+    let mut touched = Touched::default();
     for ((index, row), new) in planned.event_index.iter().zip(&planned.rows).zip(new_rows) {
         if !new {
             continue;
         }
         is_new[*index] = true;
-        let event = &events[*index];
-        let bit = event_bit(event);
-        let key = (
-            event.mail.timestamp,
-            event.mail.message_id.as_str(),
-            row.recipient.as_str(),
-        );
-        let entry = touched
-            .entry(key)
-            .or_insert_with(|| (InsightRecord::new(&event.mail, &row.recipient), EventFlags::default()));
-        entry.1 = entry.1.union(bit);
-        lessons.extend(lesson(event.kind, bit, &entry.0));
+        touched.add(row, || InsightRecord::new(&events[*index].mail, &row.recipient));
     }
     let mut outcome = BatchOutcome::default();
     let mut messages = Vec::new();
@@ -260,13 +300,41 @@ pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]
             });
         }
     }
-    let mut touched: Vec<(InsightRecord, EventFlags)> = touched.into_values().collect();
-    touched.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+    let (touched, lessons) = touched.finish();
     Folded {
         outcome,
         messages,
         touched,
-        lessons: lessons.into_iter().collect(),
+        lessons,
+    }
+}
+
+/// The records a batch's events touch, with the bits they add, and what
+/// those events teach.
+#[derive(Default)]
+struct Touched<'a> {
+    records: HashMap<(Millis, &'a str, &'a str), (InsightRecord, EventFlags)>,
+    lessons: BTreeSet<(Lesson, String)>,
+}
+
+impl<'a> Touched<'a> {
+    /// Adds `row`'s event to its record, which `record` makes the first
+    /// time the record is touched.
+    fn add(&mut self, row: &'a PlannedEvent, record: impl FnOnce() -> InsightRecord) {
+        let bit = row.bit();
+        let entry = self
+            .records
+            .entry((row.send_timestamp, &row.message_id, &row.recipient))
+            .or_insert_with(|| (record(), EventFlags::default()));
+        entry.1 = entry.1.union(bit);
+        self.lessons.extend(lesson(row.kind, bit, &entry.0));
+    }
+
+    /// The records in key order, and the lessons, each once.
+    fn finish(self) -> (Vec<(InsightRecord, EventFlags)>, Vec<(Lesson, String)>) {
+        let mut touched: Vec<(InsightRecord, EventFlags)> = self.records.into_values().collect();
+        touched.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+        (touched, self.lessons.into_iter().collect())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::backend::settled::{self, CHUNK, Lookup};
 use crate::backend::{Col, RECORD_COLUMNS, rollup};
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
-use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount};
+use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch, recount, replay};
 use crate::event_store::{
     BatchOutcome, Compacted, CompactionPlan, CompactionRound, EventStore, InsightStream, MessageDetail,
     RecipientDetail, RecordFilter, SCAN_CHECK_ROWS, ScanControl, StoreError, StoredEvent,
@@ -911,98 +911,68 @@ async fn add_rollups(
     Ok(())
 }
 
-/// Derives again, from the kept events, every record's flags, the lessons
-/// and the rollups (the migration to the revised definitions), with the
-/// same functions ingest uses. It reads a store's events at once: a
-/// one-time cost at the start of the first server of the new version.
+/// Derives again what the kept events mean (every record's flags, the
+/// rollups, the lessons) by replaying them through the batch driver, an
+/// account and a chunk of rows at a time: the migration to a changed
+/// meaning, run by the first server of the new version.
 pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
-    use crate::event_store::batch::lesson;
+    const CHUNK: usize = 10_000;
+    tx.batch_execute("UPDATE ses_insights SET flags = 0; DELETE FROM ses_metric_days; DELETE FROM ses_learned;")
+        .await
+        .map_err(generic)?;
+    // Read whole (a one-time cost), then replayed a chunk at a time.
     let rows = tx
         .query(
-            "SELECT e.account, e.message_id, m.send_ts, e.recipient, e.kind, e.bounce_type, e.bounce_sub_type, \
-             e.complaint_sub_type, i.isp, i.configuration_set, i.recipient_count \
-             FROM ses_events e JOIN ses_messages m ON m.account = e.account AND m.message_id = e.message_id \
-             JOIN ses_insights i ON i.account = e.account AND i.send_ts = m.send_ts AND i.message_id = e.message_id \
-             AND i.destination = e.recipient",
+            &format!(
+                "SELECT e.account, e.event_id, e.kind, e.ts, e.bounce_type, e.bounce_sub_type, e.diagnostic_code, \
+                 e.complaint_sub_type, e.complaint_feedback_type, {RECORD_COLUMNS} \
+                 FROM ses_events e JOIN ses_messages m ON m.account = e.account AND m.message_id = e.message_id \
+                 JOIN ses_insights i ON i.account = e.account AND i.send_ts = m.send_ts \
+                 AND i.message_id = e.message_id AND i.destination = e.recipient ORDER BY e.account"
+            ),
             &[],
         )
         .await
         .map_err(generic)?;
-    let mut records: HashMap<(String, i64, String, String), InsightRecord> = HashMap::new();
-    let mut lessons: HashSet<(String, i16, String)> = HashSet::new();
+    let mut account = String::new();
+    let mut kept: Vec<(PlannedEvent, InsightRecord)> = Vec::with_capacity(CHUNK);
     for row in &rows {
-        let (account, message_id, send_ts, recipient): (String, String, i64, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        let kind = EventKind::from_code(u8::try_from(row.get::<_, i16>(4)).unwrap_or(0)).unwrap_or(EventKind::Send);
-        let bounce_type = row.get::<_, Option<String>>(5).map(BounceType::from);
-        let sub_type: Option<String> = match kind {
-            EventKind::Bounce => row.get(6),
-            EventKind::Complaint => row.get(7),
-            _ => None,
-        };
-        let bit = EventFlags::of(kind, bounce_type.as_ref(), sub_type.as_deref());
-        let record = records
-            .entry((account.clone(), send_ts, message_id.clone(), recipient.clone()))
-            .or_insert_with(|| InsightRecord {
-                message_id,
-                send_timestamp: send_ts,
-                destination: recipient,
-                from_email_address: None,
-                subject: None,
-                isp: row.get(8),
-                email_identity: None,
-                configuration_set: row.get(9),
-                tenant_name: None,
-                recipient_count: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
-                flags: EventFlags::default(),
-            });
-        record.flags = record.flags.union(bit);
-        if let Some((lesson, value)) = lesson(kind, bit, record) {
-            lessons.insert((account, lesson.code(), value));
+        let row_account: String = row.get(0);
+        if row_account != account || kept.len() == CHUNK {
+            replay_chunk(tx, &account, &mut kept).await?;
+            account = row_account;
         }
+        let record = record_at(row, 9);
+        let id: Vec<u8> = row.get(1);
+        let event = PlannedEvent {
+            id: id.try_into().unwrap_or_default(),
+            message_id: record.message_id.clone(),
+            send_timestamp: record.send_timestamp,
+            recipient: record.destination.clone(),
+            kind: EventKind::from_code(u8::try_from(row.get::<_, i16>(2)).unwrap_or(0)).unwrap_or(EventKind::Send),
+            timestamp: row.get(3),
+            bounce_type: row.get::<_, Option<String>>(4).map(BounceType::from),
+            bounce_sub_type: row.get(5),
+            diagnostic_code: row.get(6),
+            complaint_sub_type: row.get(7),
+            complaint_feedback_type: row.get(8),
+        };
+        kept.push((event, record));
     }
-    let keys: Vec<&(String, i64, String, String)> = records.keys().collect();
-    tx.execute(
-        "UPDATE ses_insights i SET flags = u.flags FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], \
-         $5::int4[]) AS u(account, send_ts, message_id, destination, flags) \
-         WHERE i.account = u.account AND i.send_ts = u.send_ts AND i.message_id = u.message_id \
-         AND i.destination = u.destination",
-        &[
-            &keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(),
-            &keys.iter().map(|k| k.1).collect::<Vec<_>>(),
-            &keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>(),
-            &keys.iter().map(|k| k.3.as_str()).collect::<Vec<_>>(),
-            &keys.iter().map(|k| i32::from(records[*k].flags.0)).collect::<Vec<_>>(),
-        ],
-    )
-    .await
-    .map_err(generic)?;
-    let lessons: Vec<(String, i16, String)> = lessons.into_iter().collect();
-    tx.execute(
-        "INSERT INTO ses_learned (account, lesson, value) SELECT * FROM unnest($1::text[], $2::int2[], $3::text[]) \
-         ON CONFLICT DO NOTHING",
-        &[
-            &lessons.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
-            &lessons.iter().map(|l| l.1).collect::<Vec<_>>(),
-            &lessons.iter().map(|l| l.2.as_str()).collect::<Vec<_>>(),
-        ],
-    )
-    .await
-    .map_err(generic)?;
+    replay_chunk(tx, &account, &mut kept).await
+}
 
-    // Rollups, from every record.
-    tx.execute("DELETE FROM ses_metric_days", &[]).await.map_err(generic)?;
-    let all = tx
-        .query(&format!("SELECT i.account, {RECORD_COLUMNS} FROM {RECORD_TABLES}"), &[])
-        .await
-        .map_err(generic)?;
-    let mut by_account: HashMap<String, Vec<InsightRecord>> = HashMap::new();
-    for row in &all {
-        let account: String = row.get(0);
-        by_account.entry(account).or_default().push(record_at(row, 1));
-    }
-    for (account, records) in by_account {
-        add_rollups(tx, &account, &recount(records.iter())).await?;
-    }
+async fn replay_chunk(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: &str,
+    kept: &mut Vec<(PlannedEvent, InsightRecord)>,
+) -> Result<(), StoreError> {
+    let mut txn = PgTxn {
+        tx,
+        account,
+        segments: None,
+    };
+    replay(&mut txn, kept).await?;
+    kept.clear();
     Ok(())
 }

@@ -22,6 +22,9 @@ use std::str::FromStr;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 
 use super::OpenError;
+use super::migrate::{SchemaTxn, Step};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use deadpool_postgres::{self, Pool};
 pub use events::PgEventStore;
@@ -36,8 +39,10 @@ pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dy
     Box::new(e)
 }
 
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// The schema, step by step ([`crate::backend::migrate`]).
+const MIGRATIONS: &[Step] = &[
+    Step::sql(
+        r#"
 CREATE TABLE ses_messages (
     account      TEXT COLLATE "C" NOT NULL,
     message_id   TEXT COLLATE "C" NOT NULL,
@@ -121,14 +126,18 @@ CREATE TABLE rate_buckets (
     PRIMARY KEY (account, operation)
 );
 "#,
+    ),
     // A message's text is kept once, in ses_messages (docs/security.md).
-    r#"
+    Step::sql(
+        r#"
 ALTER TABLE ses_insights DROP COLUMN from_address, DROP COLUMN subject;
 CREATE INDEX ses_messages_by_send_ts ON ses_messages (send_ts);
 "#,
+    ),
     // Metrics and insight records as AWS defines them: what the account's
-    // events teach; flags and rollups are derived again (`rederive`).
-    r#"
+    // events teach; flags and rollups are derived again.
+    Step::rederiving(
+        r#"
 CREATE TABLE ses_learned (
     account TEXT COLLATE "C" NOT NULL,
     lesson  SMALLINT NOT NULL,
@@ -136,14 +145,16 @@ CREATE TABLE ses_learned (
     PRIMARY KEY (account, lesson, value)
 );
 "#,
+    ),
     // A complaint teaches its ISP's feedback loop from a message of any
     // number of recipients (SPEC §5 as of 2026-12-06): what was learned is
-    // derived again (`REDERIVE_AT`); no table changes.
-    "SELECT 1;",
+    // derived again; no table changes.
+    Step::rederiving(""),
     // Everything is kept per account and region (`Scope`): what was kept
     // before regions existed becomes the default region's (the migrating
     // transaction sets `ses_export.default_region`).
-    r#"
+    Step::sql(
+        r#"
 UPDATE ses_messages SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 UPDATE ses_events SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 UPDATE ses_insights SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
@@ -152,15 +163,11 @@ UPDATE ses_learned SET account = account || '/' || current_setting('ses_export.d
 UPDATE export_jobs SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 UPDATE rate_buckets SET account = account || '/' || current_setting('ses_export.default_region') WHERE strpos(account, '/') = 0;
 "#,
+    ),
     // Settled days as segments in the bucket, and the compactor's work list
     // (docs/ARCHITECTURE.md, "the columnar engine").
-    segments::SCHEMA,
+    Step::sql(segments::SCHEMA),
 ];
-
-/// The schema versions whose migrations re-derive flags, lessons and
-/// rollups from the kept events; an upgrade across several re-derives
-/// once, after the last.
-const REDERIVE_AT: &[usize] = &[3, 4];
 
 /// A lock id for migrations, the same for every server.
 const MIGRATION_LOCK: i64 = 0x0005_e5e4_0000_0001;
@@ -203,6 +210,9 @@ pub async fn connect_owned(url: String) -> Result<Pool, OpenError> {
     connect(&url, 2).await
 }
 
+/// Migrates under an advisory lock, in one transaction
+/// ([`crate::backend::migrate`]): servers starting at once take turns, and
+/// the second finds nothing to do.
 async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), OpenError> {
     let mut client = pool
         .get()
@@ -222,36 +232,43 @@ async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), Open
     tx.batch_execute("CREATE TABLE IF NOT EXISTS ses_export_migrations (version INTEGER PRIMARY KEY)")
         .await
         .map_err(failed)?;
-    let row = tx
-        .query_one("SELECT coalesce(max(version), 0) FROM ses_export_migrations", &[])
+    crate::backend::migrate::migrate(&mut Migrating { tx: &tx }, "PostgreSQL", MIGRATIONS)
         .await
-        .map_err(failed)?;
-    let version: i32 = row.get(0);
-    let version = usize::try_from(version).unwrap_or(0);
-    if version > MIGRATIONS.len() {
-        return Err(OpenError::new(format!(
-            "the database is at schema version {version}, newer than this build's {}",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| OpenError::caused(format!("migration {}", i + 1), e))?;
-        tx.execute(
-            "INSERT INTO ses_export_migrations (version) VALUES ($1)",
-            &[&(i as i32 + 1)],
-        )
-        .await
-        .map_err(failed)?;
-    }
-    // A database that held data (`version > 0`) from before a re-deriving
-    // step is derived again, once, in the same transaction.
-    if version > 0 && REDERIVE_AT.iter().any(|at| *at > version) {
-        tracing::info!("re-deriving insight records and metric rollups from the kept events (once)");
-        events::rederive(&tx)
-            .await
-            .map_err(|e| OpenError::caused(format!("migration {}", MIGRATIONS.len()), e))?;
-    }
+        .map_err(|e| OpenError::caused("migrating the PostgreSQL database", e))?;
     tx.commit().await.map_err(failed)
+}
+
+struct Migrating<'a> {
+    tx: &'a deadpool_postgres::Transaction<'a>,
+}
+
+impl SchemaTxn for Migrating<'_> {
+    async fn version(&mut self) -> Result<usize, BoxError> {
+        let row = self
+            .tx
+            .query_one("SELECT coalesce(max(version), 0) FROM ses_export_migrations", &[])
+            .await?;
+        Ok(usize::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+    }
+
+    async fn run(&mut self, sql: &str) -> Result<(), BoxError> {
+        Ok(self.tx.batch_execute(sql).await?)
+    }
+
+    async fn set_version(&mut self, version: usize) -> Result<(), BoxError> {
+        // One row per step run, as every version of this backend kept them.
+        let version = i32::try_from(version)?;
+        self.tx
+            .execute(
+                "INSERT INTO ses_export_migrations (version) SELECT v FROM generate_series(1, $1) AS v \
+                 ON CONFLICT DO NOTHING",
+                &[&version],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn rederive(&mut self) -> Result<(), BoxError> {
+        Ok(events::rederive(self.tx).await?)
+    }
 }

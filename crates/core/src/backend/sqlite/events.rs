@@ -7,7 +7,6 @@
 //! (`segments`), merged with their late records at read (`scan`). Rollups
 //! are one row per account, UTC day and dimension values.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,14 +16,14 @@ use ses_export_model::types::BounceType;
 
 use super::scan::{Scan, record_from_offset_row};
 use super::segments::{self, Layout, Snapshot};
-use super::{BACKEND, Migration, fold_wal, lock, migrate};
+use super::{BACKEND, Step, fold_wal, lock, migrate};
 use crate::Scope;
 use crate::backend::RECORD_COLUMNS;
 use crate::backend::rollup;
 use crate::backend::settled::Lookup;
 use crate::clock::{DAY_MILLIS, Interval, Millis, day_of, day_start};
 use crate::event::{EventKind, SesEvent};
-use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, recount};
+use crate::event_store::batch::{BatchTxn, MessageRow, PlannedEvent, apply_batch_now, now, recount, replay};
 use crate::event_store::{
     BatchOutcome, Compacted, CompactionPlan, CompactionRound, EventStore, InsightStream, MessageDetail,
     RecipientDetail, RecordFilter, ScanControl, StoreError, StoredEvent,
@@ -33,8 +32,8 @@ use crate::insight::{EventFlags, InsightRecord};
 use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 /// The schema, step by step (see [`migrate`]).
-const MIGRATIONS: &[Migration] = &[
-    Migration::sql(
+const MIGRATIONS: &[Step] = &[
+    Step::sql(
         r#"
 CREATE TABLE messages (
     account      TEXT NOT NULL,
@@ -100,7 +99,7 @@ CREATE TABLE metric_days (
     ),
     // A message's text (from address, subject) is kept once, in `messages`,
     // not once per recipient (docs/security.md): insight rows lose their copies.
-    Migration::sql(
+    Step::sql(
         r#"
 CREATE TABLE insights_v2 (
     account           TEXT NOT NULL,
@@ -127,10 +126,9 @@ CREATE INDEX messages_by_send_ts ON messages (send_ts);
     ),
     // Metrics and insight records as AWS defines them (docs/metrics.md):
     // what the account's events teach, kept once each. The records' flags
-    // and the rollups are derived again from the kept events by
-    // `rederive`, which runs with this step.
-    Migration {
-        sql: r#"
+    // and the rollups are derived again from the kept events.
+    Step::rederiving(
+        r#"
 CREATE TABLE learned (
     account TEXT NOT NULL,
     lesson  INTEGER NOT NULL,
@@ -138,18 +136,14 @@ CREATE TABLE learned (
     PRIMARY KEY (account, lesson, value)
 ) WITHOUT ROWID;
 "#,
-        then: Some(|tx| Ok(rederive(tx)?)),
-    },
+    ),
     // A complaint teaches its ISP's feedback loop from a message of any
     // number of recipients, not only from single-recipient ones (SPEC §5
     // as of 2026-12-06): what was learned is derived again.
-    Migration {
-        sql: "",
-        then: Some(|tx| Ok(rederive(tx)?)),
-    },
+    Step::rederiving(""),
     // Everything is kept per account and region (`Scope`): what was kept
     // before regions existed becomes the default region's.
-    Migration::sql(
+    Step::sql(
         r#"
 UPDATE messages SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
 UPDATE events SET account = account || '/' || (SELECT region FROM temp.defaults) WHERE instr(account, '/') = 0;
@@ -160,16 +154,13 @@ UPDATE learned SET account = account || '/' || (SELECT region FROM temp.defaults
     ),
     // Settled days move into columnar segments (docs/ARCHITECTURE.md): the
     // catalog, and every day already kept listed for the compactor.
-    Migration {
-        sql: segments::SCHEMA,
-        then: Some(|tx| Ok(tx.execute_batch(segments::LIST_EXISTING_DAYS)?)),
-    },
+    Step::sql(segments::SCHEMA),
     // Keys that follow time: events and messages keyed by their message's
     // send day first, so a backfill's batch touches the days it holds, not
     // the whole tree; a narrow index from a message id to its days (SES's
     // ids begin with their send time, so it grows at its end).
-    Migration {
-        sql: r#"
+    Step::sql(
+        r#"
 CREATE TABLE messages_v2 (
     account      TEXT NOT NULL,
     day          INTEGER NOT NULL,
@@ -215,8 +206,7 @@ CREATE TABLE message_days (
 ) WITHOUT ROWID;
 INSERT INTO message_days SELECT account, message_id, day FROM messages;
 "#,
-        then: None,
-    },
+    ),
 ];
 
 /// The days `message_id` has a message row in, oldest first.
@@ -304,10 +294,12 @@ impl SqliteEventStore {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", -32768)?;
         writer.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut writer, "event", MIGRATIONS, default_region).map_err(|source| StoreError::Generic {
-            backend: BACKEND,
-            source,
-        })?;
+        migrate(&mut writer, "event", MIGRATIONS, default_region, Some(|tx| Ok(rederive(tx)?))).map_err(
+            |e| StoreError::Generic {
+                backend: BACKEND,
+                source: Box::new(e),
+            },
+        )?;
         if let Some(max_bytes) = max_bytes {
             let page_size: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
@@ -373,131 +365,55 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Derives again, from the kept events, every record's flags, the lessons
-/// and the rollups, with the same functions ingest uses.
+/// Derives again what the kept events mean (every record's flags, the
+/// rollups, the lessons) by replaying them through the batch driver, a
+/// chunk of rows at a time: the migration to a changed meaning.
 fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-    // Flags and lessons, a message at a time.
-    let mut events = tx.prepare(
-        "SELECT e.account, e.message_id, m.send_ts, e.recipient, e.kind, e.bounce_type, e.bounce_sub_type, \
-         e.complaint_sub_type FROM events e JOIN messages m ON m.account = e.account AND m.message_id = e.message_id \
-         ORDER BY e.account, e.message_id",
-    )?;
-    let mut record = tx.prepare(
-        "SELECT isp, configuration_set, recipient_count FROM insights \
-         WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
-    )?;
-    let mut update = tx.prepare(
-        "UPDATE insights SET flags = ?5 WHERE account = ?1 AND send_ts = ?2 AND message_id = ?3 AND destination = ?4",
-    )?;
-    let mut rows = events.query([])?;
-    let mut flags: BTreeMap<(String, String, i64, String), InsightRecord> = BTreeMap::new();
-    let mut flush = |flags: &mut BTreeMap<(String, String, i64, String), InsightRecord>| -> Result<(), StoreError> {
-        for ((account, message_id, send_ts, destination), r) in std::mem::take(flags) {
-            update.execute(params![account, send_ts, message_id, destination, r.flags.0])?;
-        }
-        Ok(())
-    };
-    let mut current: Option<(String, String)> = None;
-    while let Some(row) = rows.next()? {
-        let (account, message_id, send_ts, recipient): (String, String, i64, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-        if current.as_ref() != Some(&(account.clone(), message_id.clone())) {
-            flush(&mut flags)?;
-            current = Some((account.clone(), message_id.clone()));
-        }
-        let kind = EventKind::from_code(row.get(4)?).unwrap_or(EventKind::Send);
-        let bounce_type = row.get::<_, Option<String>>(5)?.map(BounceType::from);
-        let sub_type: Option<String> = match kind {
-            EventKind::Bounce => row.get(6)?,
-            EventKind::Complaint => row.get(7)?,
-            _ => None,
-        };
-        let bit = EventFlags::of(kind, bounce_type.as_ref(), sub_type.as_deref());
-        let key = (account.clone(), message_id.clone(), send_ts, recipient.clone());
-        if !flags.contains_key(&key) {
-            let found = record
-                .query_row(params![account, send_ts, message_id, recipient], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, u32>(2)?,
-                    ))
-                })
-                .optional()?;
-            let Some((isp, configuration_set, recipient_count)) = found else {
-                continue;
-            };
-            flags.insert(
-                key.clone(),
-                InsightRecord {
-                    message_id: message_id.clone(),
-                    send_timestamp: send_ts,
-                    destination: recipient.clone(),
-                    from_email_address: None,
-                    subject: None,
-                    isp,
-                    email_identity: None,
-                    configuration_set,
-                    tenant_name: None,
-                    recipient_count,
-                    flags: EventFlags::default(),
-                },
-            );
-        }
-        if let Some(r) = flags.get_mut(&key) {
-            r.flags = r.flags.union(bit);
-            if let Some((lesson, value)) = crate::event_store::batch::lesson(kind, bit, r) {
-                SqliteTxn {
-                    tx,
-                    account: &account,
-                    settled: None,
-                }
-                .learn_one(lesson, &value)?;
-            }
-        }
-    }
-    flush(&mut flags)?;
-    drop(rows);
-
-    // Rollups, an account and day at a time, from the records.
-    tx.execute("DELETE FROM metric_days", [])?;
-    // The tables as they were when this step ran (before messages were
-    // keyed by day).
-    let mut all = tx.prepare(&format!(
-        "SELECT i.account, {RECORD_COLUMNS} FROM insights i \
-         LEFT JOIN messages m ON m.account = i.account AND m.message_id = i.message_id ORDER BY i.account, i.send_ts"
+    const CHUNK: usize = 10_000;
+    tx.execute_batch("UPDATE insights SET flags = 0; DELETE FROM metric_days; DELETE FROM learned;")?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT e.account, e.event_id, e.kind, e.ts, e.bounce_type, e.bounce_sub_type, e.diagnostic_code, \
+         e.complaint_sub_type, e.complaint_feedback_type, {RECORD_COLUMNS} \
+         FROM events e JOIN messages m ON m.account = e.account AND m.day = e.day AND m.message_id = e.message_id \
+         JOIN insights i ON i.account = e.account AND i.send_ts = m.send_ts AND i.message_id = e.message_id \
+         AND i.destination = e.recipient ORDER BY e.account, e.day, e.message_id"
     ))?;
-    let mut rows = all.query([])?;
-    let mut day_records: Vec<InsightRecord> = Vec::new();
-    let mut at: Option<(String, i64)> = None;
-    let write = |account: &str, records: &mut Vec<InsightRecord>| -> Result<(), StoreError> {
+    let mut rows = stmt.query([])?;
+    let mut account = String::new();
+    let mut kept: Vec<(PlannedEvent, InsightRecord)> = Vec::with_capacity(CHUNK);
+    let flush = |account: &str, kept: &mut Vec<(PlannedEvent, InsightRecord)>| -> Result<(), StoreError> {
         let mut txn = SqliteTxn {
             tx,
             account,
             settled: None,
         };
-        for counts in recount(records.iter()) {
-            txn.add_rollup(counts.day, &counts.dimensions, &counts.counts)?;
-        }
-        records.clear();
+        now(replay(&mut txn, kept), BACKEND)?;
+        kept.clear();
         Ok(())
     };
     while let Some(row) = rows.next()? {
-        let account: String = row.get(0)?;
-        let record = record_from_offset_row(row, 1)?;
-        let here = (account, day_of(record.send_timestamp));
-        if at.as_ref() != Some(&here) {
-            if let Some((account, _)) = &at {
-                write(account, &mut day_records)?;
-            }
-            at = Some(here);
+        let row_account: String = row.get(0)?;
+        if row_account != account || kept.len() == CHUNK {
+            flush(&account, &mut kept)?;
+            account = row_account;
         }
-        day_records.push(record);
+        let record = record_from_offset_row(row, 9)?;
+        let event = PlannedEvent {
+            id: row.get(1)?,
+            message_id: record.message_id.clone(),
+            send_timestamp: record.send_timestamp,
+            recipient: record.destination.clone(),
+            kind: EventKind::from_code(row.get(2)?).unwrap_or(EventKind::Send),
+            timestamp: row.get(3)?,
+            bounce_type: row.get::<_, Option<String>>(4)?.map(BounceType::from),
+            bounce_sub_type: row.get(5)?,
+            diagnostic_code: row.get(6)?,
+            complaint_sub_type: row.get(7)?,
+            complaint_feedback_type: row.get(8)?,
+        };
+        kept.push((event, record));
     }
-    if let Some((account, _)) = &at {
-        write(account, &mut day_records)?;
-    }
-    Ok(())
+    flush(&account, &mut kept)
 }
 
 struct SqliteTxn<'a> {
@@ -1077,7 +993,7 @@ mod tests {
         {
             // Schema 6, filled with what the fresh store holds, in its shape.
             let mut conn = Connection::open(&old).expect("open");
-            migrate(&mut conn, "event", &MIGRATIONS[..6], &crate::Region::us_east_1()).expect("schema 6");
+            migrate(&mut conn, "event", &MIGRATIONS[..6], &crate::Region::us_east_1(), None).expect("schema 6");
             let fresh_path = fresh.to_str().expect("path");
             conn.execute_batch(&format!(
                 "ATTACH '{fresh_path}' AS f; \

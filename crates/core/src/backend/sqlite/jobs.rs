@@ -8,14 +8,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use ses_export_model::types::{ExportSourceType, JobStatus};
 
-use super::{BACKEND, Migration, fold_wal, lock, migrate};
+use super::{BACKEND, Step, fold_wal, lock, migrate};
 use crate::Scope;
 use crate::clock::Millis;
 use crate::job::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 
 /// The schema, step by step (see [`migrate`]).
-const MIGRATIONS: &[Migration] = &[
-    Migration::sql(
+const MIGRATIONS: &[Step] = &[
+    Step::sql(
         r#"
 CREATE TABLE IF NOT EXISTS export_jobs (
     account     TEXT NOT NULL,
@@ -35,7 +35,7 @@ CREATE INDEX IF NOT EXISTS export_jobs_by_time ON export_jobs (account, created 
 CREATE INDEX IF NOT EXISTS export_jobs_by_status ON export_jobs (status, created, job_id);
 "#,
     ),
-    Migration::sql(
+    Step::sql(
         r#"
 ALTER TABLE export_jobs ADD COLUMN lease_owner TEXT;
 ALTER TABLE export_jobs ADD COLUMN lease_expires INTEGER;
@@ -43,7 +43,7 @@ ALTER TABLE export_jobs ADD COLUMN lease_expires INTEGER;
     ),
     // Jobs are kept per account and region (`Scope`): those made before
     // regions existed become the default region's.
-    Migration::sql(
+    Step::sql(
         r#"
 UPDATE export_jobs SET account = account || '/' || (SELECT region FROM temp.defaults)
     WHERE instr(account, '/') = 0;
@@ -137,9 +137,9 @@ impl SqliteJobStore {
         // A state change is visible only once it would survive power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut conn, "job", MIGRATIONS, default_region).map_err(|source| JobStoreError::Generic {
+        migrate(&mut conn, "job", MIGRATIONS, default_region, None).map_err(|e| JobStoreError::Generic {
             backend: BACKEND,
-            source,
+            source: Box::new(e),
         })?;
         Ok(SqliteJobStore {
             conn: Arc::new(Mutex::new(conn)),

@@ -19,59 +19,70 @@ pub(crate) const BACKEND: &str = "sqlite";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Converts what a database holds, inside a migration's transaction.
-pub(crate) type Convert = fn(&rusqlite::Transaction<'_>) -> Result<(), BoxError>;
+pub(crate) use crate::backend::migrate::Step;
+use crate::backend::migrate::{MigrateError, SchemaTxn};
 
-/// One step of a database's schema.
-pub(crate) struct Migration {
-    pub sql: &'static str,
-    /// Runs after `sql`, in its transaction, when the database held data
-    /// from before this step (a new database has nothing to convert).
-    pub then: Option<Convert>,
-}
+/// Derives what the kept events mean again, inside the migrating transaction.
+pub(crate) type Rederive = fn(&rusqlite::Transaction<'_>) -> Result<(), BoxError>;
 
-impl Migration {
-    pub const fn sql(sql: &'static str) -> Self {
-        Migration { sql, then: None }
-    }
-}
-
-/// Brings `conn` up to the last of `steps`, each step in its own
-/// transaction; `PRAGMA user_version` says how many ran. A database newer
-/// than this build is refused, not guessed at.
+/// Brings `conn` up to the last of `steps` in one transaction
+/// ([`crate::backend::migrate`]); `PRAGMA user_version` says how many ran.
 ///
 /// `default_region` is where data kept before regions existed goes: a step
 /// reads it as `(SELECT region FROM temp.defaults)`.
 pub(crate) fn migrate(
     conn: &mut Connection,
     database: &str,
-    steps: &[Migration],
+    steps: &[Step],
     default_region: &crate::Region,
-) -> Result<(), BoxError> {
-    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS defaults (region TEXT NOT NULL); DELETE FROM temp.defaults;")?;
-    conn.execute(
-        "INSERT INTO temp.defaults (region) VALUES (?1)",
-        [default_region.as_str()],
-    )?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > steps.len() {
-        return Err(format!(
-            "the {database} database is at schema version {version}, newer than this build's {}",
-            steps.len()
-        )
-        .into());
-    }
-    for (i, step) in steps.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(step.sql)?;
-        if let (Some(then), true) = (step.then, version > 0) {
-            then(&tx)?;
-        }
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
-        tx.commit()?;
-    }
+    rederive: Option<Rederive>,
+) -> Result<(), MigrateError> {
+    use futures_util::FutureExt;
+    let mut txn = Migrating {
+        tx: conn.transaction().map_err(boxed)?,
+        rederive,
+    };
+    txn.tx
+        .execute_batch("CREATE TEMP TABLE IF NOT EXISTS defaults (region TEXT NOT NULL); DELETE FROM temp.defaults;")
+        .map_err(boxed)?;
+    txn.tx
+        .execute("INSERT INTO temp.defaults (region) VALUES (?1)", [default_region.as_str()])
+        .map_err(boxed)?;
+    // Every step of a SQLite transaction runs when polled: nothing waits.
+    crate::backend::migrate::migrate(&mut txn, database, steps)
+        .now_or_never()
+        .unwrap_or_else(|| Err(MigrateError::from(BoxError::from("a SQLite migration step waited"))))?;
+    txn.tx.commit().map_err(boxed)?;
     Ok(())
+}
+
+fn boxed(e: rusqlite::Error) -> MigrateError {
+    MigrateError::from(BoxError::from(e))
+}
+
+struct Migrating<'c> {
+    tx: rusqlite::Transaction<'c>,
+    rederive: Option<Rederive>,
+}
+
+impl SchemaTxn for Migrating<'_> {
+    async fn version(&mut self) -> Result<usize, BoxError> {
+        let version: i64 = self.tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        Ok(usize::try_from(version).unwrap_or(usize::MAX))
+    }
+
+    async fn run(&mut self, sql: &str) -> Result<(), BoxError> {
+        Ok(self.tx.execute_batch(sql)?)
+    }
+
+    async fn set_version(&mut self, version: usize) -> Result<(), BoxError> {
+        Ok(self.tx.pragma_update(None, "user_version", i64::try_from(version)?)?)
+    }
+
+    async fn rederive(&mut self) -> Result<(), BoxError> {
+        let rederive = self.rederive.ok_or("this database has nothing to derive")?;
+        rederive(&self.tx)
+    }
 }
 
 /// Folds the write-ahead log into the database file and leaves WAL mode,

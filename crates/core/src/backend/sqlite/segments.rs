@@ -40,12 +40,11 @@ CREATE TABLE hot_days (
     last_write INTEGER NOT NULL,
     PRIMARY KEY (account, day)
 ) WITHOUT ROWID;
+-- A store from before segments: each day it holds becomes hot and quiet,
+-- so the compactor settles its old days, a day at a time.
+INSERT OR IGNORE INTO hot_days (account, day, last_write)
+    SELECT DISTINCT account, send_ts / 86400000, 0 FROM insights;
 "#;
-
-/// A store from before segments: each day it holds becomes hot and quiet,
-/// so the compactor settles its old days, a day at a time.
-pub(super) const LIST_EXISTING_DAYS: &str = "INSERT OR IGNORE INTO hot_days (account, day, last_write) \
-     SELECT DISTINCT account, send_ts / 86400000, 0 FROM insights";
 
 /// Where a store's segments live: beside its database, as
 /// `account=A/region=R/day=YYYY-MM-DD/part-GENERATION.parquet` (Hive's

@@ -1,0 +1,192 @@
+//! The one migration scheme of both databases. A schema is a list of
+//! [`Step`]s; a database records how many it has run; opening it runs the
+//! rest, and re-derives what events mean when a step asks for it, all in
+//! one transaction: a database is at one version or the next, never
+//! between. Each backend says how its transaction does the four things
+//! ([`SchemaTxn`]); the order and the rules are here.
+
+use std::fmt;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One step of a schema.
+pub(crate) struct Step {
+    /// The statements (may be empty: a step that only re-derives).
+    pub sql: &'static str,
+    /// Whether what the kept events mean changed with this step: a database
+    /// that held data from before it has its records' flags, rollups and
+    /// lessons derived again by replaying its events, once, after the last
+    /// step (an upgrade across several such steps replays once).
+    pub rederive: bool,
+}
+
+impl Step {
+    pub(crate) const fn sql(sql: &'static str) -> Self {
+        Step { sql, rederive: false }
+    }
+
+    pub(crate) const fn rederiving(sql: &'static str) -> Self {
+        Step { sql, rederive: true }
+    }
+}
+
+/// A database's migrating transaction.
+#[allow(async_fn_in_trait)]
+pub(crate) trait SchemaTxn {
+    /// How many steps the database has run (0 when it is new).
+    async fn version(&mut self) -> Result<usize, BoxError>;
+    /// Runs a step's statements.
+    async fn run(&mut self, sql: &str) -> Result<(), BoxError>;
+    /// Records that the first `version` steps have run.
+    async fn set_version(&mut self, version: usize) -> Result<(), BoxError>;
+    /// Derives records' flags, rollups and lessons again from the kept
+    /// events (through `event_store::batch::replay`).
+    async fn rederive(&mut self) -> Result<(), BoxError>;
+}
+
+/// Brings the database `txn` is in up to the last of `steps`. A database
+/// newer than this build is refused, not guessed at. The caller commits.
+pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[Step]) -> Result<(), MigrateError> {
+    let version = txn.version().await.map_err(MigrateError::at("reading the schema version"))?;
+    if version > steps.len() {
+        return Err(MigrateError {
+            context: format!(
+                "the {database} database is at schema version {version}, newer than this build's {}",
+                steps.len()
+            ),
+            source: None,
+        });
+    }
+    for (i, step) in steps.iter().enumerate().skip(version) {
+        if !step.sql.is_empty() {
+            txn.run(step.sql).await.map_err(MigrateError::at(format!("migration {}", i + 1)))?;
+        }
+    }
+    if version < steps.len() {
+        txn.set_version(steps.len())
+            .await
+            .map_err(MigrateError::at("recording the schema version"))?;
+    }
+    // A new database (version 0) has nothing to derive.
+    if version > 0 && steps[version..].iter().any(|s| s.rederive) {
+        tracing::info!(database, "re-deriving insight records and metric rollups from the kept events (once)");
+        txn.rederive()
+            .await
+            .map_err(MigrateError::at("re-deriving from the kept events"))?;
+    }
+    Ok(())
+}
+
+/// Why a migration failed: what it was doing, and the error beneath.
+#[derive(Debug)]
+pub(crate) struct MigrateError {
+    context: String,
+    source: Option<BoxError>,
+}
+
+impl MigrateError {
+    fn at(context: impl Into<String>) -> impl FnOnce(BoxError) -> MigrateError {
+        move |source| MigrateError {
+            context: context.into(),
+            source: Some(source),
+        }
+    }
+}
+
+impl From<BoxError> for MigrateError {
+    fn from(source: BoxError) -> Self {
+        MigrateError::at("migrating the schema")(source)
+    }
+}
+
+impl fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for MigrateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// A database in memory: its version, what ran, whether it re-derived.
+    #[derive(Default)]
+    struct Log {
+        version: usize,
+        ran: Vec<&'static str>,
+        rederived: usize,
+    }
+
+    impl SchemaTxn for Log {
+        async fn version(&mut self) -> Result<usize, BoxError> {
+            Ok(self.version)
+        }
+        async fn run(&mut self, sql: &str) -> Result<(), BoxError> {
+            let step = STEPS.iter().find(|s| s.sql == sql).ok_or("unknown step")?;
+            self.ran.push(step.sql);
+            Ok(())
+        }
+        async fn set_version(&mut self, version: usize) -> Result<(), BoxError> {
+            self.version = version;
+            Ok(())
+        }
+        async fn rederive(&mut self) -> Result<(), BoxError> {
+            self.rederived += 1;
+            Ok(())
+        }
+    }
+
+    const STEPS: &[Step] = &[
+        Step::sql("one"),
+        Step::rederiving("two"),
+        Step::rederiving(""),
+        Step::sql("four"),
+    ];
+
+    fn run(version: usize, steps: &[Step]) -> Result<Log, MigrateError> {
+        let mut log = Log {
+            version,
+            ..Log::default()
+        };
+        migrate(&mut log, "test", steps).now_or_never().expect("never waits")?;
+        Ok(log)
+    }
+
+    #[test]
+    fn a_new_database_runs_every_step_and_derives_nothing() {
+        let log = run(0, STEPS).expect("migrated");
+        assert_eq!((log.ran, log.version, log.rederived), (vec!["one", "two", "four"], 4, 0));
+    }
+
+    #[test]
+    fn an_upgrade_across_rederiving_steps_replays_once() {
+        let log = run(1, STEPS).expect("migrated");
+        assert_eq!((log.ran, log.version, log.rederived), (vec!["two", "four"], 4, 1));
+        let log = run(3, STEPS).expect("migrated");
+        assert_eq!((log.ran, log.version, log.rederived), (vec!["four"], 4, 0));
+    }
+
+    #[test]
+    fn an_up_to_date_database_is_left_alone() {
+        let log = run(4, STEPS).expect("migrated");
+        assert_eq!((log.ran.len(), log.version, log.rederived), (0, 4, 0));
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let refused = run(5, STEPS).map(|_| ()).expect_err("newer");
+        assert!(
+            crate::error_chain(&refused).contains("schema version 5, newer than this build's 4"),
+            "{}",
+            crate::error_chain(&refused)
+        );
+    }
+}
