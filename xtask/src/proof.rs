@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz` and `cargo xtask soak`: the proof that docs/security.md asks
 //! for. Both run release builds of the project's own harnesses
-//! (`tests/tests/fuzz.rs`, `tests/examples/soak.rs`) and print what they
+//! (`tests/it/fuzz.rs`, `tests/examples/soak.rs`) and print what they
 //! found; docs/security.md records the runs with their commands.
 
 use std::process::Command;
@@ -48,8 +48,9 @@ pub fn fuzz(args: &[&str]) -> Result<(), String> {
             "-p",
             "ses-export-tests",
             "--test",
-            "fuzz",
+            "it",
             "--",
+            "fuzz::",
             "--nocapture",
         ])
         .env("SES_EXPORT_FUZZ_INPUTS", inputs.to_string())

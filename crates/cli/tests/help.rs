@@ -103,7 +103,7 @@ fn outputs_for_fixed_answers() {
 }
 
 /// `--query` results, in text and JSON, for the same fixed answers
-/// (compared with the AWS CLI itself in `tests/tests/cli_habits.rs`).
+/// (compared with the AWS CLI itself in `tests/it/cli_habits.rs`).
 #[test]
 fn query_results() {
     let list = serde_json::json!({"ExportJobs": [

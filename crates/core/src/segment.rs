@@ -9,7 +9,7 @@
 //! (ISP, identity, configuration set, tenant, from address, subject) are
 //! dictionary-encoded; the flags are the store's own bits. The file is
 //! plain Parquet: DuckDB, Athena, Spark or polars read it as it is
-//! (`tests/tests/segments.rs` reads one with DuckDB).
+//! (`tests/it/segments.rs` reads one with DuckDB).
 
 use std::io::Write;
 use std::sync::Arc;

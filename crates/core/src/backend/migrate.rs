@@ -47,7 +47,10 @@ pub(crate) trait SchemaTxn {
 /// Brings the database `txn` is in up to the last of `steps`. A database
 /// newer than this build is refused, not guessed at. The caller commits.
 pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[Step]) -> Result<(), MigrateError> {
-    let version = txn.version().await.map_err(MigrateError::at("reading the schema version"))?;
+    let version = txn
+        .version()
+        .await
+        .map_err(MigrateError::at("reading the schema version"))?;
     if version > steps.len() {
         return Err(MigrateError {
             context: format!(
@@ -59,7 +62,9 @@ pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[
     }
     for (i, step) in steps.iter().enumerate().skip(version) {
         if !step.sql.is_empty() {
-            txn.run(step.sql).await.map_err(MigrateError::at(format!("migration {}", i + 1)))?;
+            txn.run(step.sql)
+                .await
+                .map_err(MigrateError::at(format!("migration {}", i + 1)))?;
         }
     }
     if version < steps.len() {
@@ -69,7 +74,10 @@ pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[
     }
     // A new database (version 0) has nothing to derive.
     if version > 0 && steps[version..].iter().any(|s| s.rederive) {
-        tracing::info!(database, "re-deriving insight records and metric rollups from the kept events (once)");
+        tracing::info!(
+            database,
+            "re-deriving insight records and metric rollups from the kept events (once)"
+        );
         txn.rederive()
             .await
             .map_err(MigrateError::at("re-deriving from the kept events"))?;
@@ -163,7 +171,10 @@ mod tests {
     #[test]
     fn a_new_database_runs_every_step_and_derives_nothing() {
         let log = run(0, STEPS).expect("migrated");
-        assert_eq!((log.ran, log.version, log.rederived), (vec!["one", "two", "four"], 4, 0));
+        assert_eq!(
+            (log.ran, log.version, log.rederived),
+            (vec!["one", "two", "four"], 4, 0)
+        );
     }
 
     #[test]

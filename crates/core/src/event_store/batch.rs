@@ -114,7 +114,10 @@ pub async fn apply_batch<T: BatchTxn + ?Sized>(txn: &mut T, events: &[SesEvent])
 /// derive first (records' flags to none, no rollups, nothing learned);
 /// replaying the store's events then, in chunks of any size, leaves what
 /// ingesting them afresh would.
-pub async fn replay<T: BatchTxn + ?Sized>(txn: &mut T, kept: &[(PlannedEvent, InsightRecord)]) -> Result<(), StoreError> {
+pub async fn replay<T: BatchTxn + ?Sized>(
+    txn: &mut T,
+    kept: &[(PlannedEvent, InsightRecord)],
+) -> Result<(), StoreError> {
     let mut touched = Touched::default();
     for (row, record) in kept {
         touched.add(row, || InsightRecord {
@@ -162,10 +165,7 @@ pub fn apply_batch_now<T: BatchTxn + ?Sized>(
 }
 
 /// Runs a step of a backend that never waits to its end, at once.
-pub fn now<T>(
-    step: impl Future<Output = Result<T, StoreError>>,
-    backend: &'static str,
-) -> Result<T, StoreError> {
+pub fn now<T>(step: impl Future<Output = Result<T, StoreError>>, backend: &'static str) -> Result<T, StoreError> {
     use futures_util::FutureExt;
     step.now_or_never().unwrap_or_else(|| {
         Err(StoreError::Generic {

@@ -294,12 +294,17 @@ impl SqliteEventStore {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", -32768)?;
         writer.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&mut writer, "event", MIGRATIONS, default_region, Some(|tx| Ok(rederive(tx)?))).map_err(
-            |e| StoreError::Generic {
-                backend: BACKEND,
-                source: Box::new(e),
-            },
-        )?;
+        migrate(
+            &mut writer,
+            "event",
+            MIGRATIONS,
+            default_region,
+            Some(|tx| Ok(rederive(tx)?)),
+        )
+        .map_err(|e| StoreError::Generic {
+            backend: BACKEND,
+            source: Box::new(e),
+        })?;
         if let Some(max_bytes) = max_bytes {
             let page_size: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);

@@ -46,7 +46,10 @@ pub(crate) fn migrate(
         .execute_batch("CREATE TEMP TABLE IF NOT EXISTS defaults (region TEXT NOT NULL); DELETE FROM temp.defaults;")
         .map_err(boxed)?;
     txn.tx
-        .execute("INSERT INTO temp.defaults (region) VALUES (?1)", [default_region.as_str()])
+        .execute(
+            "INSERT INTO temp.defaults (region) VALUES (?1)",
+            [default_region.as_str()],
+        )
         .map_err(boxed)?;
     // Every step of a SQLite transaction runs when polled: nothing waits.
     crate::backend::migrate::migrate(&mut txn, database, steps)

@@ -1,7 +1,7 @@
 //! The `ses-export` binary against the real server: every command, a
 //! profile from a shared-credentials file, and the exit codes.
 
-mod expectations;
+use crate::expectations;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

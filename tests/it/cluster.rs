@@ -4,7 +4,7 @@
 //! account limits hold across the three; ingest through one server is
 //! visible to exports on another.
 
-mod expectations;
+use crate::expectations;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! and a real S3-compatible server (`moto_server`, from PyPI's
 //! `moto[server]`, started here; `.ci/run` installs it).
 
-mod expectations;
+use crate::expectations;
 
 use aws_sdk_sesv2::primitives::DateTime;
 use aws_sdk_sesv2::types::{DataFormat, ExportDataSource, ExportDestination, JobStatus, MessageInsightsDataSource};

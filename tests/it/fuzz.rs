@@ -8,7 +8,7 @@
 //! through the parser, and one body in 500 through the ingest endpoint),
 //! SigV4 headers and queries (mutated after signing), and download paths.
 //!
-//! `cargo test -p ses-export-tests --test fuzz` runs a short pass (CI);
+//! `cargo test -p ses-export-tests --test it fuzz::` runs a short pass (CI);
 //! `cargo xtask fuzz --inputs N --seed S` runs a long one in release.
 //! `SES_EXPORT_FUZZ_INPUTS` and `SES_EXPORT_FUZZ_SEED` set both.
 

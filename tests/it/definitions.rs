@@ -4,7 +4,7 @@
 //! what VDM metrics count (deliveries that could be opened, clicked or
 //! complained about, learned from the events and applied to earlier days).
 
-mod expectations;
+use crate::expectations;
 
 use std::collections::{BTreeMap, BTreeSet};
 

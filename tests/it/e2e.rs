@@ -3,7 +3,7 @@
 //! Every export is downloaded and checked row by row against expectations
 //! computed from the raw records by `expectations.rs`.
 
-mod expectations;
+use crate::expectations;
 
 use std::time::{Duration, SystemTime};
 
