@@ -749,7 +749,7 @@ impl S3Server {
 /// by [`PgServer::finish`].
 #[derive(Debug)]
 pub struct PgServer {
-    /// The server.
+    /// The cluster member: its URL, data dir and process.
     pub server: Server,
     /// The S3 server's `http://127.0.0.1:PORT`, whose bucket `managed`
     /// holds the server's exports and segments.

@@ -107,7 +107,7 @@ pub struct InsightRecord {
     pub destination: String,
     /// The first From address (`mail.source` when there is none).
     pub from_email_address: Option<String>,
-    /// The subject.
+    /// `mail.commonHeaders.subject` (kept once per message, not per record).
     pub subject: Option<String>,
     /// The recipient's mailbox provider, from its domain.
     pub isp: String,

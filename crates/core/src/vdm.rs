@@ -172,13 +172,13 @@ impl Learned {
 /// A record's value for each dimension; the empty string where it has none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DimensionValues {
-    /// `EMAIL_IDENTITY`.
+    /// The `EMAIL_IDENTITY` dimension: [`InsightRecord::email_identity`](crate::insight::InsightRecord::email_identity).
     pub email_identity: String,
-    /// `CONFIGURATION_SET`.
+    /// The `CONFIGURATION_SET` dimension: the `ses:configuration-set` tag.
     pub configuration_set: String,
-    /// `ISP`.
+    /// The `ISP` dimension: the recipient's mailbox provider.
     pub isp: String,
-    /// `TENANT_NAME`.
+    /// The `TENANT_NAME` dimension: the `ses:tenant-name` tag.
     pub tenant_name: String,
 }
 

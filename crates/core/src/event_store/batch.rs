@@ -29,15 +29,16 @@ pub struct PlannedEvent {
     pub kind: EventKind,
     /// The event's time.
     pub timestamp: Millis,
-    /// A bounce's type.
+    /// `bounce.bounceType` (Permanent, Transient, Undetermined) of a Bounce.
     pub bounce_type: Option<BounceType>,
-    /// A bounce's subtype.
+    /// `bounce.bounceSubType` (`General`, `OnAccountSuppressionList`, ...).
     pub bounce_sub_type: Option<String>,
     /// The receiving server's answer for this recipient.
     pub diagnostic_code: Option<String>,
-    /// A complaint's subtype.
+    /// `complaint.complaintSubType`: `OnAccountSuppressionList` or none.
     pub complaint_sub_type: Option<String>,
-    /// A complaint's feedback type.
+    /// `complaint.complaintFeedbackType` from the ISP's report (`abuse`,
+    /// `not-spam`, ...).
     pub complaint_feedback_type: Option<String>,
 }
 
@@ -63,7 +64,7 @@ pub struct MessageRow {
     pub send_timestamp: Millis,
     /// The first From address.
     pub from_email_address: Option<String>,
-    /// The subject.
+    /// `mail.commonHeaders.subject`.
     pub subject: Option<String>,
     /// Every tag value, one pair each.
     pub tags: Vec<(String, String)>,

@@ -334,7 +334,7 @@ pub struct MessageDetail {
     pub message_id: String,
     /// The first From address.
     pub from_email_address: Option<String>,
-    /// The subject.
+    /// `mail.commonHeaders.subject`.
     pub subject: Option<String>,
     /// Every tag value, one pair each, in name order.
     pub tags: Vec<(String, String)>,
@@ -363,15 +363,16 @@ pub struct StoredEvent {
     pub timestamp: Millis,
     /// The event's type.
     pub kind: EventKind,
-    /// A bounce's type.
+    /// `bounce.bounceType` (Permanent, Transient, Undetermined) of a Bounce.
     pub bounce_type: Option<BounceType>,
-    /// A bounce's subtype.
+    /// `bounce.bounceSubType` (`General`, `OnAccountSuppressionList`, ...).
     pub bounce_sub_type: Option<String>,
     /// The receiving server's answer for this recipient.
     pub diagnostic_code: Option<String>,
-    /// A complaint's subtype.
+    /// `complaint.complaintSubType`: `OnAccountSuppressionList` or none.
     pub complaint_sub_type: Option<String>,
-    /// A complaint's feedback type.
+    /// `complaint.complaintFeedbackType` from the ISP's report (`abuse`,
+    /// `not-spam`, ...).
     pub complaint_feedback_type: Option<String>,
 }
 

@@ -193,7 +193,8 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 pub enum JobStoreError {
     /// The account has its limit of active jobs.
     TooManyActive {
-        /// The limit.
+        /// How many jobs an account may have CREATED or PROCESSING at
+        /// once (the server's `--max-active-jobs`).
         limit: usize,
     },
     /// A job with this id exists already.
