@@ -695,18 +695,12 @@ mod tests {
     async fn stores_from_before_segments_move_into_them() {
         let stream = generated(13, 200);
         let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("events.sqlite");
+        let (path, fresh) = (dir.path().join("events.sqlite"), dir.path().join("fresh.sqlite"));
         {
-            let store = SqliteEventStore::open(&path).expect("open");
+            let store = SqliteEventStore::open(&fresh).expect("open");
             store.write_batch(&account(), stream.clone()).await.expect("ingest");
         }
-        {
-            let conn = rusqlite::Connection::open(&path).expect("open");
-            conn.execute_batch(
-                "DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days; PRAGMA user_version = 5;",
-            )
-            .expect("schema 5");
-        }
+        super::super::events::tests::old_store(&path, 5, &fresh);
         let store = SqliteEventStore::open(&path).expect("migrated");
         let before = records(&store).await;
         assert!(!before.is_empty());
