@@ -105,7 +105,11 @@ pub async fn apply_batch<T: BatchTxn + ?Sized>(txn: &mut T, events: &[SesEvent])
     if !folded.messages.is_empty() {
         txn.insert_messages(&folded.messages).await?;
     }
-    write_back(txn, folded.touched, &folded.lessons).await?;
+    let changes = Changes {
+        touched: folded.touched,
+        lessons: folded.lessons,
+    };
+    write_back(txn, changes).await?;
     Ok(folded.outcome)
 }
 
@@ -126,17 +130,13 @@ pub async fn replay<T: BatchTxn + ?Sized>(
             ..record.clone()
         });
     }
-    let (touched, lessons) = touched.finish();
-    write_back(txn, touched, &lessons).await
+    write_back(txn, touched.finish()).await
 }
 
 /// Steps 3 and 4 of a batch: merges what the touched records gain with
 /// their stored flags and writes the records, rollup deltas and lessons.
-async fn write_back<T: BatchTxn + ?Sized>(
-    txn: &mut T,
-    touched: Vec<(InsightRecord, EventFlags)>,
-    lessons: &[(Lesson, String)],
-) -> Result<(), StoreError> {
+async fn write_back<T: BatchTxn + ?Sized>(txn: &mut T, changes: Changes) -> Result<(), StoreError> {
+    let Changes { touched, lessons } = changes;
     let old = if touched.is_empty() {
         Vec::new()
     } else {
@@ -150,7 +150,7 @@ async fn write_back<T: BatchTxn + ?Sized>(
         txn.add_rollups(&merged.rollups).await?;
     }
     if !lessons.is_empty() {
-        txn.learn(lessons).await?;
+        txn.learn(&lessons).await?;
     }
     Ok(())
 }
@@ -301,7 +301,7 @@ pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]
             });
         }
     }
-    let (touched, lessons) = touched.finish();
+    let Changes { touched, lessons } = touched.finish();
     Folded {
         outcome,
         messages,
@@ -331,12 +331,21 @@ impl<'a> Touched<'a> {
         self.lessons.extend(lesson(row.kind, bit, &entry.0));
     }
 
-    /// The records in key order, and the lessons, each once.
-    fn finish(self) -> (Vec<(InsightRecord, EventFlags)>, Vec<(Lesson, String)>) {
+    fn finish(self) -> Changes {
         let mut touched: Vec<(InsightRecord, EventFlags)> = self.records.into_values().collect();
         touched.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
-        (touched, self.lessons.into_iter().collect())
+        Changes {
+            touched,
+            lessons: self.lessons.into_iter().collect(),
+        }
     }
+}
+
+/// What events change: the records they touch, in key order, with the
+/// bits they add, and what they teach, each once.
+struct Changes {
+    touched: Vec<(InsightRecord, EventFlags)>,
+    lessons: Vec<(Lesson, String)>,
 }
 
 /// What to write back.
