@@ -185,20 +185,29 @@ async fn a_store_from_before_regions_is_the_default_regions() {
         create_export(&server.client(), send_volume_by_isp(T0, T0 + 86_400), DataFormat::Csv).await;
         server.kill().await;
     }
-    // Make it what the previous version wrote: bare accounts, schema 4 and 2.
-    let events = rusqlite::Connection::open(dir.path().join("events.sqlite")).expect("events");
-    events
+    // Make it what the previous version wrote: schema 4 and 2, made by the
+    // steps of that time, with every row under the bare account.
+    use ses_export_core::backend::sqlite::older;
+    type Make = fn(&std::path::Path, usize, &std::path::Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    let old = |file: &str, make: Make, version: usize| {
+        let (path, made) = (dir.path().join(file), dir.path().join(format!("older-{file}")));
+        make(&made, version, &path).expect("an older store");
+        for stale in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{stale}", path.display()));
+        }
+        std::fs::rename(&made, &path).expect("in place");
+        rusqlite::Connection::open(&path).expect("open")
+    };
+    old("events.sqlite", older::event_store, 4)
         .execute_batch(
             "UPDATE messages SET account = substr(account, 1, 12); UPDATE events SET account = substr(account, 1, 12); \
-         UPDATE insights SET account = substr(account, 1, 12); UPDATE metric_days SET account = substr(account, 1, 12); \
-         UPDATE learned SET account = substr(account, 1, 12); DROP TABLE segments; DROP TABLE hot_days; DROP TABLE message_days; \
-         PRAGMA user_version = 4;",
+             UPDATE insights SET account = substr(account, 1, 12); UPDATE metric_days SET account = substr(account, 1, 12); \
+             UPDATE learned SET account = substr(account, 1, 12);",
         )
-        .expect("the previous events schema");
-    let jobs = rusqlite::Connection::open(dir.path().join("jobs.sqlite")).expect("jobs");
-    jobs.execute_batch("UPDATE export_jobs SET account = substr(account, 1, 12); PRAGMA user_version = 2;")
-        .expect("the previous jobs schema");
-    drop((events, jobs));
+        .expect("bare accounts");
+    old("jobs.sqlite", older::job_store, 2)
+        .execute_batch("UPDATE export_jobs SET account = substr(account, 1, 12);")
+        .expect("bare accounts");
     let server = Server::start_in(dir.path(), &["--default-region", "eu-west-1"]).await;
     let eu = server.client_in("eu-west-1", DEV.0, DEV.1);
     insights(&eu, "m-old")

@@ -10,7 +10,7 @@ use ses_export_core::job::{self, JobStore};
 
 mod common;
 
-use common::{database_url, drop_schemas, schema};
+use common::{client, database_url, drop_schemas, older, schema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_event_store_conforms() {
@@ -117,14 +117,9 @@ async fn databases_before_segments_move_into_them() {
         (records, counts, first, reputation)
     };
     let before = state(store.clone()).await;
-    // The previous schema: no catalog, no work list.
-    pool.get()
-        .await
-        .expect("client")
-        .batch_execute("DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 6;")
-        .await
-        .expect("the previous version");
     drop((store, pool));
+    // The previous schema: no catalog, no work list.
+    let url = older(&base, "upgrade", 5, &url).await;
     let pool = postgres::connect(&url, 4).await.expect("connect and migrate");
     let store = PgEventStore::with_segments(pool.clone(), segments);
     let plan = CompactionPlan {
@@ -341,17 +336,14 @@ async fn databases_before_the_revised_definitions_are_rederived() {
     use ses_export_core::clock::Interval;
     use ses_export_core::event_store::conformance::{account, generated};
     let Some(base) = database_url() else { return };
-    let stream = generated(17, 400);
-    let (old, fresh) = (schema(&base, "rederive").await, schema(&base, "rederive").await);
-    for url in [&old, &fresh] {
-        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect"));
-        store.write_batch(&account(), stream.clone()).await.expect("ingest");
-    }
-    let pool = postgres::connect(&old, 2).await.expect("connect");
-    let changed = pool
-        .get()
-        .await
-        .expect("client")
+    let fresh = schema(&base, "rederive").await;
+    let store = PgEventStore::new(postgres::connect(&fresh, 4).await.expect("connect"));
+    store.write_batch(&account(), generated(17, 400)).await.expect("ingest");
+    drop(store);
+    // What the previous version would have derived.
+    let old = older(&base, "rederive", 2, &fresh).await;
+    let client = client(&old).await;
+    let changed = client
         .execute(
             "UPDATE ses_insights SET flags = (flags & ~4096) | 4 WHERE flags & 4096 != 0",
             &[],
@@ -359,16 +351,10 @@ async fn databases_before_the_revised_definitions_are_rederived() {
         .await
         .expect("old flags");
     assert!(changed > 0, "the stream has suppression-list bounces");
-    pool.get()
+    client
+        .batch_execute("UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1")
         .await
-        .expect("client")
-        .batch_execute(
-            "UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1; \
-             DROP TABLE ses_learned, ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 3;",
-        )
-        .await
-        .expect("the previous version");
-    drop(pool);
+        .expect("old rollups");
     let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
     let mut states = Vec::new();
     for url in [&old, &fresh] {
@@ -393,28 +379,21 @@ async fn databases_before_multi_recipient_complaints_taught_are_rederived() {
     use ses_export_core::event_store::conformance::{account, events, sample_records};
     let Some(base) = database_url() else { return };
     // Its third message has two recipients, one of whom complains.
-    let stream = events(&sample_records());
-    let (old, fresh) = (schema(&base, "lessons").await, schema(&base, "lessons").await);
-    for url in [&old, &fresh] {
-        let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect"));
-        store.write_batch(&account(), stream.clone()).await.expect("ingest");
-    }
-    let pool = postgres::connect(&old, 2).await.expect("connect");
-    let forgotten = pool
-        .get()
+    let fresh = schema(&base, "lessons").await;
+    let store = PgEventStore::new(postgres::connect(&fresh, 4).await.expect("connect"));
+    store
+        .write_batch(&account(), events(&sample_records()))
         .await
-        .expect("client")
+        .expect("ingest");
+    drop(store);
+    // What the previous version learned: nothing from that complaint.
+    let old = older(&base, "lessons", 3, &fresh).await;
+    let forgotten = client(&old)
+        .await
         .execute("DELETE FROM ses_learned WHERE lesson = 2", &[])
         .await
         .expect("forget");
     assert_eq!(forgotten, 1, "the complaint teaches its ISP's feedback loop");
-    pool.get()
-        .await
-        .expect("client")
-        .batch_execute("DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 4;")
-        .await
-        .expect("the previous version");
-    drop(pool);
     let mut learned = Vec::new();
     for url in [&old, &fresh] {
         let pool = postgres::connect(url, 2).await.expect("connect and migrate");
@@ -460,9 +439,11 @@ async fn databases_before_regions_are_the_default_regions() {
     let limiter = || postgres::PgRateLimiter::new(pool.clone());
     let create = ses_export_core::limits::LimitedOperation::CreateExportJob;
     assert!(ses_export_core::limits::RateLimiter::try_acquire(&limiter(), &old_job.account, create).await);
-    pool.get()
+    drop(pool);
+    // The previous version kept every row under the bare account.
+    let url = older(&base, "regions", 4, &url).await;
+    client(&url)
         .await
-        .expect("client")
         .batch_execute(
             "UPDATE ses_messages SET account = split_part(account, '/', 1); \
              UPDATE ses_events SET account = split_part(account, '/', 1); \
@@ -470,12 +451,10 @@ async fn databases_before_regions_are_the_default_regions() {
              UPDATE ses_metric_days SET account = split_part(account, '/', 1); \
              UPDATE ses_learned SET account = split_part(account, '/', 1); \
              UPDATE export_jobs SET account = split_part(account, '/', 1); \
-             UPDATE rate_buckets SET account = split_part(account, '/', 1); \
-             DROP TABLE ses_segments, ses_hot_days; DELETE FROM ses_export_migrations WHERE version >= 5;",
+             UPDATE rate_buckets SET account = split_part(account, '/', 1);",
         )
         .await
-        .expect("the previous version");
-    drop(pool);
+        .expect("bare accounts");
     let eu: Region = "eu-west-1".parse().expect("region");
     let pool = postgres::connect_with_default_region(&url, 4, &eu)
         .await

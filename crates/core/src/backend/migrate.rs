@@ -119,6 +119,59 @@ impl std::error::Error for MigrateError {
     }
 }
 
+/// What older versions of this crate kept, for tests of upgrades (feature
+/// `test-support`): each backend makes an older database by the steps of
+/// that time, as they ran, and fills it from a database of today through
+/// these columns, so a later migration (a new column, a new metric) does
+/// not change what an older database is.
+#[cfg(feature = "test-support")]
+pub(crate) mod older {
+    /// The event tables as both databases had them up to schema 6: name
+    /// (PostgreSQL's start with `ses_`), the schema that made them so, and
+    /// their columns.
+    pub(crate) const EVENT_TABLES: &[(&str, usize, &str)] = &[
+        (
+            "messages",
+            1,
+            "account, message_id, send_ts, from_address, subject, tags",
+        ),
+        (
+            "events",
+            1,
+            "account, message_id, event_id, recipient, kind, ts, bounce_type, bounce_sub_type, diagnostic_code, \
+             complaint_sub_type, complaint_feedback_type",
+        ),
+        (
+            "insights",
+            2,
+            "account, send_ts, message_id, destination, isp, email_identity, configuration_set, tenant_name, \
+             recipient_count, flags",
+        ),
+        (
+            "metric_days",
+            1,
+            "account, day, email_identity, configuration_set, isp, tenant_name, send, complaint, permanent_bounce, \
+             transient_bounce, open, click, delivery, delivery_open, delivery_click, delivery_complaint",
+        ),
+        ("learned", 3, "account, lesson, value"),
+    ];
+
+    /// `export_jobs`' columns in schema 1 (of SQLite's job file, and of
+    /// PostgreSQL).
+    pub(crate) const JOB_COLUMNS: &str =
+        "account, job_id, source_type, status, request, created, completed, failure, processed, exported, output_key";
+
+    /// The lease's columns, from SQLite's job schema 2 (PostgreSQL had them
+    /// from its first).
+    pub(crate) const LEASE_COLUMNS: &str = "lease_owner, lease_expires";
+
+    /// PostgreSQL's rate buckets, from its first schema.
+    pub(crate) const RATE_BUCKET_COLUMNS: &str = "account, operation, tokens, updated";
+
+    /// The newest schema these columns describe.
+    pub(crate) const UNTIL: usize = 6;
+}
+
 #[cfg(test)]
 mod tests {
     use futures_util::FutureExt;

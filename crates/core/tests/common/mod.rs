@@ -42,6 +42,31 @@ pub async fn schema(base: &str, test: &str) -> String {
     format!("{base}{separator}options=-c%20search_path%3D{name}")
 }
 
+/// The schema a URL of [`schema`] uses.
+pub fn schema_name(url: &str) -> &str {
+    url.rsplit_once("search_path%3D").map_or("public", |(_, name)| name)
+}
+
+/// A fresh schema made by `ses_export_core::backend::postgres::older` into
+/// what an older version of this crate kept at schema `version`, holding
+/// what the schema of `from` (a URL of [`schema`]) holds; returns its URL.
+pub async fn older(base: &str, test: &str, version: usize, from: &str) -> String {
+    let url = schema(base, test).await;
+    ses_export_core::backend::postgres::older::database(&url, version, schema_name(from))
+        .await
+        .expect("an older database");
+    url
+}
+
+/// A plain connection to a URL of [`schema`], which migrates nothing.
+pub async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
 /// Drops the schemas this test process made (runs never see each other's
 /// data, and the database does not fill up with old runs).
 pub async fn drop_schemas(base: &str, test: &str) {

@@ -14,6 +14,8 @@
 mod events;
 mod jobs;
 mod limits;
+#[cfg(feature = "test-support")]
+pub mod older;
 mod segments;
 mod tls;
 
@@ -187,6 +189,13 @@ pub async fn connect_with_default_region(
     max_connections: usize,
     default_region: &crate::Region,
 ) -> Result<Pool, OpenError> {
+    let pool = connect_pool(url, max_connections)?;
+    migrate(&pool, default_region).await?;
+    Ok(pool)
+}
+
+/// A pool for `url`, not yet connected nor migrated.
+fn connect_pool(url: &str, max_connections: usize) -> Result<Pool, OpenError> {
     let (url, tls) = tls::split(url).map_err(OpenError::new)?;
     let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| OpenError::caused("database URL", e))?;
     config.ssl_mode(tls.ssl_mode());
@@ -197,12 +206,10 @@ pub async fn connect_with_default_region(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager)
+    Pool::builder(manager)
         .max_size(max_connections)
         .build()
-        .map_err(|e| OpenError::caused("database pool", e))?;
-    migrate(&pool, default_region).await?;
-    Ok(pool)
+        .map_err(|e| OpenError::caused("database pool", e))
 }
 
 /// [`connect`] with an owned URL and a small pool, for spawning.
@@ -214,6 +221,10 @@ pub async fn connect_owned(url: String) -> Result<Pool, OpenError> {
 /// ([`crate::backend::migrate`]): servers starting at once take turns, and
 /// the second finds nothing to do.
 async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), OpenError> {
+    migrate_to(pool, default_region, MIGRATIONS).await
+}
+
+async fn migrate_to(pool: &Pool, default_region: &crate::Region, steps: &[Step]) -> Result<(), OpenError> {
     let mut client = pool
         .get()
         .await
@@ -232,7 +243,7 @@ async fn migrate(pool: &Pool, default_region: &crate::Region) -> Result<(), Open
     tx.batch_execute("CREATE TABLE IF NOT EXISTS ses_export_migrations (version INTEGER PRIMARY KEY)")
         .await
         .map_err(failed)?;
-    crate::backend::migrate::migrate(&mut Migrating { tx: &tx }, "PostgreSQL", MIGRATIONS)
+    crate::backend::migrate::migrate(&mut Migrating { tx: &tx }, "PostgreSQL", steps)
         .await
         .map_err(|e| OpenError::caused("migrating the PostgreSQL database", e))?;
     tx.commit().await.map_err(failed)

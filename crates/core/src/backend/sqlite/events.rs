@@ -32,7 +32,7 @@ use crate::insight::{EventFlags, InsightRecord};
 use crate::vdm::{DailyCounts, DimensionValues, Learned, Lesson, MetricCounts, merge_daily};
 
 /// The schema, step by step (see [`migrate`]).
-const MIGRATIONS: &[Step] = &[
+pub(super) const MIGRATIONS: &[Step] = &[
     Step::sql(
         r#"
 CREATE TABLE messages (
@@ -935,60 +935,9 @@ pub(super) mod tests {
 
     use super::*;
 
-    /// The columns each table had up to schema 6, by name: an older store
-    /// is copied out of a fresh one through these, so a later migration
-    /// (a new column, a new metric) does not change what an old store is.
-    const OLD_COLUMNS: &[(&str, usize, &str)] = &[
-        (
-            "messages",
-            1,
-            "account, message_id, send_ts, from_address, subject, tags",
-        ),
-        (
-            "events",
-            1,
-            "account, message_id, event_id, recipient, kind, ts, bounce_type, bounce_sub_type, diagnostic_code, \
-             complaint_sub_type, complaint_feedback_type",
-        ),
-        (
-            "insights",
-            2,
-            "account, send_ts, message_id, destination, isp, email_identity, configuration_set, tenant_name, \
-             recipient_count, flags",
-        ),
-        (
-            "metric_days",
-            1,
-            "account, day, email_identity, configuration_set, isp, tenant_name, send, complaint, permanent_bounce, \
-             transient_bounce, open, click, delivery, delivery_open, delivery_click, delivery_complaint",
-        ),
-        ("learned", 3, "account, lesson, value"),
-    ];
-
-    /// Makes `old` a store at schema `version` (2 to 6: the steps of that
-    /// time, run as they ran) holding what the store at `fresh` holds.
+    /// Makes `old` a store at schema `version` holding what `fresh` holds.
     pub(in crate::backend::sqlite) fn old_store(old: &Path, version: usize, fresh: &Path) {
-        assert!((2..=6).contains(&version), "schema {version}");
-        let mut conn = Connection::open(old).expect("open");
-        migrate(
-            &mut conn,
-            "event",
-            &MIGRATIONS[..version],
-            &crate::Region::us_east_1(),
-            None,
-        )
-        .expect("old schema");
-        let fresh = fresh.to_str().expect("path");
-        conn.execute(&format!("ATTACH '{fresh}' AS f"), []).expect("attach");
-        for (table, since, columns) in OLD_COLUMNS {
-            if *since <= version {
-                conn.execute_batch(&format!(
-                    "INSERT INTO {table} ({columns}) SELECT {columns} FROM f.{table}"
-                ))
-                .expect(table);
-            }
-        }
-        conn.execute("DETACH f", []).expect("detach");
+        super::super::older::event_store(old, version, fresh).expect("an older store");
     }
 
     /// A fresh store at `path` that ingested `stream`.

@@ -14,7 +14,7 @@ use crate::clock::Millis;
 use crate::job::{ExportJob, JobCursor, JobFilter, JobLease, JobStatistics, JobStore, JobStoreError, JobUpdate};
 
 /// The schema, step by step (see [`migrate`]).
-const MIGRATIONS: &[Step] = &[
+pub(super) const MIGRATIONS: &[Step] = &[
     Step::sql(
         r#"
 CREATE TABLE IF NOT EXISTS export_jobs (

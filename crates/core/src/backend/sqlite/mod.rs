@@ -5,6 +5,8 @@
 
 mod events;
 mod jobs;
+#[cfg(feature = "test-support")]
+pub mod older;
 mod scan;
 mod segments;
 
