@@ -101,9 +101,14 @@ async fn three_servers_share_jobs_limits_and_data() {
     let clients: Vec<_> = servers.iter().map(Server::client).collect();
 
     // Ingest through server 1; export through the others.
-    let lines: String = EventGenerator::new(GeneratorConfig::new(31, 150, T0 * 1000, 3))
-        .map(|l| l + "\n")
-        .collect();
+    let lines: String = EventGenerator::new(GeneratorConfig::new(
+        31,
+        150,
+        ses_export_core::clock::Millis(T0 * 1000),
+        3,
+    ))
+    .map(|l| l + "\n")
+    .collect();
     let report = servers[1].ingest(lines.as_bytes()).await;
     assert_eq!(report["accepted"], lines.lines().count() as u64);
     let expected = expectations::rows(&lines);

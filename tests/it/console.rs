@@ -118,7 +118,12 @@ async fn seed(server: &Server) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_secs() as i64;
-    let config = ses_export_core::generate::GeneratorConfig::new(12, 600, (now / DAY - 7) * DAY * 1000, 7);
+    let config = ses_export_core::generate::GeneratorConfig::new(
+        12,
+        600,
+        ses_export_core::clock::Millis((now / DAY - 7) * DAY * 1000),
+        7,
+    );
     let mut body = String::new();
     for line in ses_export_core::generate::EventGenerator::new(config) {
         body.push_str(&line);
@@ -263,7 +268,9 @@ async fn the_console_in_a_real_browser() {
         .await
         .expect("end");
     let day = |text: &serde_json::Value| {
-        ses_export_core::clock::parse_iso8601(&format!("{}T00:00:00Z", text.as_str().expect("date"))).expect("date")
+        ses_export_core::clock::parse_iso8601(&format!("{}T00:00:00Z", text.as_str().expect("date")))
+            .expect("date")
+            .0
             / 1000
     };
     let api = server

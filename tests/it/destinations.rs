@@ -12,7 +12,7 @@ use ses_export_tests::{S3Server, Server, s3_get, wait_for_end};
 const T0: i64 = 1_704_067_200;
 
 fn generated() -> String {
-    let config = GeneratorConfig::new(77, 80, T0 * 1000, 2);
+    let config = GeneratorConfig::new(77, 80, ses_export_core::clock::Millis(T0 * 1000), 2);
     EventGenerator::new(config).map(|l| l + "\n").collect()
 }
 

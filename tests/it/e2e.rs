@@ -21,7 +21,7 @@ const T0: i64 = 1_704_067_200;
 const DAY: i64 = 86_400;
 
 fn generated(seed: u64, messages: u64) -> String {
-    let config = GeneratorConfig::new(seed, messages, T0 * 1000, 5);
+    let config = GeneratorConfig::new(seed, messages, ses_export_core::clock::Millis(T0 * 1000), 5);
     let mut out = String::new();
     for line in EventGenerator::new(config) {
         out.push_str(&line);

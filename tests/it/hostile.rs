@@ -271,7 +271,7 @@ async fn caller_chosen_scopes_are_not_kept() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     // 2026-12-06T11:20:00.000Z as SigV4 writes it: 20261206T112000Z.
-    let iso = ses_export_core::clock::format_iso8601(now);
+    let iso = ses_export_core::clock::format_iso8601(ses_export_core::clock::Millis(now));
     let stamp = format!("{}Z", iso[..19].replace(['-', ':'], ""));
     let day = stamp[..8].to_owned();
     let client = http_client();

@@ -150,7 +150,7 @@ impl FakeSns {
     /// AWS's documented string to sign, in order, each `Name\nValue\n`.
     fn message(&self, kind: &str, body: &str, version: &str, timestamp_millis: i64) -> serde_json::Value {
         let id = format!("{:016x}-0000-4000-8000-000000000000", rand_id());
-        let timestamp = format_iso8601(timestamp_millis);
+        let timestamp = format_iso8601(ses_export_core::clock::Millis(timestamp_millis));
         let mut message = serde_json::json!({
             "Type": kind,
             "MessageId": id,

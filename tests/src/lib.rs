@@ -335,7 +335,12 @@ impl Server {
 /// `messages` generated messages (seeded) as JSON Lines, sent over the
 /// five days from 2024-01-01.
 pub fn generated_lines(seed: u64, messages: u64) -> String {
-    let config = ses_export_core::generate::GeneratorConfig::new(seed, messages, 1_704_067_200_000, 5);
+    let config = ses_export_core::generate::GeneratorConfig::new(
+        seed,
+        messages,
+        ses_export_core::clock::Millis(1_704_067_200_000),
+        5,
+    );
     let mut out = String::new();
     for line in ses_export_core::generate::EventGenerator::new(config) {
         out.push_str(&line);

@@ -9,7 +9,7 @@ use ses_export_client::credentials::{Credentials, Resolve};
 use ses_export_client::model::schema::{Shape, Shaped};
 use ses_export_client::model::types::*;
 use ses_export_client::{Client, ClientConfig, Error, ErrorKind};
-use ses_export_core::clock::{DAY_MILLIS, parse_iso8601};
+use ses_export_core::clock::{Millis, day_of, day_start, now, parse_iso8601};
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 
 use crate::output::Output;
@@ -134,7 +134,8 @@ fn coerce_timestamps(shape: &'static Shape, value: &mut Value) -> Result<()> {
             let text = v.as_str().unwrap_or_default().to_owned();
             let millis = parse_iso8601(&text)
                 .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
-                .ok_or_else(|| format!("{text:?} is not a time: use epoch seconds or ISO 8601"))?;
+                .ok_or_else(|| format!("{text:?} is not a time: use epoch seconds or ISO 8601"))?
+                .0;
             *v = if millis % 1000 == 0 {
                 json!(millis / 1000)
             } else {
@@ -403,15 +404,12 @@ async fn download(cli: &Cli, output: &Output, job_id: &str, out: Option<&std::pa
 }
 
 /// `seed --start`: a day or a time; by default `days` days before today.
-fn seed_start(start: Option<&str>, days: u32) -> Result<i64> {
+fn seed_start(start: Option<&str>, days: u32) -> Result<Millis> {
     match start {
         Some(text) => parse_iso8601(text)
             .or_else(|| parse_iso8601(&format!("{text}T00:00:00Z")))
             .ok_or_else(|| format!("--start {text:?} is not an ISO 8601 time")),
-        None => {
-            let now = ses_export_client::model::Timestamp::now().as_millis();
-            Ok((now.div_euclid(DAY_MILLIS) - i64::from(days)) * DAY_MILLIS)
-        }
+        None => Ok(day_start(day_of(now()) - i64::from(days))),
     }
 }
 

@@ -331,7 +331,10 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
         Value::Number(n) if prefix.ends_with("Timestamp") || prefix.ends_with("Date") => {
             // People read times, not epoch seconds.
             let millis = (n.as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
-            out.push((prefix.to_owned(), ses_export_core::clock::format_iso8601(millis)));
+            out.push((
+                prefix.to_owned(),
+                ses_export_core::clock::format_iso8601(ses_export_core::clock::Millis(millis)),
+            ));
         }
         other => out.push((prefix.to_owned(), scalar(other))),
     }

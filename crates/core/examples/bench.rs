@@ -7,7 +7,7 @@ use std::io::BufWriter;
 use std::time::Instant;
 
 use ses_export_core::backend::sqlite::SqliteEventStore;
-use ses_export_core::clock::{DAY_MILLIS, Interval};
+use ses_export_core::clock::{DAY_MILLIS, Interval, Millis};
 use ses_export_core::event::open_events;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::filter::{InsightFilter, TextPattern};
@@ -22,7 +22,7 @@ use ses_export_model::types::{MetricAggregation, MetricDimensionName};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Where the generated messages start: 2024-01-01T00:00:00Z.
-const START: i64 = 1_704_067_200_000;
+const START: Millis = Millis(1_704_067_200_000);
 const DAYS: u32 = 30;
 
 fn account() -> Scope {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use ses_export_core::Scope;
 use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::backend::sqlite::SqliteEventStore;
-use ses_export_core::clock::{DAY_MILLIS, Interval};
+use ses_export_core::clock::{Interval, Millis};
 use ses_export_core::event::open_events;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::ingest::{DEFAULT_BATCH, ingest};
@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Daily counts per ISP, as BatchGetMetricData and metrics exports see them.
-    let everything = Interval::new(0, i64::MAX / 2);
+    let everything = Interval::new(Millis(0), Millis(i64::MAX / 2));
     let mut by_day_and_isp: BTreeMap<(i64, String), [i64; 6]> = BTreeMap::new();
     for row in store.daily_counts(&account, everything).await? {
         let counts = by_day_and_isp.entry((row.day, row.dimensions.isp.clone())).or_default();
@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("day         isp               send  delivery  open  click  bounce  complaint");
     for ((day, isp), [send, delivery, open, click, bounce, complaint]) in by_day_and_isp {
-        let date = ses_export_core::clock::format_iso8601(day * DAY_MILLIS);
+        let date = ses_export_core::clock::format_iso8601(ses_export_core::clock::day_start(day));
         println!(
             "{}  {isp:<15} {send:>6} {delivery:>9} {open:>5} {click:>6} {bounce:>7} {complaint:>10}",
             &date[..10]

@@ -54,7 +54,7 @@ impl Default for GeneratorConfig {
         GeneratorConfig {
             seed: 1,
             messages: 1000,
-            start: 1_704_067_200_000, // 2024-01-01T00:00:00Z
+            start: Millis(1_704_067_200_000), // 2024-01-01T00:00:00Z
             days: 7,
             account_id: "000000000000".to_owned(),
             arrival: Arrival::Live,
@@ -306,7 +306,7 @@ impl EventGenerator {
             message_id: format!(
                 "0100{:012x}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}-000000",
                 match c.arrival {
-                    Arrival::Live => sent as u64,
+                    Arrival::Live => sent.0 as u64,
                     Arrival::Backfill => rng.next_u64() & 0xFFFF_FFFF_FFFF,
                 },
                 rng.next_u64() as u32,
@@ -532,7 +532,7 @@ mod tests {
     /// not follow the send time; a live stream's ids do.
     #[test]
     fn a_backfill_arrives_out_of_order() {
-        let ids = |arrival| -> Vec<(i64, String)> {
+        let ids = |arrival| -> Vec<(Millis, String)> {
             let config = GeneratorConfig {
                 messages: 500,
                 arrival,
@@ -543,11 +543,11 @@ mod tests {
                 let event = parse_record(&line).expect("parses");
                 seen.insert(event.mail.message_id.clone(), event.mail.timestamp);
             }
-            let mut by_id: Vec<(i64, String)> = seen.into_iter().map(|(id, sent)| (sent, id)).collect();
+            let mut by_id: Vec<(Millis, String)> = seen.into_iter().map(|(id, sent)| (sent, id)).collect();
             by_id.sort_by(|a, b| a.1.cmp(&b.1));
             by_id
         };
-        let in_time_order = |by_id: &[(i64, String)]| by_id.windows(2).all(|w| w[0].0 <= w[1].0);
+        let in_time_order = |by_id: &[(Millis, String)]| by_id.windows(2).all(|w| w[0].0 <= w[1].0);
         let live = ids(Arrival::Live);
         let backfill = ids(Arrival::Backfill);
         assert_eq!(live.len(), backfill.len());

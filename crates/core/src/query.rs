@@ -13,7 +13,7 @@ use ses_export_model::types::{
 use ses_export_model::{InputError, Timestamp};
 
 use crate::Scope;
-use crate::clock::{Interval, day_of, day_start};
+use crate::clock::{Interval, Millis, day_of, day_start};
 use crate::event_store::{EventStore, RecordFilter, ScanControl, StoreError};
 use crate::filter::InsightFilter;
 use crate::insight::InsightRecord;
@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_RESULTS: usize = 1000;
 
 /// The interval of a request's `StartDate` and `EndDate`, in milliseconds.
 pub fn interval(start: Timestamp, end: Timestamp) -> Interval {
-    Interval::new(start.as_millis(), end.as_millis())
+    Interval::new(Millis::of(start), Millis::of(end))
 }
 
 /// A `CreateExportJob` request that keeps every rule: the model's
@@ -339,8 +339,8 @@ fn split(interval: Interval, parts: usize) -> Vec<Interval> {
         let end = i128::from(interval.start) + span * i / parts - 1;
         if end >= start {
             pieces.push(Interval {
-                start: i64::try_from(start).unwrap_or(i64::MAX),
-                end: i64::try_from(end).unwrap_or(i64::MAX),
+                start: Millis(i64::try_from(start).unwrap_or(i64::MAX)),
+                end: Millis(i64::try_from(end).unwrap_or(i64::MAX)),
             });
         }
         start = end + 1;
@@ -456,7 +456,7 @@ pub async fn daily_volumes(
     metric: &Metric,
     filter: &BTreeMap<MetricDimensionName, String>,
     interval: Interval,
-) -> Result<Vec<(i64, i64)>, StoreError> {
+) -> Result<Vec<(Millis, i64)>, StoreError> {
     if interval.is_empty() {
         return Ok(Vec::new());
     }
@@ -479,21 +479,33 @@ mod tests {
 
     #[test]
     fn an_interval_splits_into_consecutive_pieces() {
-        let whole = Interval { start: 10, end: 19 };
+        let whole = Interval {
+            start: Millis(10),
+            end: Millis(19),
+        };
         let pieces = split(whole, 3);
-        assert_eq!(pieces.first().map(|p| p.start), Some(10));
-        assert_eq!(pieces.last().map(|p| p.end), Some(19));
+        assert_eq!(pieces.first().map(|p| p.start), Some(Millis(10)));
+        assert_eq!(pieces.last().map(|p| p.end), Some(Millis(19)));
         assert!(pieces.windows(2).all(|w| w[0].end + 1 == w[1].start), "{pieces:?}");
         assert_eq!(
-            split(Interval { start: 5, end: 5 }, 4),
-            vec![Interval { start: 5, end: 5 }]
+            split(
+                Interval {
+                    start: Millis(5),
+                    end: Millis(5)
+                },
+                4
+            ),
+            vec![Interval {
+                start: Millis(5),
+                end: Millis(5)
+            }]
         );
         let extreme = Interval {
-            start: i64::MIN,
-            end: i64::MAX,
+            start: Millis::MIN,
+            end: Millis::MAX,
         };
         let halves = split(extreme, 2);
-        assert_eq!((halves[0].start, halves[1].end), (i64::MIN, i64::MAX));
+        assert_eq!((halves[0].start, halves[1].end), (Millis::MIN, Millis::MAX));
         assert_eq!(halves[0].end + 1, halves[1].start);
     }
 }

@@ -147,7 +147,7 @@ async fn sweep_staging(storage: &Storage, before: Millis) -> Result<u64, String>
     let mut old = Vec::new();
     while let Some(meta) = listing.next().await {
         let meta = meta.map_err(|e| format!("listing managed exports: {e}"))?;
-        if meta.location.as_ref().ends_with(".partial") && meta.last_modified.timestamp_millis() < before {
+        if meta.location.as_ref().ends_with(".partial") && meta.last_modified.timestamp_millis() < before.0 {
             old.push(meta.location);
         }
     }

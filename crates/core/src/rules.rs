@@ -177,8 +177,8 @@ pub fn batch_get_metric_data(input: &BatchGetMetricDataRequest) -> Vec<Violation
         if query.start_date > query.end_date {
             out.push(later(&path, query.end_date));
         } else {
-            let days = crate::clock::day_of(query.end_date.as_millis())
-                - crate::clock::day_of(query.start_date.as_millis())
+            let days = crate::clock::day_of(crate::clock::Millis::of(query.end_date))
+                - crate::clock::day_of(crate::clock::Millis::of(query.start_date))
                 + 1;
             if days > MAX_METRIC_DAYS {
                 out.push(Violation::new(

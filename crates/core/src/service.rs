@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ses_export_model::InputError;
+use ses_export_model::Violation;
 use ses_export_model::types::*;
-use ses_export_model::{Timestamp, Violation};
+
+use crate::clock::Millis;
 
 use crate::Scope;
 use crate::destination::{BucketAccess, Storage, s3_target, valid_bucket_name};
@@ -298,7 +300,7 @@ impl ExportService {
             source_type: query.source_type(),
             status: JobStatus::Created,
             query,
-            created: Timestamp::now().as_millis(),
+            created: crate::clock::now(),
             completed: None,
             failure: None,
             statistics: None,
@@ -359,8 +361,8 @@ impl ExportService {
             job_status: Some(job.status.clone()),
             export_destination: Some(destination),
             export_data_source: Some(job.query.request().export_data_source.clone()),
-            created_timestamp: Timestamp::from_millis(job.created),
-            completed_timestamp: job.completed.and_then(Timestamp::from_millis),
+            created_timestamp: job.created.timestamp(),
+            completed_timestamp: job.completed.and_then(Millis::timestamp),
             failure_info: job.failure.as_ref().map(|message| FailureInfo {
                 failed_records_s3_url: None,
                 error_message: Some(message.clone()),
@@ -411,8 +413,8 @@ impl ExportService {
                         job_id: Some(job.job_id),
                         export_source_type: Some(job.source_type),
                         job_status: Some(job.status),
-                        created_timestamp: Timestamp::from_millis(job.created),
-                        completed_timestamp: job.completed.and_then(Timestamp::from_millis),
+                        created_timestamp: job.created.timestamp(),
+                        completed_timestamp: job.completed.and_then(Millis::timestamp),
                     })
                     .collect(),
             ),
@@ -435,7 +437,7 @@ impl ExportService {
             )));
         }
         let update = JobUpdate {
-            completed: Some(Timestamp::now().as_millis()),
+            completed: Some(crate::clock::now()),
             ..JobUpdate::default()
         };
         let result = self
@@ -511,7 +513,7 @@ impl ExportService {
             match query::daily_volumes(&*self.events, account, &query.metric, &filter, interval).await {
                 Ok(days) => results.push(MetricDataResult {
                     id: Some(query.id),
-                    timestamps: Some(days.iter().filter_map(|(t, _)| Timestamp::from_millis(*t)).collect()),
+                    timestamps: Some(days.iter().filter_map(|(t, _)| t.timestamp()).collect()),
                     values: Some(days.iter().map(|(_, v)| *v).collect()),
                 }),
                 Err(e) => {
@@ -625,7 +627,7 @@ fn message_insights_response(detail: MessageDetail) -> GetMessageInsightsRespons
                                     let details = (bounce.is_some() || complaint.is_some())
                                         .then_some(EventDetails { bounce, complaint });
                                     InsightsEvent {
-                                        timestamp: Timestamp::from_millis(e.timestamp),
+                                        timestamp: e.timestamp.timestamp(),
                                         r#type: Some(e.kind.event_type()),
                                         details,
                                     }

@@ -7,7 +7,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use futures_util::TryStreamExt;
 use ses_export_core::backend::memory::MemoryEventStore;
-use ses_export_core::clock::Interval;
+use ses_export_core::clock::{Interval, Millis};
 use ses_export_core::event::open_events;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::ingest::{IngestFailure, IngestReport, ingest};
@@ -32,7 +32,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 async fn records(store: &dyn EventStore) -> Vec<InsightRecord> {
     store
-        .scan_insights(&account(), Interval::new(0, i64::MAX / 2))
+        .scan_insights(&account(), Interval::new(Millis(0), Millis(i64::MAX / 2)))
         .try_collect()
         .await
         .expect("scan")

@@ -2,6 +2,7 @@
 //! against the database in `SES_EXPORT_TEST_DATABASE_URL` (`.ci/run` sets
 //! it), each test in a schema of its own.
 
+use ses_export_core::clock::Millis;
 use std::sync::Arc;
 
 use ses_export_core::backend::postgres::{self, PgEventStore, PgJobStore, SegmentBucket};
@@ -101,7 +102,7 @@ async fn databases_before_segments_move_into_them() {
     let pool = postgres::connect(&url, 4).await.expect("connect");
     let store = PgEventStore::with_segments(pool.clone(), segments.clone());
     store.write_batch(&account(), generated(23, 600)).await.expect("ingest");
-    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let everything = Interval::EVERYTHING;
     let state = |store: PgEventStore| async move {
         let records: Vec<_> = store
             .scan_insights(&account(), everything)
@@ -123,8 +124,8 @@ async fn databases_before_segments_move_into_them() {
     let pool = postgres::connect(&url, 4).await.expect("connect and migrate");
     let store = PgEventStore::with_segments(pool.clone(), segments);
     let plan = CompactionPlan {
-        settled_before: i64::MAX / 2,
-        quiet_since: i64::MAX,
+        settled_before: Millis(i64::MAX / 2),
+        quiet_since: Millis::MAX,
         fold_ratio: 16,
     };
     let done = store.compact(&plan).await.expect("compact");
@@ -174,8 +175,8 @@ async fn what_a_killed_compaction_leaves_is_never_read() {
     let (first, late) = stream.split_at(stream.len() * 2 / 3);
     store.write_batch(&account(), first.to_vec()).await.expect("ingest");
     let plan = CompactionPlan {
-        settled_before: i64::MAX / 2,
-        quiet_since: i64::MAX,
+        settled_before: Millis(i64::MAX / 2),
+        quiet_since: Millis::MAX,
         fold_ratio: u64::MAX,
     };
     assert!(store.compact(&plan).await.expect("settle").segments > 0);
@@ -191,7 +192,7 @@ async fn what_a_killed_compaction_leaves_is_never_read() {
         std::fs::write(day.join("part-2.parquet"), b"half an upload").expect("orphan");
         std::fs::copy(day.join("part-1.parquet"), day.join("part-0.parquet")).expect("retired");
     }
-    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let everything = Interval::EVERYTHING;
     let scan = |store: PgEventStore| async move {
         store
             .scan_insights(&account(), everything)
@@ -257,8 +258,8 @@ async fn retention_deletes_settled_days_from_the_bucket() {
     let last = stream.iter().map(|e| e.mail.timestamp).max().expect("events");
     store.write_batch(&account(), stream).await.expect("ingest");
     let plan = CompactionPlan {
-        settled_before: i64::MAX / 2,
-        quiet_since: i64::MAX,
+        settled_before: Millis(i64::MAX / 2),
+        quiet_since: Millis::MAX,
         fold_ratio: u64::MAX,
     };
     assert!(store.compact(&plan).await.expect("settle").segments > 1);
@@ -355,7 +356,7 @@ async fn databases_before_the_revised_definitions_are_rederived() {
         .batch_execute("UPDATE ses_metric_days SET delivery_open = delivery, permanent_bounce = permanent_bounce + 1")
         .await
         .expect("old rollups");
-    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let everything = Interval::EVERYTHING;
     let mut states = Vec::new();
     for url in [&old, &fresh] {
         let store = PgEventStore::new(postgres::connect(url, 4).await.expect("connect and migrate"));
@@ -429,7 +430,7 @@ async fn databases_before_regions_are_the_default_regions() {
         .write_batch(&account(), events(&sample_records()))
         .await
         .expect("ingest");
-    let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+    let everything = Interval::EVERYTHING;
     let before = store.daily_counts(&account(), everything).await.expect("counts");
     drop(store);
     let pool = postgres::connect(&url, 2).await.expect("connect");

@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use proptest::prelude::*;
 use ses_export_core::backend::memory::MemoryEventStore;
 use ses_export_core::backend::sqlite::SqliteEventStore;
-use ses_export_core::clock::{DAY_MILLIS, Interval};
+use ses_export_core::clock::{DAY_MILLIS, Interval, Millis};
 use ses_export_core::event::SesEvent;
 use ses_export_core::event_store::conformance::{T0, account, generated, reference_counts, reference_records};
 use ses_export_core::event_store::{CompactionPlan, EventStore};
@@ -71,7 +71,7 @@ async fn check(store: &dyn EventStore, case: &Case) -> Result<(), TestCaseError>
         if let Some((days, fold_ratio)) = compaction {
             let plan = CompactionPlan {
                 settled_before: T0 + days * DAY_MILLIS,
-                quiet_since: i64::MAX,
+                quiet_since: Millis::MAX,
                 fold_ratio: *fold_ratio,
             };
             store.compact(&plan).await.expect("compact");

@@ -15,8 +15,8 @@ use ses_export_core::query::{
 };
 use ses_export_model::types::{MessageInsightsFilters, Metric, MetricAggregation, MetricDimensionName};
 
-const T0: Millis = 1_704_067_200_000; // 2024-01-01T00:00:00Z
-const D: Millis = DAY_MILLIS;
+const T0: Millis = Millis(1_704_067_200_000); // 2024-01-01T00:00:00Z
+const D: i64 = DAY_MILLIS;
 
 fn account() -> Scope {
     "111111111111/us-east-1".parse().expect("a scope")
@@ -63,7 +63,7 @@ impl Mail<'_> {
         self.event("Send", "send", json!({}))
     }
 
-    fn at(&self, event_type: &str, after: Millis) -> Value {
+    fn at(&self, event_type: &str, after: i64) -> Value {
         let key = event_type.to_ascii_lowercase();
         let t = format_iso8601(self.sent + after);
         let detail = match event_type {

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use ses_export_core::backend::sqlite::{SqliteEventStore, SqliteJobStore};
-use ses_export_core::clock::{DAY_MILLIS, Interval};
+use ses_export_core::clock::{DAY_MILLIS, Interval, Millis};
 use ses_export_core::destination::{BucketAccess, BucketBackend, Storage};
 use ses_export_core::event::parse_record;
 use ses_export_core::event_store::EventStore;
 use ses_export_core::generate::{EventGenerator, GeneratorConfig};
 use ses_export_core::job::JobStore;
 use ses_export_core::limits::Unlimited;
-use ses_export_core::model::Timestamp;
 use ses_export_core::model::types::{
     CreateExportJobRequest, DataFormat, ExportDataSource, ExportDestination, GetExportJobRequest, JobStatus,
     MessageInsightsDataSource,
@@ -25,9 +24,9 @@ use ses_export_core::signing::SigningKey;
 use ses_export_core::{Scope, event::SesEvent};
 
 /// 2024-01-01T00:00:00Z.
-const T0: i64 = 1_704_067_200_000;
+const T0: Millis = Millis(1_704_067_200_000);
 
-fn generated(seed: u64, messages: u64, start: i64, days: u32) -> Vec<SesEvent> {
+fn generated(seed: u64, messages: u64, start: Millis, days: u32) -> Vec<SesEvent> {
     let config = GeneratorConfig::new(seed, messages, start, days);
     EventGenerator::new(config)
         .map(|line| parse_record(&line).expect("parses"))
@@ -77,8 +76,8 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     let request = CreateExportJobRequest {
         export_data_source: ExportDataSource {
             message_insights_data_source: Some(MessageInsightsDataSource {
-                start_date: Timestamp::from_millis(T0).expect("time"),
-                end_date: Timestamp::from_millis(T0 + 3 * DAY_MILLIS).expect("time"),
+                start_date: T0.timestamp().expect("time"),
+                end_date: (T0 + 3 * DAY_MILLIS).timestamp().expect("time"),
                 include: None,
                 exclude: None,
                 max_results: None,
@@ -129,7 +128,7 @@ async fn managed_exports_go_after_their_days_and_jobs_stay() {
     let staging = f.exports.join(account.as_str()).join("crashed.csv.run-7.partial");
     std::fs::write(&staging, b"half a file").expect("staging");
 
-    let ended = job.completed_timestamp.expect("ended").as_millis();
+    let ended = Millis::of(job.completed_timestamp.expect("ended"));
     let keep_seven = Retention::new(0, 7);
     // Six days on, the file is still young.
     let swept = sweep(
@@ -189,7 +188,7 @@ async fn event_retention_runs_beside_ingest_and_keeps_the_young() {
     ingesting.await.expect("ingest ran to its end beside the sweep");
     assert_eq!(swept.messages, 4_000);
 
-    let everything = Interval::new(0, i64::MAX / 2);
+    let everything = Interval::new(Millis(0), Millis(i64::MAX / 2));
     let records: Vec<_> = f
         .events
         .scan_insights(&account, everything)

@@ -295,9 +295,7 @@ impl Sns {
     pub async fn verify(&self, message: &Message) -> Result<(), SnsError> {
         let signed = ses_export_core::clock::parse_iso8601(&message.timestamp)
             .ok_or_else(|| SnsError::Refused(format!("Timestamp {:?} is not ISO 8601", message.timestamp)))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = ses_export_core::clock::now();
         if signed < now - MAX_MESSAGE_AGE.as_millis() as i64 {
             return Err(SnsError::Refused(format!(
                 "the message was signed at {}, more than {} hours ago: its signature has expired",

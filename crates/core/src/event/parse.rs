@@ -6,7 +6,7 @@ use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
 use super::{BounceDetail, ComplaintDetail, EventKind, Mail, NamedRecipient, SesEvent};
-use crate::clock::parse_iso8601;
+use crate::clock::{Millis, parse_iso8601};
 use ses_export_model::types::BounceType;
 
 /// A record as read: an SES record, or one envelope around one. `D` is
@@ -310,7 +310,7 @@ fn event<D>(raw: RawRecord<D>) -> Result<SesEvent, String> {
 
 /// The earliest time an event may carry: 2011-01-01, before SES sent its
 /// first message. Earlier is not a real SES event.
-pub const EARLIEST_EVENT_MILLIS: i64 = 1_293_840_000_000;
+pub const EARLIEST_EVENT_MILLIS: Millis = Millis(1_293_840_000_000);
 /// How far past this server's clock an event's time may be: a day, room
 /// for any clock. Later is not a real SES event, and retention would
 /// never expire it.
@@ -321,9 +321,7 @@ pub const MAX_EVENT_LEAD_MILLIS: i64 = 24 * 3600 * 1000;
 /// of now, and text holding U+0000 (PostgreSQL's text cannot, and an id
 /// with it could never be asked for).
 fn check_storable(event: &SesEvent) -> Result<(), String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::clock::now();
     for (what, at) in [
         ("mail.timestamp", event.mail.timestamp),
         ("the event's timestamp", event.timestamp),
@@ -398,7 +396,7 @@ fn mail(raw: RawMail) -> Result<Mail, String> {
 /// field order and the whitespace do not count.
 fn event_id(
     kind: EventKind,
-    timestamp: i64,
+    timestamp: Millis,
     mail: &Mail,
     recipients: &[NamedRecipient],
     detail: &RawDetail,
@@ -410,7 +408,7 @@ fn event_id(
     };
     field(mail.message_id.as_bytes());
     field(&[kind.code()]);
-    field(&timestamp.to_le_bytes());
+    field(&timestamp.0.to_le_bytes());
     for r in recipients {
         field(r.address.as_bytes());
     }

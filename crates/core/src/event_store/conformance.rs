@@ -64,7 +64,7 @@ impl EventStore for SettledAfterEachBatch {
     async fn write_batch(&self, account: &Scope, events: Vec<SesEvent>) -> Result<BatchOutcome, super::StoreError> {
         let outcome = self.store.write_batch(account, events).await?;
         let plan = super::CompactionPlan {
-            settled_before: Millis::MAX / 2,
+            settled_before: Millis(i64::MAX / 2),
             quiet_since: Millis::MAX,
             fold_ratio: self.fold_ratio,
         };
@@ -125,7 +125,7 @@ fn other_account() -> Scope {
 }
 
 /// 2024-01-01T00:00:00Z.
-pub const T0: Millis = 1_704_067_200_000;
+pub const T0: Millis = Millis(1_704_067_200_000);
 
 /// A record as SES writes it, for `message_id` sent at `sent` to
 /// `destination`, with `detail` under the event type's key.
@@ -224,7 +224,7 @@ pub fn sample_records() -> Vec<Value> {
 
 async fn scan_all(store: &dyn EventStore, account: &Scope) -> Vec<InsightRecord> {
     store
-        .scan_insights(account, Interval::new(i64::MIN / 2, i64::MAX / 2))
+        .scan_insights(account, Interval::EVERYTHING)
         .try_collect()
         .await
         .expect("scan")
@@ -550,7 +550,7 @@ pub async fn check_aws_definitions(store: &dyn EventStore) {
     let day0 = |counts: &[DailyCounts]| {
         counts
             .iter()
-            .filter(|c| c.day == T0 / day)
+            .filter(|c| c.day == T0.0 / day)
             .fold([0i64; 10], |mut sum, c| {
                 for (s, n) in sum.iter_mut().zip(c.counts.0) {
                     *s += n;
@@ -831,7 +831,7 @@ pub async fn check_scans_during_compactions(
     expected.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     let (sends, rest): (Vec<_>, Vec<_>) = stream.iter().cloned().partition(|e| e.kind == EventKind::Send);
     let plan = super::CompactionPlan {
-        settled_before: Millis::MAX / 2,
+        settled_before: Millis(i64::MAX / 2),
         quiet_since: Millis::MAX,
         fold_ratio: u64::MAX,
     };

@@ -234,7 +234,7 @@ pub struct CompactionPlan {
 impl CompactionPlan {
     /// What the server does at `now`: days end `settle_days` whole days
     /// before today's, quiet for `quiet_millis`; late records folded at 1/16.
-    pub fn at(now: Millis, settle_days: u32, quiet_millis: Millis) -> Self {
+    pub fn at(now: Millis, settle_days: u32, quiet_millis: i64) -> Self {
         CompactionPlan {
             settled_before: crate::clock::day_start(crate::clock::day_of(now) - i64::from(settle_days)),
             quiet_since: now - quiet_millis,

@@ -12,6 +12,7 @@ use ses_export_model::types::{
 
 use super::{ExportJob, JobFilter, JobStatistics, JobStore, JobStoreError, JobUpdate};
 use crate::Scope;
+use crate::clock::Millis;
 use crate::query::ExportQuery;
 
 /// Runs every check, each on a fresh store from `new_store`.
@@ -60,7 +61,7 @@ pub fn job(account_n: u8, id: &str, created: i64) -> ExportJob {
         source_type: ExportSourceType::MessageInsights,
         status: JobStatus::Created,
         query: ExportQuery::try_from(request).expect("a valid request"),
-        created,
+        created: Millis(created),
         completed: None,
         failure: None,
         statistics: None,
@@ -97,7 +98,7 @@ pub async fn check_active_limit(store: &dyn JobStore) {
         .await
         .expect("another account has its own limit");
     let done = JobUpdate {
-        completed: Some(10),
+        completed: Some(Millis(10)),
         ..JobUpdate::default()
     };
     store
@@ -178,7 +179,7 @@ pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
     assert_eq!(job.status, JobStatus::Processing);
     // A cancel wins; the worker's late COMPLETED then does not apply.
     let cancel = JobUpdate {
-        completed: Some(50),
+        completed: Some(Millis(50)),
         ..JobUpdate::default()
     };
     let active = [JobStatus::Created, JobStatus::Processing];
@@ -189,7 +190,7 @@ pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
         .expect("exists");
     assert!(moved);
     let finish = JobUpdate {
-        completed: Some(60),
+        completed: Some(Millis(60)),
         statistics: Some(JobStatistics {
             processed: 5,
             exported: 4,
@@ -205,7 +206,7 @@ pub async fn check_transitions_are_compare_and_set(store: &dyn JobStore) {
     assert!(!moved);
     assert_eq!(
         (job.status, job.completed, job.statistics),
-        (JobStatus::Cancelled, Some(50), None)
+        (JobStatus::Cancelled, Some(Millis(50)), None)
     );
     let missing = store
         .transition(&account(1), "nope", &active, JobStatus::Cancelled, JobUpdate::default())
@@ -230,7 +231,7 @@ pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
         let store = Arc::clone(&store);
         claimers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(job) = store.claim("w", 0, LEASE).await.expect("claim") {
+            while let Some(job) = store.claim("w", Millis(0), LEASE).await.expect("claim") {
                 assert_eq!(job.status, JobStatus::Processing);
                 mine.push(job.job_id);
             }
@@ -250,10 +251,10 @@ pub async fn check_claims_are_exclusive(store: Arc<dyn JobStore>) {
 pub async fn check_requeue(store: &dyn JobStore) {
     store.create(&job(1, "a", 1), 20).await.expect("create");
     store.create(&job(1, "b", 2), 20).await.expect("create");
-    let first = store.claim("w", 0, LEASE).await.expect("claim").expect("a job");
+    let first = store.claim("w", Millis(0), LEASE).await.expect("claim").expect("a job");
     assert_eq!(first.job_id, "a", "oldest first");
     assert_eq!(store.requeue_processing().await.expect("requeue"), 1);
-    let again = store.claim("w", 0, LEASE).await.expect("claim").expect("a job");
+    let again = store.claim("w", Millis(0), LEASE).await.expect("claim").expect("a job");
     assert_eq!(again.job_id, "a");
 }
 
@@ -264,31 +265,43 @@ const LEASE: i64 = 10_000;
 /// or finishes.
 pub async fn check_leases(store: &dyn JobStore) {
     store.create(&job(1, "a", 1), 20).await.expect("create");
-    let claimed = store.claim("w1", 1_000, LEASE).await.expect("claim").expect("a job");
+    let claimed = store
+        .claim("w1", Millis(1_000), LEASE)
+        .await
+        .expect("claim")
+        .expect("a job");
     assert_eq!(
         claimed.lease.as_ref().map(|l| (l.owner.as_str(), l.expires)),
-        Some(("w1", 11_000))
+        Some(("w1", Millis(11_000)))
     );
     // While the lease holds, nobody else gets the job.
-    assert!(store.claim("w2", 5_000, LEASE).await.expect("claim").is_none());
-    assert!(store.renew(&account(1), "a", "w1", 20_000).await.expect("renew"));
+    assert!(store.claim("w2", Millis(5_000), LEASE).await.expect("claim").is_none());
     assert!(
-        !store.renew(&account(1), "a", "w2", 30_000).await.expect("renew"),
+        store
+            .renew(&account(1), "a", "w1", Millis(20_000))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !store
+            .renew(&account(1), "a", "w2", Millis(30_000))
+            .await
+            .expect("renew"),
         "not w2's lease"
     );
     assert!(
-        store.claim("w2", 15_000, LEASE).await.expect("claim").is_none(),
+        store.claim("w2", Millis(15_000), LEASE).await.expect("claim").is_none(),
         "renewed to 20,000"
     );
     // w1 dies; after its lease expires w2 takes the job over, and w1's late finish does not count.
     let taken = store
-        .claim("w2", 20_001, LEASE)
+        .claim("w2", Millis(20_001), LEASE)
         .await
         .expect("claim")
         .expect("the expired job");
     assert_eq!(taken.job_id, "a");
     let done = JobUpdate {
-        completed: Some(25_000),
+        completed: Some(Millis(25_000)),
         ..JobUpdate::default()
     };
     assert!(
@@ -306,7 +319,7 @@ pub async fn check_leases(store: &dyn JobStore) {
     let ended = store.get(&account(1), "a").await.expect("get").expect("exists");
     assert_eq!(
         (ended.status, ended.completed, ended.lease),
-        (JobStatus::Completed, Some(25_000), None)
+        (JobStatus::Completed, Some(Millis(25_000)), None)
     );
     assert!(
         !store
@@ -317,7 +330,11 @@ pub async fn check_leases(store: &dyn JobStore) {
     );
     // A cancelled job cannot be renewed: that is how a worker learns of the cancel.
     store.create(&job(1, "b", 2), 20).await.expect("create");
-    store.claim("w1", 30_000, LEASE).await.expect("claim").expect("b");
+    store
+        .claim("w1", Millis(30_000), LEASE)
+        .await
+        .expect("claim")
+        .expect("b");
     store
         .transition(
             &account(1),
@@ -328,7 +345,12 @@ pub async fn check_leases(store: &dyn JobStore) {
         )
         .await
         .expect("cancel");
-    assert!(!store.renew(&account(1), "b", "w1", 40_000).await.expect("renew"));
+    assert!(
+        !store
+            .renew(&account(1), "b", "w1", Millis(40_000))
+            .await
+            .expect("renew")
+    );
 }
 
 /// Retention: jobs that ended before a time and still have a managed file
@@ -340,9 +362,13 @@ pub async fn check_export_retention(store: &dyn JobStore) {
     {
         store.create(&job(account_n, id, n as i64), 20).await.expect("create");
         let owner = format!("w-{id}");
-        store.claim(&owner, 100, LEASE).await.expect("claim").expect("a job");
+        store
+            .claim(&owner, Millis(100), LEASE)
+            .await
+            .expect("claim")
+            .expect("a job");
         let done = JobUpdate {
-            completed: Some(completed),
+            completed: Some(Millis(completed)),
             output_key: Some(format!("{id}.csv")),
             ..JobUpdate::default()
         };
@@ -353,13 +379,13 @@ pub async fn check_export_retention(store: &dyn JobStore) {
                 .expect("finish")
         );
     }
-    let ended = store.ended_with_output(5_000, 10).await.expect("ended");
+    let ended = store.ended_with_output(Millis(5_000), 10).await.expect("ended");
     let ids: Vec<&str> = ended.iter().map(|j| j.job_id.as_str()).collect();
     assert_eq!(ids, ["older", "old"]);
-    assert_eq!(store.ended_with_output(5_000, 1).await.expect("ended").len(), 1);
+    assert_eq!(store.ended_with_output(Millis(5_000), 1).await.expect("ended").len(), 1);
     store.clear_output(&account(2), "older").await.expect("clear");
     let ids: Vec<String> = store
-        .ended_with_output(5_000, 10)
+        .ended_with_output(Millis(5_000), 10)
         .await
         .expect("ended")
         .into_iter()

@@ -141,7 +141,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// The oldest `CREATED` job of any account (or `PROCESSING` job whose
     /// lease expired before `now`), moved to `PROCESSING` under a lease for
     /// `owner` until `now + lease`.
-    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError>;
+    async fn claim(&self, owner: &str, now: Millis, lease: i64) -> Result<Option<ExportJob>, JobStoreError>;
 
     /// Extends `owner`'s lease on a `PROCESSING` job to `until`; `false`
     /// when the job is no longer `PROCESSING` under that owner (it was

@@ -91,7 +91,7 @@ impl JobStore for MemoryJobStore {
         Ok(Some((job.clone(), true)))
     }
 
-    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn claim(&self, owner: &str, now: Millis, lease: i64) -> Result<Option<ExportJob>, JobStoreError> {
         let mut jobs = self.lock();
         let oldest = jobs
             .values_mut()

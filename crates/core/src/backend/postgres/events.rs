@@ -218,7 +218,7 @@ impl BatchTxn for PgTxn<'_> {
         let ids: Vec<&[u8]> = rows.iter().map(|p| &p.id[..]).collect();
         let recipients: Vec<&str> = rows.iter().map(|p| p.recipient.as_str()).collect();
         let kinds: Vec<i16> = rows.iter().map(|p| i16::from(p.kind.code())).collect();
-        let times: Vec<i64> = rows.iter().map(|p| p.timestamp).collect();
+        let times: Vec<Millis> = rows.iter().map(|p| p.timestamp).collect();
         let inserted = self
             .tx
             .query(
@@ -254,7 +254,7 @@ impl BatchTxn for PgTxn<'_> {
 
     async fn insert_messages(&mut self, messages: &[MessageRow]) -> Result<(), StoreError> {
         let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
-        let sent: Vec<i64> = messages.iter().map(|m| m.send_timestamp).collect();
+        let sent: Vec<Millis> = messages.iter().map(|m| m.send_timestamp).collect();
         let from: Vec<Option<&str>> = messages.iter().map(|m| m.from_email_address.as_deref()).collect();
         let subjects: Vec<Option<&str>> = messages.iter().map(|m| m.subject.as_deref()).collect();
         let tags = messages
@@ -278,7 +278,7 @@ impl BatchTxn for PgTxn<'_> {
         &mut self,
         records: &[(InsightRecord, EventFlags)],
     ) -> Result<Vec<Option<EventFlags>>, StoreError> {
-        let keys_ts: Vec<i64> = records.iter().map(|(r, _)| r.send_timestamp).collect();
+        let keys_ts: Vec<Millis> = records.iter().map(|(r, _)| r.send_timestamp).collect();
         let keys_id: Vec<&str> = records.iter().map(|(r, _)| r.message_id.as_str()).collect();
         let keys_dest: Vec<&str> = records.iter().map(|(r, _)| r.destination.as_str()).collect();
         let stored = self
@@ -292,7 +292,7 @@ impl BatchTxn for PgTxn<'_> {
             )
             .await
             .map_err(generic)?;
-        let old_flags: HashMap<(i64, String, String), i32> = stored
+        let old_flags: HashMap<(Millis, String, String), i32> = stored
             .iter()
             .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
             .collect();

@@ -50,7 +50,7 @@ fn job(row: &Row) -> Result<ExportJob, JobStoreError> {
             _ => None,
         },
         output_key: row.get(10),
-        lease: match (row.get::<_, Option<String>>(11), row.get::<_, Option<i64>>(12)) {
+        lease: match (row.get::<_, Option<String>>(11), row.get::<_, Option<Millis>>(12)) {
             (Some(owner), Some(expires)) => Some(JobLease { owner, expires }),
             _ => None,
         },
@@ -222,7 +222,7 @@ impl JobStore for PgJobStore {
         }
     }
 
-    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn claim(&self, owner: &str, now: Millis, lease: i64) -> Result<Option<ExportJob>, JobStoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(

@@ -706,7 +706,7 @@ impl EventStore for SqliteEventStore {
                     )?
                     .query_row(params![account, day, message_id], |r| {
                         Ok((
-                            r.get::<_, i64>(0)?,
+                            r.get::<_, Millis>(0)?,
                             r.get::<_, Option<String>>(1)?,
                             r.get::<_, Option<String>>(2)?,
                             r.get::<_, String>(3)?,
@@ -859,7 +859,7 @@ impl EventStore for SqliteEventStore {
         tokio::task::spawn_blocking(move || {
             let mut conn = lock(&inner.writer);
             let tx = conn.transaction()?;
-            let old: Vec<(String, String, i64)> = tx
+            let old: Vec<(String, String, Millis)> = tx
                 .prepare_cached(
                     "SELECT account, message_id, send_ts FROM messages WHERE send_ts < ?1 ORDER BY send_ts LIMIT ?2",
                 )?
@@ -974,7 +974,7 @@ pub(super) mod tests {
         }
         let store = SqliteEventStore::open(&path).expect("migrated");
         let records: Vec<InsightRecord> = store
-            .scan_insights(&Scope::development(), Interval::new(0, 10))
+            .scan_insights(&Scope::development(), Interval::new(Millis(0), Millis(10)))
             .map(|r| r.expect("record"))
             .collect()
             .await;
@@ -1085,7 +1085,7 @@ pub(super) mod tests {
             )
             .expect("old rollups");
         }
-        let everything = Interval::new(i64::MIN / 2, i64::MAX / 2);
+        let everything = Interval::EVERYTHING;
         let state = |path: PathBuf| async move {
             let store = SqliteEventStore::open(&path).expect("open");
             let records: Vec<InsightRecord> = store

@@ -191,7 +191,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
             _ => None,
         },
         output_key: row.get(10)?,
-        lease: match (row.get::<_, Option<String>>(11)?, row.get::<_, Option<i64>>(12)?) {
+        lease: match (row.get::<_, Option<String>>(11)?, row.get::<_, Option<Millis>>(12)?) {
             (Some(owner), Some(expires)) => Some(JobLease { owner, expires }),
             _ => None,
         },
@@ -365,7 +365,7 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn claim(&self, owner: &str, now: Millis, lease: Millis) -> Result<Option<ExportJob>, JobStoreError> {
+    async fn claim(&self, owner: &str, now: Millis, lease: i64) -> Result<Option<ExportJob>, JobStoreError> {
         let owner = owner.to_owned();
         self.with_cache(move |conn, cache| {
             let sql = format!(

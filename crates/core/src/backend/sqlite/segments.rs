@@ -442,21 +442,21 @@ mod tests {
     use futures_util::TryStreamExt;
 
     use crate::backend::sqlite::SqliteEventStore;
-    use crate::clock::{DAY_MILLIS, Interval};
+    use crate::clock::{DAY_MILLIS, Interval, Millis};
     use crate::event::SesEvent;
     use crate::event_store::conformance::{T0, account, generated, reference_counts, reference_records};
     use crate::event_store::{CompactionPlan, EventStore};
     use crate::insight::InsightRecord;
 
     const EVERYTHING: Interval = Interval {
-        start: T0 - 10 * DAY_MILLIS,
-        end: T0 + 40 * DAY_MILLIS,
+        start: Millis(T0.0 - 10 * DAY_MILLIS),
+        end: Millis(T0.0 + 40 * DAY_MILLIS),
     };
 
     fn settle_all(fold_ratio: u64) -> CompactionPlan {
         CompactionPlan {
             settled_before: T0 + 100 * DAY_MILLIS,
-            quiet_since: i64::MAX,
+            quiet_since: Millis::MAX,
             fold_ratio,
         }
     }
