@@ -1,7 +1,7 @@
 //! The backends: where events, jobs and rate-limit buckets are kept. Each
 //! has the same layout (`events`, `jobs`, `limits` where it keeps its own,
 //! and in `mod.rs` how its transaction runs the one migration scheme,
-//! [`migrate`]) and passes the same conformance suites
+//! `migrate`) and passes the same conformance suites
 //! (`event_store::conformance`, `job::conformance`).
 //!
 //! - [`memory`]: always built; tests and throwaway servers.
