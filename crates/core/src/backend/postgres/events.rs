@@ -920,46 +920,69 @@ pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<
     tx.batch_execute("UPDATE ses_insights SET flags = 0; DELETE FROM ses_metric_days; DELETE FROM ses_learned;")
         .await
         .map_err(generic)?;
-    // Read whole (a one-time cost), then replayed a chunk at a time.
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT e.account, e.event_id, e.kind, e.ts, e.bounce_type, e.bounce_sub_type, e.diagnostic_code, \
-                 e.complaint_sub_type, e.complaint_feedback_type, {RECORD_COLUMNS} \
-                 FROM ses_events e JOIN ses_messages m ON m.account = e.account AND m.message_id = e.message_id \
-                 JOIN ses_insights i ON i.account = e.account AND i.send_ts = m.send_ts \
-                 AND i.message_id = e.message_id AND i.destination = e.recipient ORDER BY e.account"
-            ),
-            &[],
+    // A page of the events at a time, in key order after the last one
+    // read, so the database's size does not decide the server's memory.
+    let page = |after: &str| {
+        format!(
+            "SELECT e.account, e.event_id, e.kind, e.ts, e.bounce_type, e.bounce_sub_type, e.diagnostic_code, \
+             e.complaint_sub_type, e.complaint_feedback_type, {RECORD_COLUMNS} \
+             FROM ses_events e JOIN ses_messages m ON m.account = e.account AND m.message_id = e.message_id \
+             JOIN ses_insights i ON i.account = e.account AND i.send_ts = m.send_ts \
+             AND i.message_id = e.message_id AND i.destination = e.recipient {after} \
+             ORDER BY e.account, e.message_id, e.event_id, e.recipient LIMIT {CHUNK}"
         )
-        .await
-        .map_err(generic)?;
-    let mut account = String::new();
-    let mut kept: Vec<(PlannedEvent, InsightRecord)> = Vec::with_capacity(CHUNK);
-    for row in &rows {
-        let row_account: String = row.get(0);
-        if row_account != account || kept.len() == CHUNK {
-            replay_chunk(tx, &account, &mut kept).await?;
-            account = row_account;
+    };
+    let (first, next) = (
+        page(""),
+        page("WHERE (e.account, e.message_id, e.event_id, e.recipient) > ($1, $2, $3, $4)"),
+    );
+    let mut after: Option<(String, String, Vec<u8>, String)> = None;
+    loop {
+        let rows = match &after {
+            None => tx.query(&first, &[]).await,
+            Some((account, message_id, id, recipient)) => tx.query(&next, &[account, message_id, id, recipient]).await,
         }
-        let record = record_at(row, 9);
-        let id: Vec<u8> = row.get(1);
-        let event = PlannedEvent {
-            id: id.try_into().unwrap_or_default(),
-            message_id: record.message_id.clone(),
-            send_timestamp: record.send_timestamp,
-            recipient: record.destination.clone(),
-            kind: EventKind::from_code(u8::try_from(row.get::<_, i16>(2)).unwrap_or(0)).unwrap_or(EventKind::Send),
-            timestamp: row.get(3),
-            bounce_type: row.get::<_, Option<String>>(4).map(BounceType::from),
-            bounce_sub_type: row.get(5),
-            diagnostic_code: row.get(6),
-            complaint_sub_type: row.get(7),
-            complaint_feedback_type: row.get(8),
-        };
-        kept.push((event, record));
+        .map_err(generic)?;
+        let mut account = String::new();
+        let mut kept: Vec<(PlannedEvent, InsightRecord)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let row_account: String = row.get(0);
+            if row_account != account {
+                replay_chunk(tx, &account, &mut kept).await?;
+                account = row_account;
+            }
+            let record = record_at(row, 9);
+            let id: Vec<u8> = row.get(1);
+            let event = PlannedEvent {
+                id: id.try_into().unwrap_or_default(),
+                message_id: record.message_id.clone(),
+                send_timestamp: record.send_timestamp,
+                recipient: record.destination.clone(),
+                kind: EventKind::from_code(u8::try_from(row.get::<_, i16>(2)).unwrap_or(0)).unwrap_or(EventKind::Send),
+                timestamp: row.get(3),
+                bounce_type: row.get::<_, Option<String>>(4).map(BounceType::from),
+                bounce_sub_type: row.get(5),
+                diagnostic_code: row.get(6),
+                complaint_sub_type: row.get(7),
+                complaint_feedback_type: row.get(8),
+            };
+            kept.push((event, record));
+        }
+        replay_chunk(tx, &account, &mut kept).await?;
+        // The last row's key, as stored (the join makes the record's
+        // message id and destination the event's).
+        after = rows.last().map(|row| {
+            (
+                row.get(0),
+                row.get(Col::MessageId.at(9)),
+                row.get(1),
+                row.get(Col::Destination.at(9)),
+            )
+        });
+        if rows.len() < CHUNK {
+            return Ok(());
+        }
     }
-    replay_chunk(tx, &account, &mut kept).await
 }
 
 async fn replay_chunk(
