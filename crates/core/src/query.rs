@@ -45,15 +45,18 @@ pub struct ExportQuery {
 /// What an [`ExportQuery`] selects, parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
-    Metrics,
-    Insights(Box<InsightsSource>),
+    Metrics(Box<MetricsQuery>),
+    /// An [`InsightQuery`] but for its seed, which is the job's.
+    Insights(Box<InsightQuery>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct InsightsSource {
-    include: InsightFilter,
-    exclude: InsightFilter,
-    max_results: usize,
+/// What an export selects: one of its two kinds.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// A `MESSAGE_INSIGHTS` export.
+    Insights(Box<InsightQuery>),
+    /// A `METRICS_DATA` export.
+    Metrics(MetricsQuery),
 }
 
 impl TryFrom<CreateExportJobRequest> for ExportQuery {
@@ -67,9 +70,14 @@ impl TryFrom<CreateExportJobRequest> for ExportQuery {
         if !violations.is_empty() {
             return Err(InputError::Invalid(violations));
         }
-        let source = match &request.export_data_source.message_insights_data_source {
-            None => Source::Metrics,
-            Some(insights) => {
+        let data = &request.export_data_source;
+        let source = match (&data.message_insights_data_source, &data.metrics_data_source) {
+            (None, Some(metrics)) => Source::Metrics(Box::new(metrics_query(metrics))),
+            (None, None) | (Some(_), Some(_)) => {
+                // The rules allow exactly one.
+                return Err(InputError::Malformed("Exactly one data source is required.".to_owned()));
+            }
+            (Some(insights), _) => {
                 let parse = |filters: &Option<MessageInsightsFilters>| match filters {
                     // The rules have parsed them; a failure here is one more
                     // way to say they do not parse.
@@ -77,13 +85,15 @@ impl TryFrom<CreateExportJobRequest> for ExportQuery {
                         .map_err(|_| InputError::Malformed("The message-insights filters are not valid.".to_owned())),
                     None => Ok(InsightFilter::default()),
                 };
-                Source::Insights(Box::new(InsightsSource {
+                Source::Insights(Box::new(InsightQuery {
+                    interval: interval(insights.start_date, insights.end_date),
                     include: parse(&insights.include)?,
                     exclude: parse(&insights.exclude)?,
                     max_results: insights
                         .max_results
                         .and_then(|n| usize::try_from(n).ok())
                         .unwrap_or(DEFAULT_MAX_RESULTS),
+                    seed: 0,
                 }))
             }
         };
@@ -107,35 +117,21 @@ impl ExportQuery {
     /// `METRICS_DATA` or `MESSAGE_INSIGHTS`.
     pub fn source_type(&self) -> ExportSourceType {
         match self.source {
-            Source::Metrics => ExportSourceType::MetricsData,
+            Source::Metrics(_) => ExportSourceType::MetricsData,
             Source::Insights(_) => ExportSourceType::MessageInsights,
         }
     }
 
-    /// A message-insights export's selection, sampled under `seed`.
-    pub fn insights(&self, seed: u64) -> Option<InsightQuery> {
-        let (Source::Insights(parsed), Some(source)) = (
-            &self.source,
-            &self.request.export_data_source.message_insights_data_source,
-        ) else {
-            return None;
-        };
-        Some(InsightQuery {
-            interval: interval(source.start_date, source.end_date),
-            include: parsed.include.clone(),
-            exclude: parsed.exclude.clone(),
-            max_results: parsed.max_results,
-            seed,
-        })
-    }
-
-    /// A metrics export's question.
-    pub fn metrics(&self) -> Option<MetricsQuery> {
-        self.request
-            .export_data_source
-            .metrics_data_source
-            .as_ref()
-            .map(metrics_query)
+    /// What the export selects; a message-insights sample is drawn under
+    /// `seed`.
+    pub fn selection(&self, seed: u64) -> Selection {
+        match &self.source {
+            Source::Metrics(query) => Selection::Metrics((**query).clone()),
+            Source::Insights(query) => Selection::Insights(Box::new(InsightQuery {
+                seed,
+                ..(**query).clone()
+            })),
+        }
     }
 }
 
@@ -164,7 +160,7 @@ fn metrics_query(source: &MetricsDataSource) -> MetricsQuery {
 }
 
 /// A message-insights selection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsightQuery {
     /// Which send times, inclusive.
     pub interval: Interval,
@@ -358,7 +354,7 @@ pub enum DimensionSelect {
 }
 
 /// A metrics export's question.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsQuery {
     /// Which UTC days, by send time.
     pub interval: Interval,

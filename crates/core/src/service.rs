@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ses_export_model::InputError;
-use ses_export_model::Violation;
 use ses_export_model::types::*;
-
-use crate::clock::Millis;
+use ses_export_model::{InputError, Violation};
 
 use crate::Scope;
+use crate::clock::Millis;
 use crate::destination::{BucketAccess, Storage, s3_target, valid_bucket_name};
 use crate::event_store::{EventStore, MessageDetail};
 use crate::ids::uuid_v4;
@@ -297,7 +295,6 @@ impl ExportService {
         let job = ExportJob {
             account: account.clone(),
             job_id: uuid_v4().map_err(internal)?,
-            source_type: query.source_type(),
             status: JobStatus::Created,
             query,
             created: crate::clock::now(),
@@ -357,7 +354,7 @@ impl ExportService {
         }
         Ok(GetExportJobResponse {
             job_id: Some(job.job_id.clone()),
-            export_source_type: Some(job.source_type.clone()),
+            export_source_type: Some(job.source_type()),
             job_status: Some(job.status.clone()),
             export_destination: Some(destination),
             export_data_source: Some(job.query.request().export_data_source.clone()),
@@ -410,8 +407,8 @@ impl ExportService {
             export_jobs: Some(
                 jobs.into_iter()
                     .map(|job| ExportJobSummary {
+                        export_source_type: Some(job.source_type()),
                         job_id: Some(job.job_id),
-                        export_source_type: Some(job.source_type),
                         job_status: Some(job.status),
                         created_timestamp: job.created.timestamp(),
                         completed_timestamp: job.completed.and_then(Millis::timestamp),

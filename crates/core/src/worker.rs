@@ -17,7 +17,7 @@ use crate::clock::now;
 use crate::destination::{ExportWriter, StagedExport, Storage, s3_target};
 use crate::event_store::EventStore;
 use crate::job::{ExportJob, JobStatistics, JobStore, JobUpdate};
-use crate::query::{select_insights, select_metrics};
+use crate::query::{Selection, select_insights, select_metrics};
 use crate::rng;
 use crate::rows::{RowWriter, insight_cells, metric_cells, metric_columns};
 
@@ -251,41 +251,31 @@ enum Outcome {
 async fn export(workers: &Workers, job: &ExportJob, run: &str, cancelled: &Arc<AtomicBool>) -> Outcome {
     let hold_until = tokio::time::Instant::now() + workers.config.min_job_duration;
     let format = job.query.request().export_destination.data_format.clone();
-    let (columns, rows, statistics) = match job.source_type {
-        ExportSourceType::MetricsData => {
-            let Some(query) = job.query.metrics() else {
-                return Outcome::Failed("The job has no MetricsDataSource.".to_owned());
-            };
-            match select_metrics(&*workers.events, &job.account, &query).await {
-                Ok(selection) => {
-                    let rows: Vec<_> = selection.rows.iter().map(metric_cells).collect();
-                    let stats = JobStatistics {
-                        processed: selection.processed,
-                        exported: rows.len() as u64,
-                    };
-                    (metric_columns(&query), rows, stats)
-                }
-                Err(e) => return failed(job, e),
+    let seed = rng::hash(0, &[job.account.as_str().as_bytes(), job.job_id.as_bytes()]);
+    let (columns, rows, statistics) = match job.query.selection(seed) {
+        Selection::Metrics(query) => match select_metrics(&*workers.events, &job.account, &query).await {
+            Ok(selection) => {
+                let rows: Vec<_> = selection.rows.iter().map(metric_cells).collect();
+                let stats = JobStatistics {
+                    processed: selection.processed,
+                    exported: rows.len() as u64,
+                };
+                (metric_columns(&query), rows, stats)
             }
-        }
-        _ => {
-            let seed = rng::hash(0, &[job.account.as_str().as_bytes(), job.job_id.as_bytes()]);
-            let Some(query) = job.query.insights(seed) else {
-                return Outcome::Failed("The job has no MessageInsightsDataSource.".to_owned());
-            };
-            match select_insights(&*workers.events, &job.account, &query, cancelled).await {
-                Ok(selection) => {
-                    let rows: Vec<_> = selection.records.iter().map(insight_cells).collect();
-                    let stats = JobStatistics {
-                        processed: selection.processed,
-                        exported: rows.len() as u64,
-                    };
-                    let columns = crate::rows::INSIGHT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
-                    (columns, rows, stats)
-                }
-                Err(e) => return failed(job, e),
+            Err(e) => return failed(job, e),
+        },
+        Selection::Insights(query) => match select_insights(&*workers.events, &job.account, &query, cancelled).await {
+            Ok(selection) => {
+                let rows: Vec<_> = selection.records.iter().map(insight_cells).collect();
+                let stats = JobStatistics {
+                    processed: selection.processed,
+                    exported: rows.len() as u64,
+                };
+                let columns = crate::rows::INSIGHT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+                (columns, rows, stats)
             }
-        }
+            Err(e) => return failed(job, e),
+        },
     };
 
     // Hold the job in PROCESSING as configured, still answering cancels.
@@ -457,7 +447,7 @@ async fn finish(workers: &Workers, job: ExportJob, run: &str, outcome: Outcome) 
             // Nobody listening is fine.
             let _ = workers.signals.ended.send(JobEnded {
                 scope: job.account.clone(),
-                source_type: job.source_type.clone(),
+                source_type: job.source_type(),
                 status,
                 duration: Duration::from_millis(duration),
             });

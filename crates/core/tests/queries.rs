@@ -607,7 +607,7 @@ async fn daily_volumes_count_on_the_send_day() {
 /// or a job store reads one back as JSON.
 #[test]
 fn export_queries_are_built_only_by_validation() {
-    use ses_export_core::query::ExportQuery;
+    use ses_export_core::query::{ExportQuery, Selection};
     use ses_export_model::InputError;
     use ses_export_model::types::CreateExportJobRequest;
     let request = |max_results: Value| -> CreateExportJobRequest {
@@ -631,7 +631,10 @@ fn export_queries_are_built_only_by_validation() {
         match kept {
             Some(n) => {
                 let query = built.expect("in range");
-                assert_eq!(query.insights(7).map(|q| q.max_results), Some(n), "{max_results}");
+                let Selection::Insights(insights) = query.selection(7) else {
+                    panic!("a message-insights export");
+                };
+                assert_eq!(insights.max_results, n, "{max_results}");
             }
             None => {
                 let Err(InputError::Invalid(violations)) = built else {

@@ -105,11 +105,7 @@ pub async fn apply_batch<T: BatchTxn + ?Sized>(txn: &mut T, events: &[SesEvent])
     if !folded.messages.is_empty() {
         txn.insert_messages(&folded.messages).await?;
     }
-    let changes = Changes {
-        touched: folded.touched,
-        lessons: folded.lessons,
-    };
-    write_back(txn, changes).await?;
+    write_back(txn, folded.changes).await?;
     Ok(folded.outcome)
 }
 
@@ -228,11 +224,8 @@ pub struct Folded {
     pub outcome: BatchOutcome,
     /// Messages seen for the first time in this batch (to insert if absent).
     pub messages: Vec<MessageRow>,
-    /// Each record a new event touches, with the bits its new events add,
-    /// in key order.
-    pub touched: Vec<(InsightRecord, EventFlags)>,
-    /// What the new events teach, in order, each once.
-    pub lessons: Vec<(Lesson, String)>,
+    /// What the new events change.
+    pub changes: Changes,
 }
 
 /// What one event, as `record` sees it, teaches about the account: an Open
@@ -301,12 +294,10 @@ pub fn fold_new_events(events: &[SesEvent], planned: &Planned, new_rows: &[bool]
             });
         }
     }
-    let Changes { touched, lessons } = touched.finish();
     Folded {
         outcome,
         messages,
-        touched,
-        lessons,
+        changes: touched.finish(),
     }
 }
 
@@ -343,9 +334,12 @@ impl<'a> Touched<'a> {
 
 /// What events change: the records they touch, in key order, with the
 /// bits they add, and what they teach, each once.
-struct Changes {
-    touched: Vec<(InsightRecord, EventFlags)>,
-    lessons: Vec<(Lesson, String)>,
+#[derive(Debug)]
+pub struct Changes {
+    /// Each record touched, with the bits its events add, in key order.
+    pub touched: Vec<(InsightRecord, EventFlags)>,
+    /// What the events teach, in order, each once.
+    pub lessons: Vec<(Lesson, String)>,
 }
 
 /// What to write back.

@@ -58,7 +58,6 @@ pub fn job(account_n: u8, id: &str, created: i64) -> ExportJob {
     ExportJob {
         account: account(account_n),
         job_id: id.to_owned(),
-        source_type: ExportSourceType::MessageInsights,
         status: JobStatus::Created,
         query: ExportQuery::try_from(request).expect("a valid request"),
         created: Millis(created),

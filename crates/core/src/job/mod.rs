@@ -23,8 +23,6 @@ pub struct ExportJob {
     pub account: Scope,
     /// The job's id (a UUID), unique in the account.
     pub job_id: String,
-    /// `METRICS_DATA` or `MESSAGE_INSIGHTS`.
-    pub source_type: ExportSourceType,
     /// Where the job is in its life.
     pub status: JobStatus,
     /// The request as sent, validated; `GetExportJob` returns it unchanged.
@@ -252,6 +250,11 @@ pub fn is_active(status: &JobStatus) -> bool {
 }
 
 impl ExportJob {
+    /// `METRICS_DATA` or `MESSAGE_INSIGHTS`, as its query says.
+    pub fn source_type(&self) -> ExportSourceType {
+        self.query.source_type()
+    }
+
     /// The ordering key of `list`: newest first.
     pub fn cursor(&self) -> JobCursor {
         JobCursor {
@@ -268,7 +271,7 @@ impl ExportJob {
     /// Whether `filter` selects the job.
     pub fn matches(&self, filter: &JobFilter) -> bool {
         filter.status.as_ref().is_none_or(|s| *s == self.status)
-            && filter.source_type.as_ref().is_none_or(|t| *t == self.source_type)
+            && filter.source_type.as_ref().is_none_or(|t| *t == self.source_type())
     }
 
     /// Moves the job to `to` with what `update` sets (fields it leaves

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use ses_export_model::types::{ExportSourceType, JobStatus};
+use ses_export_model::types::JobStatus;
 use tokio_postgres::Row;
 
 use super::{BACKEND, boxed};
@@ -36,7 +36,6 @@ fn job(row: &Row) -> Result<ExportJob, JobStoreError> {
     Ok(ExportJob {
         account: account.parse().map_err(|e: String| generic(std::io::Error::other(e)))?,
         job_id: row.get(1),
-        source_type: ExportSourceType::from(row.get::<_, String>(2)),
         status: JobStatus::from(row.get::<_, String>(3)),
         query: serde_json::from_str(&request).map_err(generic)?,
         created: row.get(5),
@@ -144,7 +143,7 @@ impl JobStore for PgJobStore {
                 &[
                     &account,
                     &job.job_id,
-                    &job.source_type.as_str(),
+                    &job.source_type().as_str(),
                     &job.status.as_str(),
                     &request,
                     &job.created,

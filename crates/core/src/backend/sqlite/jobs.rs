@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use ses_export_model::types::{ExportSourceType, JobStatus};
+use ses_export_model::types::JobStatus;
 
 use super::{BACKEND, Step, fold_wal, lock, migrate};
 use crate::Scope;
@@ -177,7 +177,6 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<ExportJob> {
     Ok(ExportJob {
         account: account.parse().map_err(|e: String| bad(e.into()))?,
         job_id: row.get(1)?,
-        source_type: ExportSourceType::from(row.get::<_, String>(2)?),
         status: JobStatus::from(row.get::<_, String>(3)?),
         query: serde_json::from_str(&request).map_err(|e| bad(Box::new(e)))?,
         created: row.get(5)?,
@@ -267,7 +266,7 @@ impl JobStore for SqliteJobStore {
                 params![
                     job.account.as_str(),
                     job.job_id,
-                    job.source_type.as_str(),
+                    job.source_type().as_str(),
                     job.status.as_str(),
                     request,
                     job.created,
