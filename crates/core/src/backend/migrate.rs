@@ -5,7 +5,7 @@
 //! between. Each backend says how its transaction does the four things
 //! ([`SchemaTxn`]); the order and the rules are here.
 
-use std::fmt;
+use super::OpenError;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,31 +46,28 @@ pub(crate) trait SchemaTxn {
 
 /// Brings the database `txn` is in up to the last of `steps`. A database
 /// newer than this build is refused, not guessed at. The caller commits.
-pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[Step]) -> Result<(), MigrateError> {
+pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[Step]) -> Result<(), OpenError> {
     let version = txn
         .version()
         .await
-        .map_err(MigrateError::at("reading the schema version"))?;
+        .map_err(|e| OpenError::caused("reading the schema version", e))?;
     if version > steps.len() {
-        return Err(MigrateError {
-            context: format!(
-                "the {database} database is at schema version {version}, newer than this build's {}",
-                steps.len()
-            ),
-            source: None,
-        });
+        return Err(OpenError::new(format!(
+            "the {database} database is at schema version {version}, newer than this build's {}",
+            steps.len()
+        )));
     }
     for (i, step) in steps.iter().enumerate().skip(version) {
         if !step.sql.is_empty() {
             txn.run(step.sql)
                 .await
-                .map_err(MigrateError::at(format!("migration {}", i + 1)))?;
+                .map_err(|e| OpenError::caused(format!("migration {}", i + 1), e))?;
         }
     }
     if version < steps.len() {
         txn.set_version(steps.len())
             .await
-            .map_err(MigrateError::at("recording the schema version"))?;
+            .map_err(|e| OpenError::caused("recording the schema version", e))?;
     }
     // A new database (version 0) has nothing to derive.
     if version > 0 && steps[version..].iter().any(|s| s.rederive) {
@@ -80,43 +77,22 @@ pub(crate) async fn migrate<T: SchemaTxn>(txn: &mut T, database: &str, steps: &[
         );
         txn.rederive()
             .await
-            .map_err(MigrateError::at("re-deriving from the kept events"))?;
+            .map_err(|e| OpenError::caused("re-deriving from the kept events", e))?;
     }
     Ok(())
 }
 
-/// Why a migration failed: what it was doing, and the error beneath.
-#[derive(Debug)]
-pub(crate) struct MigrateError {
-    context: String,
-    source: Option<BoxError>,
-}
-
-impl MigrateError {
-    fn at(context: impl Into<String>) -> impl FnOnce(BoxError) -> MigrateError {
-        move |source| MigrateError {
-            context: context.into(),
-            source: Some(source),
-        }
-    }
-}
-
-impl From<BoxError> for MigrateError {
-    fn from(source: BoxError) -> Self {
-        MigrateError::at("migrating the schema")(source)
-    }
-}
-
-impl fmt::Display for MigrateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.context)
-    }
-}
-
-impl std::error::Error for MigrateError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
+/// Why a database with settled days is not re-derived: replaying reaches
+/// the rows of hot days only (a settled day's records live in its segment,
+/// not in the tables), so re-deriving would leave settled days' records
+/// and rollups with the old meaning and drop their lessons. The upgrade is
+/// refused, and the database stays as it was, rather than half-derived.
+pub(crate) fn settled_days_refused(settled: i64) -> String {
+    format!(
+        "this version changes what kept events mean, and re-deriving reaches hot days only: the database keeps \
+         {settled} settled days as segments, which it would leave with the old meaning; it is left at its \
+         previous version"
+    )
 }
 
 /// What older versions of this crate kept, for tests of upgrades (feature
@@ -212,7 +188,7 @@ mod tests {
         Step::sql("four"),
     ];
 
-    fn run(version: usize, steps: &[Step]) -> Result<Log, MigrateError> {
+    fn run(version: usize, steps: &[Step]) -> Result<Log, OpenError> {
         let mut log = Log {
             version,
             ..Log::default()

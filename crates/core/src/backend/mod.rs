@@ -15,6 +15,8 @@ pub mod memory;
 mod migrate;
 #[cfg(feature = "service")]
 mod open;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "service"))]
+mod open_error;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -23,7 +25,9 @@ mod settled;
 pub mod sqlite;
 
 #[cfg(feature = "service")]
-pub use open::{Database, OpenError, OpenOptions, Stores, open};
+pub use open::{Database, OpenOptions, Stores, open};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "service"))]
+pub use open_error::OpenError;
 
 /// The rollup tables' metric columns, made from [`crate::vdm::METRICS`]: a
 /// metric's column is its wire name in lower case (`PERMANENT_BOUNCE` is

@@ -10,6 +10,8 @@ use crate::event_store::EventStore;
 use crate::job::JobStore;
 use crate::limits::RateLimiter;
 
+use super::OpenError;
+
 /// Where a server keeps its events, jobs and rate limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -167,41 +169,4 @@ async fn postgres(_: &str, _: OpenOptions) -> Result<Stores, OpenError> {
         "--database-url postgres://...: this build has no PostgreSQL support (build with --features postgres)"
             .to_owned(),
     ))
-}
-
-/// Why a database could not be opened: what to fix, and the error beneath
-/// it (`source()`), if there is one.
-#[derive(Debug)]
-pub struct OpenError {
-    context: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl OpenError {
-    pub(crate) fn new(context: String) -> Self {
-        OpenError { context, source: None }
-    }
-
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn caused(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        OpenError {
-            context: context.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-}
-
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {}", self.context, crate::error_chain(&**source)),
-            None => f.write_str(&self.context),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
 }

@@ -917,6 +917,17 @@ async fn add_rollups(
 /// meaning, run by the first server of the new version.
 pub(super) async fn rederive(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
     const CHUNK: usize = 10_000;
+    let settled: i64 = tx
+        .query_one("SELECT count(*) FROM ses_segments", &[])
+        .await
+        .map_err(generic)?
+        .get(0);
+    if settled > 0 {
+        return Err(StoreError::Generic {
+            backend: BACKEND,
+            source: crate::backend::migrate::settled_days_refused(settled).into(),
+        });
+    }
     tx.batch_execute("UPDATE ses_insights SET flags = 0; DELETE FROM ses_metric_days; DELETE FROM ses_learned;")
         .await
         .map_err(generic)?;

@@ -373,8 +373,15 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// Derives again what the kept events mean (every record's flags, the
 /// rollups, the lessons) by replaying them through the batch driver, a
 /// chunk of rows at a time: the migration to a changed meaning.
-fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+pub(super) fn rederive(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     const CHUNK: usize = 10_000;
+    let settled: i64 = tx.query_row("SELECT count(*) FROM segments", [], |r| r.get(0))?;
+    if settled > 0 {
+        return Err(StoreError::Generic {
+            backend: BACKEND,
+            source: crate::backend::migrate::settled_days_refused(settled).into(),
+        });
+    }
     tx.execute_batch("UPDATE insights SET flags = 0; DELETE FROM metric_days; DELETE FROM learned;")?;
     let mut stmt = tx.prepare(&format!(
         "SELECT e.account, e.event_id, e.kind, e.ts, e.bounce_type, e.bounce_sub_type, e.diagnostic_code, \

@@ -21,8 +21,9 @@ pub(crate) const BACKEND: &str = "sqlite";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+use crate::backend::OpenError;
+use crate::backend::migrate::SchemaTxn;
 pub(crate) use crate::backend::migrate::Step;
-use crate::backend::migrate::{MigrateError, SchemaTxn};
 
 /// Derives what the kept events mean again, inside the migrating transaction.
 pub(crate) type Rederive = fn(&rusqlite::Transaction<'_>) -> Result<(), BoxError>;
@@ -38,7 +39,7 @@ pub(crate) fn migrate(
     steps: &[Step],
     default_region: &crate::Region,
     rederive: Option<Rederive>,
-) -> Result<(), MigrateError> {
+) -> Result<(), OpenError> {
     use futures_util::FutureExt;
     let mut txn = Migrating {
         tx: conn.transaction().map_err(boxed)?,
@@ -56,13 +57,13 @@ pub(crate) fn migrate(
     // Every step of a SQLite transaction runs when polled: nothing waits.
     crate::backend::migrate::migrate(&mut txn, database, steps)
         .now_or_never()
-        .unwrap_or_else(|| Err(MigrateError::from(BoxError::from("a SQLite migration step waited"))))?;
+        .unwrap_or_else(|| Err(OpenError::new("a SQLite migration step waited".to_owned())))?;
     txn.tx.commit().map_err(boxed)?;
     Ok(())
 }
 
-fn boxed(e: rusqlite::Error) -> MigrateError {
-    MigrateError::from(BoxError::from(e))
+fn boxed(e: rusqlite::Error) -> OpenError {
+    OpenError::caused("migrating the schema", e)
 }
 
 struct Migrating<'c> {

@@ -688,6 +688,38 @@ mod tests {
         }
     }
 
+    /// Re-deriving (a migration that changes what events mean) refuses a
+    /// store with settled days, whose records and rollups it cannot reach,
+    /// and changes nothing, rather than leave those days half-derived.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rederiving_refuses_a_store_with_settled_days() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("events.sqlite");
+        let store = SqliteEventStore::open(&path).expect("open");
+        store.write_batch(&account(), generated(5, 60)).await.expect("ingest");
+        let done = store.compact(&settle_all(u64::MAX)).await.expect("compact");
+        assert!(done.segments > 0, "{done:?}");
+        let (before, counts) = (
+            records(&store).await,
+            store.daily_counts(&account(), EVERYTHING).await.expect("counts"),
+        );
+        {
+            let mut conn = rusqlite::Connection::open(&path).expect("open");
+            let tx = conn.transaction().expect("transaction");
+            let refused = super::super::events::rederive(&tx).expect_err("settled days are refused");
+            assert!(
+                crate::error_chain(&refused).contains("settled days"),
+                "{}",
+                crate::error_chain(&refused)
+            );
+        }
+        assert_eq!(records(&store).await, before);
+        assert_eq!(
+            store.daily_counts(&account(), EVERYTHING).await.expect("counts"),
+            counts
+        );
+    }
+
     /// A store made before segments (schema 5) opens with every day it
     /// holds on the compactor's list, as quiet: the first compaction moves
     /// its settled days into segments, and nothing a reader sees changes.
